@@ -1,0 +1,68 @@
+"""Application factory and the shared context every route uses."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine as Database
+
+from adapters.pipeline import ResultPipeline
+from codes import CodeBook
+from exchange.patient_id import Pseudonymizer
+from exchange.publisher import Publisher
+
+
+class ApiError(Exception):
+    """A refused request: answered with ``{"error": "<field>: <message>", "field": …}`` and a 4xx status."""
+
+    def __init__(self, field: str | None, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.field, self.message, self.status = field, message, status
+
+
+@dataclass
+class Context:
+    """What the routes share: the code book, the store, the pseudonymizer and the publisher."""
+
+    book: CodeBook
+    database: Database
+    pseudonymizer: Pseudonymizer
+    publisher: Publisher
+    bootstrap: str
+    engine_group: str
+
+    def pipeline(self) -> ResultPipeline:
+        return ResultPipeline(self.book, self.pseudonymizer, self.publisher)
+
+
+def create_app(context: Context) -> FastAPI:
+    from exchange.api import fhir, health, recognition
+
+    app = FastAPI(title="HR Exchange", version="0.1.0",
+                  description="检查检验结果互认 — mutual recognition of lab and imaging results between hospitals.")
+    app.state.context = context
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Name the field first, so an integrator sees at once what to fix.
+        problems = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
+                    for e in exc.errors()]
+        first = problems[0] if problems else {"field": None, "message": "invalid request"}
+        return JSONResponse(status_code=422, content={"error": f"{first['field']}: {first['message']}",
+                                                      "problems": problems})
+
+    @app.exception_handler(ApiError)
+    async def _refused(request: Request, exc: ApiError) -> JSONResponse:
+        error = f"{exc.field}: {exc.message}" if exc.field else exc.message
+        return JSONResponse(status_code=exc.status, content={"error": error, "field": exc.field})
+
+    app.include_router(fhir.router)
+    app.include_router(recognition.router)
+    app.include_router(health.router)
+    return app
+
+
+def context_of(request: Request) -> Context:
+    return request.app.state.context

@@ -1,0 +1,115 @@
+"""``POST /api/v1/recognition/check``: the encounter reminder and the order-time duplicate reminder."""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import AwareDatetime, BaseModel, Field, model_validator
+
+from exchange.api.app import ApiError, Context, context_of
+from exchange.patient_id import InvalidResidentId
+from exchange.recognize import Answer, Prior, best, items_of, recognize
+from exchange.store import StoredResult, current_results
+
+router = APIRouter(prefix="/api/v1", tags=["recognition"])
+
+
+class PatientRef(BaseModel):
+    """The patient, by resident ID (pseudonymized on arrival, never stored) or by pseudonym."""
+
+    resident_id: str | None = Field(None, description="居民身份证号 (18 characters, GB 11643 check digit)")
+    pseudonym: str | None = Field(None, pattern="^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _one(self) -> PatientRef:
+        if (self.resident_id is None) == (self.pseudonym is None):
+            raise ValueError("give exactly one of resident_id or pseudonym")
+        return self
+
+
+class CheckRequest(BaseModel):
+    patient: PatientRef
+    requesting_institution: str = Field(description="institution id of the requesting hospital")
+    items: list[str] | None = Field(None, description="unified item codes being ordered (order-time check)")
+    at: AwareDatetime | None = Field(None, description="the moment of the check; default now")
+
+
+def _entry(context: Context, result: StoredResult, answer: Answer) -> dict[str, Any]:
+    book = context.book
+    issuer = book.institutions.get(result.issuer)
+    item = book.items.get(answer.item_code) if answer.item_code else None
+    entry: dict[str, Any] = {
+        "result": {"issuer": result.issuer, "issuer_name": issuer.name_zh if issuer else None,
+                   "result_id": result.result_id, "version": result.version, "kind": result.kind,
+                   "status": result.status, "reported_at": result.reported_at.isoformat(),
+                   "collected_at": result.collected_at.isoformat() if result.collected_at else None},
+        "item": {"code": answer.item_code, "name_zh": item.name_zh if item else None,
+                 "name_en": item.name_en if item else None, "local_code": result.local_code},
+        "recognition": answer.as_dict(),
+    }
+    if result.kind == "lab":
+        entry["values"] = [
+            {"item": o.unified_code, "local_code": o.local_code, "value": o.value, "value_text": o.value_text,
+             "unit": o.unit, "reference_range": {"low": o.ref_low, "high": o.ref_high, "text": o.ref_text},
+             "interpretation": o.interpretation}
+            for o in result.observations
+            if answer.item_code is None or o.unified_code == answer.item_code or
+            (item is not None and o.unified_code in item.components) or result.unified_code == answer.item_code]
+    else:
+        entry["report"] = result.event.get("report")
+        entry["retrieval"] = result.event.get("retrieval")
+        entry["study"] = result.event.get("study")
+    return entry
+
+
+@router.post("/recognition/check", summary="Which prior results may the requesting institution reuse now?")
+def check(body: CheckRequest, request: Request) -> dict[str, Any]:
+    context = context_of(request)
+    book = context.book
+    if body.requesting_institution not in book.institutions:
+        raise ApiError("requesting_institution", f"unknown institution {body.requesting_institution!r}")
+    for i, code in enumerate(body.items or ()):
+        if code not in book.items:
+            raise ApiError(f"items[{i}]", f"unknown unified item code {code!r}")
+    if body.patient.resident_id is not None:
+        try:
+            pseudonym = context.pseudonymizer.pseudonym(body.patient.resident_id)
+        except InvalidResidentId as exc:
+            raise ApiError("patient.resident_id", str(exc)) from None
+    else:
+        pseudonym = body.patient.pseudonym  # type: ignore[assignment]
+    at = body.at or datetime.now(UTC)
+    with context.database.connect() as conn:
+        stored = current_results(conn, pseudonym)
+    evaluated: list[tuple[Answer, StoredResult]] = []
+    problems: list[str] = []
+    for result in stored:
+        for code, present in items_of(result):
+            try:
+                answer = recognize(book, Prior(result.issuer, code, result.status, result.reported_at, present),
+                                   body.requesting_institution, at)
+            except Exception as exc:  # noqa: BLE001 - one bad row must not hide the others: flag it instead
+                problems.append(f"{result.issuer}/{result.result_id}: {exc!r}")
+                continue
+            evaluated.append((answer, result))
+    response: dict[str, Any] = {"patient": {"pseudonym": pseudonym}, "requesting_institution":
+                                body.requesting_institution, "at": at.isoformat()}
+    if body.items is None:
+        response["trigger"] = "encounter"
+        response["results"] = [_entry(context, r, a) for a, r in evaluated]
+    else:
+        response["trigger"] = "order"
+        ordered = []
+        for code in body.items:
+            candidates = [(a, r) for a, r in evaluated if a.item_code == code]
+            chosen = best(candidates)
+            ordered.append({"item": code, "recognizable": chosen is not None,
+                            "best": _entry(context, chosen[1], chosen[0]) if chosen else None,
+                            "others": [_entry(context, r, a) for a, r in candidates if chosen is None or
+                                       (a, r) is not chosen]})
+        response["results"] = ordered
+    response["complete"] = not problems
+    if problems:
+        response["incomplete_reason"] = "; ".join(problems)
+    return response

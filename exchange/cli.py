@@ -1,0 +1,156 @@
+"""The ``hrx`` command line."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+import orjson
+
+from exchange.config import Settings
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="debug logging")
+def main(verbose: bool) -> None:
+    """HR Exchange — 检查检验结果互认 (mutual recognition of lab and imaging results)."""
+    _logging(verbose)
+
+
+@main.command()
+@click.option("--demo", is_flag=True, help="send the demo data set through the adapters and print a curl")
+@click.option("--codes", "codes_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="load items, institutions, mappings and catalogues from DIR instead of the shipped ones")
+@click.option("--port", type=int, help="HTTP port (default 8080 or HRX_HTTP_PORT)")
+@click.option("--engines", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="engine consumer processes (at most the lab topic's partition count are useful)")
+def up(demo: bool, codes_dir: Path | None, port: int | None, engines: int) -> None:
+    """Start broker (embedded unless HRX_KAFKA_BOOTSTRAP), store, engine and API."""
+    from exchange.up import settings_with, up as run_up
+
+    settings = settings_with(Settings.from_env(), codes_dir=codes_dir, http_port=port)
+    sys.exit(run_up(settings, demo=demo, engines=engines))
+
+
+@main.command()
+def engine() -> None:
+    """Run one engine consumer (Kafka result topics → store) until SIGTERM/SIGINT."""
+    from exchange import runtime
+    from exchange.engine import ResultEngine
+    from exchange.publisher import Publisher
+
+    settings = Settings.from_env()
+    bootstrap = runtime.require_bootstrap(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    parent = int(os.environ.get("HRX_PARENT_PID", "0"))
+    if parent:
+        # Started by `hrx up`: do not outlive it if it is killed without a chance to stop us.
+        def _watch() -> None:
+            while not stop.wait(1.0):
+                if os.getppid() != parent:
+                    stop.set()
+        threading.Thread(target=_watch, daemon=True).start()
+    publisher = Publisher(bootstrap, client_id="hrx-engine")
+    worker = ResultEngine(bootstrap, runtime.database(settings), settings.engine_group, publisher)
+    try:
+        worker.run(stop)
+    finally:
+        publisher.close()
+        logging.getLogger("hrx.engine").info("engine stopped: %s", worker.stats)
+
+
+@main.command()
+@click.option("--port", type=int)
+def serve(port: int | None) -> None:
+    """Run only the HTTP API against an existing broker and store (production: beside `hrx engine`)."""
+    import uvicorn
+
+    from exchange import runtime
+    from exchange.api import Context, create_app
+    from exchange.publisher import Publisher
+    from exchange.up import settings_with
+
+    settings = settings_with(Settings.from_env(), http_port=port)
+    bootstrap = runtime.require_bootstrap(settings)
+    context = Context(book=runtime.codebook(settings), database=runtime.database(settings),
+                      pseudonymizer=runtime.pseudonymizer(settings), publisher=Publisher(bootstrap),
+                      bootstrap=bootstrap, engine_group=settings.engine_group)
+    uvicorn.run(create_app(context), host=settings.http_host, port=settings.http_port, access_log=False)
+
+
+@main.group()
+def adapter() -> None:
+    """Hospital adapters: parse, map, pseudonymize, publish."""
+
+
+@adapter.command("fhir")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def adapter_fhir(files: tuple[Path, ...]) -> None:
+    """Publish FHIR R4 Bundles from FILES; each file is all-or-nothing. Exit 1 if any file was refused."""
+    from adapters.fhir import bundle_events
+    from adapters.pipeline import AdapterError, ResultPipeline
+    from exchange import runtime
+    from exchange.broker import BrokerUnavailable
+    from exchange.publisher import Publisher
+
+    settings = Settings.from_env()
+    publisher = Publisher(runtime.require_bootstrap(settings))
+    pipeline = ResultPipeline(runtime.codebook(settings), runtime.pseudonymizer(settings), publisher)
+    failed = 0
+    try:
+        for path in files:
+            try:
+                built = bundle_events(pipeline, orjson.loads(path.read_bytes()))
+                pipeline.publish(built)
+                click.echo(f"{path}: published {len(built)} result(s)")
+            except orjson.JSONDecodeError as exc:
+                failed += 1
+                click.echo(f"{path}: refused: not JSON: {exc}", err=True)
+            except (AdapterError, BrokerUnavailable) as exc:
+                failed += 1
+                click.echo(f"{path}: refused: {exc}", err=True)
+    finally:
+        publisher.close()
+    click.echo(f"{len(files) - failed} file(s) published, {failed} refused")
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.argument("resident_id")
+def pseudonym(resident_id: str) -> None:
+    """Print the pseudonym of RESIDENT_ID under the configured key (nothing is stored or logged)."""
+    from exchange import runtime
+    from exchange.patient_id import InvalidResidentId
+
+    try:
+        click.echo(runtime.pseudonymizer(Settings.from_env()).pseudonym(resident_id))
+    except InvalidResidentId as exc:
+        raise click.BadParameter(str(exc), param_hint="RESIDENT_ID") from None
+
+
+def _mount_codes_commands() -> None:
+    from codes.cli import catalogue
+
+    main.add_command(catalogue)
+
+
+try:
+    _mount_codes_commands()
+except ImportError:  # pragma: no cover - codes.cli ships with the package; guard for partial checkouts
+    pass
+
+if __name__ == "__main__":
+    main()
+

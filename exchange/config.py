@@ -1,0 +1,81 @@
+"""Runtime settings, read once from the environment.
+
+Every knob has an embedded default so that ``hrx up`` works on a fresh machine: a bundled broker, an SQLite
+file under ``./var`` and a pseudonym key file generated beside it (never inside the database or on a topic).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Topics and their partition counts. The key of every result event is the patient pseudonym, so one
+#: patient's events stay ordered inside one partition; growing a cluster means more partitions and more
+#: engine consumers in the same group.
+TOPIC_LAB = "hr.results.lab.v1"
+TOPIC_IMAGING = "hr.results.imaging.v1"
+TOPIC_DEADLETTER = "hr.deadletter.v1"
+TOPIC_DECISIONS = "hr.decisions.v1"
+TOPIC_FEEDBACK = "hr.feedback.v1"
+RESULT_TOPICS = (TOPIC_LAB, TOPIC_IMAGING)
+DEFAULT_PARTITIONS = {
+    TOPIC_LAB: 6,
+    TOPIC_IMAGING: 3,
+    TOPIC_DEADLETTER: 1,
+    TOPIC_DECISIONS: 3,
+    TOPIC_FEEDBACK: 1,
+}
+ENGINE_GROUP = "hrx-engine"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a process of the exchange needs to know about its surroundings."""
+
+    var_dir: Path = field(default_factory=lambda: Path("var"))
+    kafka_bootstrap: str | None = None  # None: start the embedded broker
+    database_url: str | None = None  # None: SQLite file under var_dir
+    pseudonym_key: bytes | None = None
+    pseudonym_key_file: Path | None = None
+    codes_dir: Path | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    engine_group: str = ENGINE_GROUP
+    partitions: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PARTITIONS))
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        var_dir = Path(env.get("HRX_VAR_DIR", "var"))
+        key = env.get("HRX_PSEUDONYM_KEY")
+        key_file = env.get("HRX_PSEUDONYM_KEY_FILE")
+        return cls(
+            var_dir=var_dir,
+            kafka_bootstrap=env.get("HRX_KAFKA_BOOTSTRAP") or None,
+            database_url=env.get("HRX_DATABASE_URL") or None,
+            pseudonym_key=key.encode() if key else None,
+            pseudonym_key_file=Path(key_file) if key_file else None,
+            codes_dir=Path(env["HRX_CODES_DIR"]) if env.get("HRX_CODES_DIR") else None,
+            http_host=env.get("HRX_HTTP_HOST", "127.0.0.1"),
+            http_port=int(env.get("HRX_HTTP_PORT", "8080")),
+            engine_group=env.get("HRX_ENGINE_GROUP", ENGINE_GROUP),
+        )
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.var_dir / 'hrx.db').resolve()}"
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes a child process (engine, adapter) see the same settings."""
+        env = {"HRX_VAR_DIR": str(self.var_dir), "HRX_DATABASE_URL": self.effective_database_url,
+               "HRX_HTTP_HOST": self.http_host, "HRX_HTTP_PORT": str(self.http_port),
+               "HRX_ENGINE_GROUP": self.engine_group}
+        if self.kafka_bootstrap:
+            env["HRX_KAFKA_BOOTSTRAP"] = self.kafka_bootstrap
+        if self.pseudonym_key_file:
+            env["HRX_PSEUDONYM_KEY_FILE"] = str(self.pseudonym_key_file)
+        elif self.pseudonym_key:
+            env["HRX_PSEUDONYM_KEY"] = self.pseudonym_key.decode()
+        if self.codes_dir:
+            env["HRX_CODES_DIR"] = str(self.codes_dir)
+        return env

@@ -1,0 +1,116 @@
+"""The engine consumer: Kafka result topics → validated events → the SQL store.
+
+Delivery rule (DOMAIN.md §8): offsets are committed only after the SQL transaction that stored the batch
+has committed. A crash between the two replays the batch, and the store's UNIQUE natural keys turn the
+replay into no-ops, so every event is stored exactly once. An event that fails validation is published to
+``hr.deadletter.v1`` (with its source topic/partition/offset) and recorded, and consumption continues.
+Scale-out: start more engine processes in the same consumer group, up to the topics' partition counts.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+from sqlalchemy import Engine as Database
+from sqlalchemy.exc import SQLAlchemyError
+
+from exchange import events
+from exchange.broker import BrokerUnavailable
+from exchange.config import RESULT_TOPICS, TOPIC_DEADLETTER
+from exchange.dead_letter import dead_letter_event
+from exchange.publisher import Publisher, Record
+from exchange.store import Delivery, ingest, record_dead_letter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineStats:
+    batches: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    started_at: float = field(default_factory=time.time)
+
+
+class ResultEngine:
+    """Consumes result topics in consumer group ``group`` and writes them to ``database``."""
+
+    def __init__(self, bootstrap: str, database: Database, group: str, publisher: Publisher,
+                 topics: Sequence[str] = RESULT_TOPICS, max_poll_records: int = 1000) -> None:
+        self.bootstrap = bootstrap
+        self.database = database
+        self.group = group
+        self.publisher = publisher
+        self.topics = tuple(topics)
+        self.max_poll_records = max_poll_records
+        self.stats = EngineStats()
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until ``stop`` is set; broker or database outages are waited out, never skipped."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                self._consume(stop)
+                backoff = 0.5
+            except (KafkaError, BrokerUnavailable, SQLAlchemyError, OSError) as exc:
+                self.stats.errors += 1
+                self.stats.last_error = repr(exc)
+                log.warning("engine: %s; resuming from the last committed offsets in %.1fs", exc, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def _consume(self, stop: threading.Event) -> None:
+        consumer = KafkaConsumer(
+            *self.topics, bootstrap_servers=self.bootstrap, group_id=self.group, client_id="hrx-engine",
+            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.max_poll_records)
+        log.info("engine: consuming %s in group %s from %s", ", ".join(self.topics), self.group, self.bootstrap)
+        try:
+            while not stop.is_set():
+                batch = consumer.poll(timeout_ms=500)
+                if batch:
+                    consumer.commit(self.process(batch))
+        finally:
+            consumer.close(autocommit=False)
+
+    def process(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Store one polled batch; returns the offsets that may be committed once it is durable."""
+        good: list[Delivery] = []
+        bad: list[tuple[ConsumerRecord, str]] = []
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for tp, records in batch.items():
+            schema = events.SCHEMA_OF_TOPIC[tp.topic]
+            for record in records:
+                try:
+                    good.append(Delivery(events.decode(schema, record.value), tp.topic, tp.partition, record.offset))
+                except events.InvalidEvent as exc:
+                    bad.append((record, str(exc)))
+            offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
+        dead = [(record, dead_letter_event(error, record.value, topic=record.topic,
+                                           partition=record.partition, offset=record.offset))
+                for record, error in bad]
+        if dead:
+            # Published before the store commits: a crash in between republishes, and the dead-letter
+            # table's UNIQUE origin keeps one row per consumed message.
+            self.publisher.publish(Record(TOPIC_DEADLETTER, f"{r.topic}:{r.partition}", events.encode(d))
+                                   for r, d in dead)
+        with self.database.begin() as conn:
+            report = ingest(conn, good)
+            for record, letter in dead:
+                record_dead_letter(conn, record.topic, record.partition, record.offset, letter["error"],
+                                   letter["payload"])
+        self.stats.batches += 1
+        self.stats.stored += report.stored
+        self.stats.duplicates += report.duplicates
+        self.stats.dead_letters += len(bad)
+        log.debug("engine: batch stored=%d duplicates=%d dead=%d", report.stored, report.duplicates, len(bad))
+        return offsets

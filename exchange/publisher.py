@@ -1,0 +1,80 @@
+"""Publishing events to Kafka and waiting for the broker's acknowledgement.
+
+``acks='all'`` so that an acknowledged event is on every in-sync replica. The idempotent producer is off:
+tansu answers every idempotent send with UnknownError, and duplicates from producer retries are absorbed by
+the store's UNIQUE natural keys anyway (DOMAIN.md §8).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from exchange.broker import BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    key: str
+    value: bytes
+
+
+class Publisher:
+    """A thread-safe producer that reconnects lazily after the broker was away."""
+
+    def __init__(self, bootstrap: str, timeout_s: float = 10.0, client_id: str = "hrx") -> None:
+        self.bootstrap = bootstrap
+        self.timeout_s = timeout_s
+        self.client_id = client_id
+        self._producer: KafkaProducer | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> KafkaProducer:
+        with self._lock:
+            if self._producer is None:
+                try:
+                    self._producer = KafkaProducer(
+                        bootstrap_servers=self.bootstrap, client_id=self.client_id, acks="all",
+                        enable_idempotence=False, linger_ms=2, retries=3, retry_backoff_ms=200,
+                        max_block_ms=int(self.timeout_s * 1000), request_timeout_ms=int(self.timeout_s * 1000),
+                        delivery_timeout_ms=int(self.timeout_s * 1000) + 2000)
+                except KafkaError as exc:
+                    raise BrokerUnavailable(f"Kafka at {self.bootstrap} is unreachable: {exc}") from exc
+            return self._producer
+
+    def publish(self, records: Iterable[Record]) -> None:
+        """Send every record and return only once the broker acknowledged all of them.
+
+        Raises BrokerUnavailable when any record was not acknowledged; the caller must then answer with a
+        refusal (HL7 AE, DICOM 0xA700, HTTP 503) so that the sender retries.
+        """
+        producer = self._get()
+        try:
+            futures = [producer.send(r.topic, key=r.key.encode(), value=r.value) for r in records]
+            for future in futures:
+                future.get(timeout=self.timeout_s)
+        except KafkaError as exc:
+            self._reset()
+            raise BrokerUnavailable(f"Kafka at {self.bootstrap} did not acknowledge: {exc!r}") from exc
+
+    def _reset(self) -> None:
+        with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=0)
+            except Exception:  # noqa: BLE001 - closing a broken producer must not mask the original error
+                log.debug("closing producer failed", exc_info=True)
+
+    def close(self) -> None:
+        with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.close(timeout=5)

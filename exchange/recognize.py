@@ -1,0 +1,206 @@
+"""The recognition rules: may a prior result be reused by a requesting institution at a given moment?
+
+For a prior result R (issuer I, reported at t, unified item c, status s) and a request (institution J,
+moment ``at``), R is recognizable at tier T when (DOMAIN.md §1–§3; issue #4):
+- a catalogue of tier T, in force at ``at``, whose scope contains both I and J, lists c (for a panel, every
+  component is present in R's report);
+- ``at <= t + valid_days`` (the window is catalogue data, never a constant);
+- s is final, amended or corrected;
+- I held, at t, an EQA (室间质评) certificate for c or its category at a level covering T's required level,
+  unless the catalogue waives QC;
+- every grade overlay of the catalogue holds.
+The narrowest recognizing tier is reported; ``valid_until`` is the latest expiry among the recognizing
+catalogues, because a wider tier with a longer window still lets the clinician reuse the result.
+The engine informs; the receiving clinician decides (以接诊医师判断为标准).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+TIERS = ("alliance", "city", "province", "region", "national")
+QC_LEVELS = ("city", "province", "region", "national")
+#: The EQA level a tier asks for when its catalogue does not say otherwise.
+TIER_QC_LEVEL = {"alliance": "city", "city": "city", "province": "province", "region": "region",
+                 "national": "national"}
+FINAL_STATUSES = frozenset({"final", "amended", "corrected"})
+TIER_NAMES = {"alliance": ("医联体", "alliance"), "city": ("市域", "city"), "province": ("省域", "province"),
+              "region": ("区域", "region"), "national": ("全国", "national")}
+
+
+class Status(StrEnum):
+    RECOGNIZABLE = "recognizable"
+    EXPIRED = "expired"
+    NOT_IN_CATALOGUE = "not_in_catalogue"
+    QC_NOT_MET = "qc_not_met"
+    NOT_FINAL = "not_final"
+    OUT_OF_SCOPE = "out_of_scope"
+    UNMAPPED = "unmapped"
+
+
+@dataclass(frozen=True)
+class Reason:
+    zh: str
+    en: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"zh": self.zh, "en": self.en}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The verdict on one unified item of one prior result."""
+
+    item_code: str | None
+    status: Status
+    tier: str | None = None
+    catalogue_id: str | None = None
+    catalogue_version: str | None = None
+    valid_until: datetime | None = None
+    via: tuple[str, ...] = ()  # every catalogue id that recognizes it
+    reasons: tuple[Reason, ...] = field(default=())
+
+    @property
+    def recognizable(self) -> bool:
+        return self.status is Status.RECOGNIZABLE
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status.value, "tier": self.tier, "catalogue_id": self.catalogue_id,
+                "catalogue_version": self.catalogue_version,
+                "valid_until": self.valid_until.isoformat() if self.valid_until else None,
+                "via": list(self.via), "reasons": [r.as_dict() for r in self.reasons]}
+
+
+@dataclass(frozen=True)
+class Prior:
+    """What the rules need to know about a prior result."""
+
+    issuer: str
+    item_code: str | None
+    status: str
+    reported_at: datetime
+    report_items: frozenset[str] = frozenset()  # unified codes present in the same report (panels)
+
+
+def _qc_ok(book: Any, issuer: Any, item: Any, level: str, on: datetime) -> bool:
+    need = QC_LEVELS.index(level)
+    for cert in issuer.qc:
+        if cert.level in QC_LEVELS and QC_LEVELS.index(cert.level) >= need and cert.covers(item, on.date()):
+            return True
+    return False
+
+
+def _grade_ok(catalogue: Any, issuer: Any, requester: Any) -> bool:
+    check = getattr(catalogue, "grade_allows", None)
+    return True if check is None else bool(check(issuer, requester))
+
+
+def recognize(book: Any, prior: Prior, requester_id: str, at: datetime) -> Answer:
+    """Apply the rules to one prior item for ``requester_id`` at ``at``; every status carries its reasons."""
+    if prior.item_code is None or prior.item_code not in book.items:
+        return Answer(None, Status.UNMAPPED, reasons=(Reason(
+            "出具机构的本地项目编码未映射到统一互认编码，结果仅供查阅，不可互认",
+            "the issuer's local item code is not mapped to a unified item code: viewable, never recognizable"),))
+    code = prior.item_code
+    item = book.items[code]
+    if prior.status not in FINAL_STATUSES:
+        return Answer(code, Status.NOT_FINAL, reasons=(Reason(
+            f"报告状态为“{prior.status}”，仅终审、修订或更正后的报告可互认",
+            f"report status is {prior.status!r}; only final, amended or corrected reports are recognizable"),))
+    issuer = book.institutions.get(prior.issuer)
+    requester = book.institutions[requester_id]
+    if issuer is None:
+        return Answer(code, Status.OUT_OF_SCOPE, reasons=(Reason(
+            f"出具机构 {prior.issuer} 不在机构目录中", f"issuer {prior.issuer} is not in the registry"),))
+    shared = [c for c in book.catalogues_in_force(at) if c.covers(issuer, book) and c.covers(requester, book)]
+    if not shared:
+        return Answer(code, Status.OUT_OF_SCOPE, reasons=(Reason(
+            "出具机构与申请机构在检查时刻没有共同适用的互认目录（医联体、市、省、区域或全国）",
+            "issuer and requester share no catalogue in force (alliance, city, province, region or national)"),))
+    listing = []
+    for catalogue in shared:
+        entry = catalogue.item(code)
+        if entry is None:
+            continue
+        if item.components and not set(item.components) <= prior.report_items:
+            continue
+        listing.append((catalogue, entry))
+    if not listing:
+        return Answer(code, Status.NOT_IN_CATALOGUE, reasons=(Reason(
+            f"共同适用的互认目录（{', '.join(sorted(c.id for c in shared))}）未收录该项目"
+            + ("或报告缺少组合项目的组成项" if item.components else ""),
+            f"the shared catalogues ({', '.join(sorted(c.id for c in shared))}) do not list this item"
+            + (" or the report lacks panel components" if item.components else "")),))
+    listing.sort(key=lambda ce: TIERS.index(ce[0].tier))
+    recognizing: list[tuple[Any, datetime]] = []
+    expired: list[datetime] = []
+    failures: list[Reason] = []
+    qc_failed = grade_failed = False
+    for catalogue, entry in listing:
+        until = prior.reported_at + timedelta(days=entry.valid_days)
+        level = entry.qc_level or catalogue.qc_level or TIER_QC_LEVEL[catalogue.tier]
+        if not catalogue.waive_qc and not _qc_ok(book, issuer, item, level, prior.reported_at):
+            qc_failed = True
+            failures.append(Reason(
+                f"{catalogue.id}：出具机构在报告时未持有覆盖该项目的{level}级及以上室间质评合格证书",
+                f"{catalogue.id}: the issuer held no {level}-level (or higher) EQA certificate for this item "
+                "when it reported"))
+            continue
+        if not _grade_ok(catalogue, issuer, requester):
+            grade_failed = True
+            failures.append(Reason(
+                f"{catalogue.id}：机构等级条件不满足（{issuer.grade} → {requester.grade}）",
+                f"{catalogue.id}: grade condition not met ({issuer.grade} → {requester.grade})"))
+            continue
+        if at > until:
+            expired.append(until)
+            failures.append(Reason(
+                f"{catalogue.id}：已超过互认时限 {entry.valid_days} 天（{until.isoformat()} 到期）",
+                f"{catalogue.id}: past its {entry.valid_days}-day window (expired {until.isoformat()})"))
+            continue
+        recognizing.append((catalogue, until))
+    if recognizing:
+        narrowest = recognizing[0][0]
+        valid_until = max(until for _, until in recognizing)
+        zh, en = TIER_NAMES[narrowest.tier]
+        return Answer(code, Status.RECOGNIZABLE, narrowest.tier, narrowest.id, narrowest.version, valid_until,
+                      via=tuple(c.id for c, _ in recognizing), reasons=(Reason(
+                          f"可互认：{zh}互认目录 {narrowest.id}（版本 {narrowest.version}），有效至 {valid_until.isoformat()}",
+                          f"recognizable under the {en} catalogue {narrowest.id} (version {narrowest.version}) "
+                          f"until {valid_until.isoformat()}"),))
+    first = listing[0][0]
+    if expired:
+        status = Status.EXPIRED
+    elif qc_failed:
+        status = Status.QC_NOT_MET
+    elif grade_failed:
+        status = Status.OUT_OF_SCOPE
+    else:  # pragma: no cover - every listing either recognizes or records a failure
+        status = Status.NOT_IN_CATALOGUE
+    return Answer(code, status, first.tier, first.id, first.version, max(expired) if expired else None,
+                  reasons=tuple(failures))
+
+
+def items_of(result: Any) -> list[tuple[str | None, frozenset[str]]]:
+    """The unified items a stored result speaks for: its own item and each observation's item."""
+    present = frozenset(o.unified_code for o in result.observations if o.unified_code)
+    codes: list[str | None] = []
+    if result.unified_code:
+        codes.append(result.unified_code)
+    for obs in result.observations:
+        if obs.unified_code and obs.unified_code not in codes:
+            codes.append(obs.unified_code)
+    if not codes:
+        codes.append(None)
+    return [(c, present) for c in codes]
+
+
+def best(answers: Iterable[tuple[Answer, Any]]) -> tuple[Answer, Any] | None:
+    """Among recognizable answers, the one valid longest (then the most recently reported)."""
+    ok = [(a, r) for a, r in answers if a.recognizable]
+    if not ok:
+        return None
+    return max(ok, key=lambda ar: (ar[0].valid_until, ar[1].reported_at))

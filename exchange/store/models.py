@@ -1,0 +1,115 @@
+"""SQLAlchemy 2.0 typed models of the store.
+
+Natural keys are UNIQUE constraints, so every write can be idempotent with ``ON CONFLICT`` instead of
+search-then-insert (which races between engine consumers). Every version of a result is kept; the
+``result_heads`` row points at the highest version, which is what clinicians see.
+"""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator,
+                        UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: BIGINT on PostgreSQL; SQLite only auto-increments an ``INTEGER PRIMARY KEY``.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on both SQLite (which keeps no zone) and PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; times must carry a zone")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Result(Base):
+    """One version of one report (lab) or study report (imaging) as published by its issuer."""
+
+    __tablename__ = "results"
+    __table_args__ = (
+        UniqueConstraint("issuer", "result_id", "version", name="uq_results_natural_key"),
+        Index("ix_results_patient", "patient"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    issuer: Mapped[str] = mapped_column(String(64))
+    result_id: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # lab | imaging
+    status: Mapped[str] = mapped_column(String(24))
+    patient: Mapped[str] = mapped_column(String(64))
+    unified_code: Mapped[str | None] = mapped_column(String(16))
+    local_code: Mapped[str] = mapped_column(String(64))
+    collected_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    stored_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    event: Mapped[str] = mapped_column(Text)  # the validated event as JSON, for audit and re-evaluation
+    source_topic: Mapped[str | None] = mapped_column(String(128))
+    source_partition: Mapped[int | None] = mapped_column(Integer)
+    source_offset: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ResultHead(Base):
+    """The current (highest) version of each result; a stale resend never moves it backwards."""
+
+    __tablename__ = "result_heads"
+    __table_args__ = (Index("ix_result_heads_patient", "patient", "reported_at"),)
+
+    issuer: Mapped[str] = mapped_column(String(64), primary_key=True)
+    result_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    result_pk: Mapped[int] = mapped_column(BigId, ForeignKey("results.id"))
+    patient: Mapped[str] = mapped_column(String(64))
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Observation(Base):
+    """One analyte value of a lab report version (or the single coded finding of an imaging report)."""
+
+    __tablename__ = "observations"
+    __table_args__ = (Index("ix_observations_unified_code", "unified_code"),)
+
+    result_pk: Mapped[int] = mapped_column(BigId, ForeignKey("results.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    unified_code: Mapped[str | None] = mapped_column(String(16))
+    local_code: Mapped[str] = mapped_column(String(64))
+    local_system: Mapped[str | None] = mapped_column(String(256))
+    value: Mapped[float | None] = mapped_column(Float)
+    value_text: Mapped[str | None] = mapped_column(Text)
+    unit: Mapped[str | None] = mapped_column(String(64))
+    ref_low: Mapped[float | None] = mapped_column(Float)
+    ref_high: Mapped[float | None] = mapped_column(Float)
+    ref_text: Mapped[str | None] = mapped_column(String(256))
+    interpretation: Mapped[str | None] = mapped_column(String(16))
+
+
+class DeadLetter(Base):
+    """An event the engine could not use, kept with its origin; once per (topic, partition, offset)."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (UniqueConstraint("topic", "partition", "offset", name="uq_dead_letters_origin"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(128))
+    partition: Mapped[int] = mapped_column(Integer)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    error: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str | None] = mapped_column(Text)  # scrubbed of resident-ID-shaped text
+    failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
