@@ -124,7 +124,7 @@ def ensure_topics(bootstrap: str, partitions: dict[str, int], timeout: float = 2
 def consumer_lag(bootstrap: str, group: str, topics: tuple[str, ...]) -> dict[str, int]:
     """Messages not yet committed by ``group``, per topic (end offset minus committed offset)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                             client_id="hrx-health", request_timeout_ms=5000)
+                             client_id="hrx-health", request_timeout_ms=15000)
     try:
         lag: dict[str, int] = {}
         for topic in topics:

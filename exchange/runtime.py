@@ -2,18 +2,23 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine as Database
 
-from codes import CodeBook, load_codebook
 from exchange.config import Settings
 from exchange.patient_id import Pseudonymizer
 from exchange.store import connect, migrate
+
+if TYPE_CHECKING:
+    from codes import CodeBook
 
 log = logging.getLogger(__name__)
 
 
 def codebook(settings: Settings) -> CodeBook:
+    from codes import load_codebook  # only the API and adapters need the code book, not the engine
+
     book = load_codebook(settings.codes_dir)
     log.info("codes: %d items, %d institutions, %d catalogue versions (data %s)", len(book.items),
              len(book.institutions), len(book.catalogues), book.version)
