@@ -82,8 +82,11 @@ def serve(port: int | None) -> None:
     from exchange.publisher import Publisher
     from exchange.up import settings_with
 
+    from exchange.broker import ensure_topics
+
     settings = settings_with(Settings.from_env(), http_port=port)
     bootstrap = runtime.require_bootstrap(settings)
+    ensure_topics(bootstrap, settings.partitions)  # idempotent; existing topics keep their partitions
     context = Context(book=runtime.codebook(settings), database=runtime.database(settings),
                       pseudonymizer=runtime.pseudonymizer(settings), publisher=Publisher(bootstrap),
                       bootstrap=bootstrap, engine_group=settings.engine_group)

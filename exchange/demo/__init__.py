@@ -1,0 +1,138 @@
+"""Demo data for ``hrx up --demo``: synthetic patients and reports, rendered as FHIR R4 Bundles."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+import uuid
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from adapters.fhir import INSTITUTION_SYSTEM, RESIDENT_ID_SYSTEMS
+from exchange.patient_id import make_resident_id
+
+log = logging.getLogger("hrx.demo")
+UCUM = "http://unitsofmeasure.org"
+
+
+def load() -> dict[str, Any]:
+    data = yaml.safe_load(resources.files(__name__).joinpath("demo.yaml").read_text("utf-8"))
+    for patient in data["patients"]:
+        patient["resident_id"] = make_resident_id(patient["resident_id_17"])
+    return data
+
+
+def lab_bundle(*, resident_id: str, institution: str, report_id: str, code: str, display: str | None,
+               observations: list[dict[str, Any]], issued: datetime, status: str = "final",
+               version: int | None = None, sex: str | None = None, local_system: str | None = None) -> dict[str, Any]:
+    """A FHIR R4 transaction Bundle: Organization + Patient + DiagnosticReport + Observations."""
+    org, pat, rep = (f"urn:uuid:{uuid.uuid4()}" for _ in range(3))
+    system = local_system or f"urn:hrx:local-code:{institution}"
+    obs_entries = []
+    for o in observations:
+        resource: dict[str, Any] = {
+            "resourceType": "Observation", "status": "final" if status != "preliminary" else "preliminary",
+            "code": {"coding": [{"system": o.get("system", system), "code": o["code"], "display": o.get("display")}]},
+            "subject": {"reference": pat}, "issued": issued.isoformat(),
+        }
+        if "value" in o:
+            resource["valueQuantity"] = {"value": o["value"], "unit": o.get("unit"), "system": UCUM,
+                                         "code": o.get("unit")}
+        if "text" in o:
+            resource["valueString"] = o["text"]
+        if "low" in o or "high" in o:
+            resource["referenceRange"] = [{k: {"value": o[k], "unit": o.get("unit"), "system": UCUM,
+                                               "code": o.get("unit")} for k in ("low", "high") if k in o}]
+        if "flag" in o:
+            resource["interpretation"] = [{"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": o["flag"]}]}]
+        obs_entries.append((f"urn:uuid:{uuid.uuid4()}", resource))
+    report: dict[str, Any] = {
+        "resourceType": "DiagnosticReport", "status": status,
+        "identifier": [{"system": f"urn:hrx:report-id:{institution}", "value": report_id}],
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "LAB"}]}],
+        "code": {"coding": [{"system": system, "code": code, "display": display}]},
+        "subject": {"reference": pat}, "performer": [{"reference": org}],
+        "effectiveDateTime": (issued - timedelta(hours=2)).isoformat(), "issued": issued.isoformat(),
+        "result": [{"reference": url} for url, _ in obs_entries],
+    }
+    if version is not None:
+        report["meta"] = {"versionId": str(version)}
+    entries = [
+        (org, {"resourceType": "Organization", "identifier": [{"system": INSTITUTION_SYSTEM, "value": institution}]}),
+        (pat, {"resourceType": "Patient", "identifier": [{"system": RESIDENT_ID_SYSTEMS[0], "value": resident_id}],
+               **({"gender": sex} if sex else {})}),
+        (rep, report), *obs_entries,
+    ]
+    return {"resourceType": "Bundle", "type": "transaction",
+            "identifier": {"system": f"urn:hrx:bundle:{institution}", "value": f"{report_id}-v{version or 0}"},
+            "entry": [{"fullUrl": url, "resource": r, "request": {"method": "POST", "url": r["resourceType"]}}
+                      for url, r in entries]}
+
+
+def bundles(now: datetime | None = None) -> list[dict[str, Any]]:
+    """Every demo report as a Bundle, issued relative to ``now``."""
+    now = now or datetime.now(UTC)
+    data = load()
+    patients = {p["key"]: p for p in data["patients"]}
+    out = []
+    for r in data["reports"]:
+        patient = patients[r["patient"]]
+        out.append(lab_bundle(resident_id=patient["resident_id"], institution=r["institution"], report_id=r["id"],
+                              code=r["code"], display=r.get("display"), observations=r["observations"],
+                              issued=(now - timedelta(hours=r["hours_ago"])).replace(microsecond=0),
+                              status=r.get("status", "final"), sex=patient.get("sex")))
+    return out
+
+
+def check_request() -> dict[str, Any]:
+    data = load()
+    patient = next(p for p in data["patients"] if p["key"] == data["check"]["patient"])
+    return {"patient": {"resident_id": patient["resident_id"]},
+            "requesting_institution": data["check"]["requesting_institution"]}
+
+
+def _post(url: str, body: dict[str, Any], content_type: str) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def run_demo(server: Any, settings: Any, book: Any) -> None:
+    """Wait for the API, send the demo Bundles through POST /fhir, wait until stored, print a curl."""
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    while not server.started:
+        time.sleep(0.05)
+    sent = 0
+    for bundle in bundles():
+        status, body = _post(f"{base}/fhir", bundle, "application/fhir+json")
+        if status != 200:
+            log.error("demo: POST /fhir answered %d: %s", status, body)
+            continue
+        sent += 1
+    log.info("demo: %d Bundle(s) accepted through POST /fhir", sent)
+    data = load()
+    request = check_request()
+    expected = sum(1 for r in data["reports"] if r["patient"] == data["check"]["patient"])
+    deadline = time.monotonic() + 60
+    found: set[tuple[str, str]] = set()
+    while time.monotonic() < deadline and len(found) < expected:
+        status, body = _post(f"{base}/api/v1/recognition/check", request, "application/json")
+        if status == 200:
+            found = {(e["result"]["issuer"], e["result"]["result_id"]) for e in body["results"]}
+        time.sleep(0.2)
+    log.info("demo: the engine stored %d of %d reports of the demo patient", len(found), expected)
+    payload = json.dumps(request, ensure_ascii=False)
+    print("\nHR Exchange is ready. Ask which prior results the demo patient's new hospital may reuse "
+          "(synthetic demo identity):\n\n"
+          f"  curl -s -X POST {base}/api/v1/recognition/check -H 'Content-Type: application/json' \\\n"
+          f"       -d '{payload}'\n", flush=True)

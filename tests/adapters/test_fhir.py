@@ -1,0 +1,118 @@
+"""The FHIR R4 adapter: parsing, mapping with unit conversion, and a precise error for each bad input."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from adapters.fhir import bundle_events, operation_outcome, parse_bundle
+from adapters.pipeline import AdapterError, ResultPipeline
+from exchange import events
+
+BUNDLE = json.loads((Path(__file__).parent.parent / "data/fhir/lab-bundle.json").read_text("utf-8"))
+RESIDENT_ID = "110105198003120024"
+
+
+@pytest.fixture
+def pipeline(book, pseudonymizer) -> ResultPipeline:  # type: ignore[no-untyped-def]
+    return ResultPipeline(book, pseudonymizer)
+
+
+def _entry(bundle: dict, kind: str) -> dict:  # type: ignore[type-arg]
+    return next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == kind)
+
+
+def test_a_bundle_becomes_one_validated_event_per_report(pipeline, pseudonymizer) -> None:  # type: ignore[no-untyped-def]
+    [event] = bundle_events(pipeline, BUNDLE)
+    events.validate("lab-result.v1", event)
+    assert event["issuer"] == "bj-xicheng-001" and event["result_id"] == "BJXC-TEST-1"
+    assert (event["version"], event["status"]) == (2, "final")
+    assert event["patient"]["pseudonym"] == pseudonymizer.pseudonym(RESIDENT_ID)
+    assert RESIDENT_ID not in json.dumps(event)
+    glucose, potassium = event["observations"]
+    # mg/dL → mmol/L through the hospital's mapping table (factor 1/18.016)
+    assert glucose["item"]["unified_code"] == "L0032" and glucose["unit"] == "mmol/L"
+    assert glucose["value"] == pytest.approx(99 * 0.05551) and glucose["original"] == {"value": 99.0, "unit": "mg/dL"}
+    assert glucose["reference_range"]["low"] == pytest.approx(70 * 0.05551)
+    # LOINC-coded observation maps through the items' LOINC column without a hospital row
+    assert potassium["item"]["unified_code"] == "L0045" and potassium["value"] == 4.1
+    assert event["item"]["unified_code"] == "L0032"
+
+
+def test_unmapped_local_codes_are_kept_not_dropped(pipeline) -> None:  # type: ignore[no-untyped-def]
+    bundle = copy.deepcopy(BUNDLE)
+    _entry(bundle, "Observation")["code"]["coding"][0]["code"] = "NO-SUCH-CODE"
+    [event] = bundle_events(pipeline, bundle)
+    first = event["observations"][0]
+    assert first["item"]["unified_code"] is None and first["item"]["local_code"] == "NO-SUCH-CODE"
+    assert first["item"]["mapping_issue"]
+
+
+def test_unexpected_unit_makes_the_observation_unmapped(pipeline) -> None:  # type: ignore[no-untyped-def]
+    bundle = copy.deepcopy(BUNDLE)
+    obs = _entry(bundle, "Observation")
+    obs["valueQuantity"]["code"] = obs["valueQuantity"]["unit"] = "g/L"
+    [event] = bundle_events(pipeline, bundle)
+    first = event["observations"][0]
+    assert first["item"]["unified_code"] is None and "g/L" in first["item"]["mapping_issue"]
+    assert first["value"] == 99
+
+
+def _broken(path: str, value: object) -> dict:  # type: ignore[type-arg]
+    bundle = copy.deepcopy(BUNDLE)
+    kind, _, field = path.partition(".")
+    target = bundle if kind == "Bundle" else _entry(bundle, kind)
+    if value is None:
+        target.pop(field)
+    else:
+        target[field] = value
+    return bundle
+
+
+@pytest.mark.parametrize("bundle, where, words", [
+    (_broken("Bundle.type", "history"), "Bundle.type", "transaction or collection"),
+    (_broken("DiagnosticReport.identifier", None), "identifier", "idempotency"),
+    (_broken("DiagnosticReport.issued", None), "issued", "required"),
+    (_broken("DiagnosticReport.status", "draft"), "status", "draft"),
+    (_broken("DiagnosticReport.result", [{"reference": "urn:uuid:missing"}]), "result[0]", "does not resolve"),
+    (_broken("Organization.identifier", [{"system": "urn:hrx:institution", "value": "nowhere-999"}]), None,
+     "unknown institution"),
+    (_broken("Organization.identifier", [{"system": "urn:other", "value": "x"}]), "identifier", "urn:hrx:institution"),
+    (_broken("Patient.identifier", [{"system": "urn:oid:2.16.156.10011.1.3", "value": "110105198003120021"}]),
+     "identifier[0]", "check character"),
+    (_broken("Patient.identifier", None), "identifier", "resident ID"),
+    (_broken("Bundle.entry", []), "Bundle.entry", "no DiagnosticReport"),
+    ({"resourceType": "Patient"}, "Bundle", "expected a FHIR Bundle"),
+    ({"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": {"resourceType": "Observation"}}]},
+     "Bundle.entry.0.resource", "Field required"),
+])
+def test_bad_bundles_are_refused_with_the_element_named(pipeline, bundle, where, words) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(AdapterError) as info:
+        bundle_events(pipeline, bundle)
+    error = info.value
+    assert words in error.message
+    if where:
+        assert error.location and where in error.location
+    outcome = operation_outcome(error)
+    assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["severity"] == "error"
+    assert "110105198003120021" not in json.dumps(outcome)
+
+
+def test_a_bundle_with_one_bad_report_publishes_none(pipeline) -> None:  # type: ignore[no-untyped-def]
+    bundle = copy.deepcopy(BUNDLE)
+    second = copy.deepcopy(next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"))
+    second["fullUrl"] = "urn:uuid:00000000-0000-4000-8000-999999999999"
+    second["resource"]["identifier"] = []
+    bundle["entry"].append(second)
+    assert len(parse_bundle(BUNDLE)) == 1
+    with pytest.raises(AdapterError, match="identifier"):
+        bundle_events(pipeline, bundle)
+
+
+def test_meta_version_id_sets_the_version(pipeline) -> None:  # type: ignore[no-untyped-def]
+    bundle = _broken("DiagnosticReport.meta", {"versionId": "7"})
+    _entry(bundle, "DiagnosticReport")["status"] = "corrected"
+    [event] = bundle_events(pipeline, bundle)
+    assert (event["version"], event["status"]) == (7, "corrected")

@@ -1,0 +1,146 @@
+"""End to end: a Bundle through POST /fhir → Kafka → engine → store → the check endpoint (both stores)."""
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from exchange.api import Context, create_app
+from exchange.publisher import Publisher
+from exchange.store.models import Result
+from tests.conftest import wait_for
+
+BUNDLE = json.loads((Path(__file__).parents[2] / "data/fhir/lab-bundle.json").read_text("utf-8"))
+RESIDENT_ID = "110105198003120024"
+AT = "2026-11-21T10:00:00+08:00"
+
+
+@pytest.fixture
+def client(book, database, broker, pseudonymizer, engine_thread) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    publisher = Publisher(broker.bootstrap, timeout_s=3)
+    context = Context(book=book, database=database, pseudonymizer=pseudonymizer, publisher=publisher,
+                      bootstrap=broker.bootstrap, engine_group=engine_thread.group)
+    with TestClient(create_app(context)) as test_client:
+        yield test_client
+    publisher.close()
+
+
+def _check(client: TestClient, **overrides: object) -> dict:  # type: ignore[type-arg]
+    body = {"patient": {"resident_id": RESIDENT_ID}, "requesting_institution": "bj-chaoyang-001", "at": AT}
+    body.update(overrides)
+    response = client.post("/api/v1/recognition/check", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _stored(database) -> int:  # type: ignore[no-untyped-def]
+    with database.connect() as conn:
+        return conn.execute(select(func.count()).select_from(Result)).scalar_one()
+
+
+def test_bundle_to_answer(client, database) -> None:  # type: ignore[no-untyped-def]
+    response = client.post("/fhir", content=json.dumps(BUNDLE), headers={"Content-Type": "application/fhir+json"})
+    assert response.status_code == 200, response.text
+    assert response.json()["type"] == "transaction-response"
+    answer = wait_for(lambda: _check(client)["results"] and _check(client))
+    assert answer["complete"] is True and answer["trigger"] == "encounter"
+    by_item = {e["item"]["code"]: e for e in answer["results"]}
+    assert set(by_item) == {"L0032", "L0045"}
+    glucose = by_item["L0032"]
+    assert glucose["result"]["issuer"] == "bj-xicheng-001"
+    assert glucose["values"][0]["unit"] == "mmol/L"
+    assert glucose["recognition"]["status"] == "recognizable", glucose["recognition"]
+    assert glucose["recognition"]["valid_until"] and glucose["recognition"]["catalogue_id"]
+    assert all(e["recognition"]["reasons"] for e in answer["results"])
+    # Resending the same Bundle creates nothing new.
+    assert client.post("/fhir", json=BUNDLE).status_code == 200
+    wait_for(lambda: engine_idle(client))
+    assert _stored(database) == 1
+
+
+def engine_idle(client: TestClient) -> bool:
+    health = client.get("/api/v1/health").json()
+    return health["status"] == "ok" and health["consumer"]["total_lag"] == 0
+
+
+def test_order_time_check_picks_the_best_prior(client) -> None:  # type: ignore[no-untyped-def]
+    assert client.post("/fhir", json=BUNDLE).status_code == 200
+    wait_for(lambda: _check(client)["results"])
+    answer = _check(client, items=["L0032", "L0001"])
+    assert answer["trigger"] == "order"
+    glucose, alt = answer["results"]
+    assert glucose["item"] == "L0032" and glucose["recognizable"] and glucose["best"]["result"]["result_id"] == "BJXC-TEST-1"
+    assert alt == {"item": "L0001", "recognizable": False, "best": None, "others": []}
+
+
+def test_a_correction_replaces_what_the_check_shows(client) -> None:  # type: ignore[no-untyped-def]
+    assert client.post("/fhir", json=BUNDLE).status_code == 200
+    corrected = copy.deepcopy(BUNDLE)
+    for entry in corrected["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] == "DiagnosticReport":
+            resource["status"], resource["meta"] = "corrected", {"versionId": "3"}
+        if resource["resourceType"] == "Observation" and resource["code"]["coding"][0]["code"] == "BJXCGLU":
+            resource["valueQuantity"]["value"] = 120
+    assert client.post("/fhir", json=corrected).status_code == 200
+
+    def corrected_shown() -> dict | None:  # type: ignore[type-arg]
+        results = _check(client)["results"]
+        return results if results and results[0]["result"]["version"] == 3 else None
+
+    results = wait_for(corrected_shown)
+    glucose = next(e for e in results if e["item"]["code"] == "L0032")
+    assert glucose["result"]["status"] == "corrected"
+    assert glucose["values"][0]["value"] == pytest.approx(120 * 0.05551)
+    # The stale original, resent after the correction, never comes back.
+    assert client.post("/fhir", json=BUNDLE).status_code == 200
+    wait_for(lambda: engine_idle(client))
+    assert {e["result"]["version"] for e in _check(client)["results"]} == {3}
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"patient": {"resident_id": "110105198003120021"}, "requesting_institution": "bj-chaoyang-001"},
+     "patient.resident_id"),
+    ({"patient": {"resident_id": RESIDENT_ID}, "requesting_institution": "nowhere"}, "requesting_institution"),
+    ({"patient": {"resident_id": RESIDENT_ID}, "requesting_institution": "bj-chaoyang-001", "items": ["L0001", "ZZZ"]},
+     "items[1]"),
+    ({"patient": {}, "requesting_institution": "bj-chaoyang-001"}, "patient"),
+    ({"patient": {"pseudonym": "abc"}, "requesting_institution": "bj-chaoyang-001"}, "patient.pseudonym"),
+    ({"patient": {"resident_id": RESIDENT_ID}, "requesting_institution": "bj-chaoyang-001", "at": "2026-11-21T10:00"},
+     "at"),
+])
+def test_check_errors_name_the_field(client, body, field) -> None:  # type: ignore[no-untyped-def]
+    response = client.post("/api/v1/recognition/check", json=body)
+    assert response.status_code == 422
+    assert response.json()["error"].startswith(field), response.json()
+    assert "110105198003120021" not in response.text
+
+
+def test_invalid_bundle_gets_an_operation_outcome(client, database) -> None:  # type: ignore[no-untyped-def]
+    response = client.post("/fhir", content=b"{not json", headers={"Content-Type": "application/fhir+json"})
+    assert response.status_code == 400 and response.json()["resourceType"] == "OperationOutcome"
+    bad = copy.deepcopy(BUNDLE)
+    bad["type"] = "searchset"
+    response = client.post("/fhir", json=bad)
+    assert response.status_code == 422
+    assert response.json()["issue"][0]["expression"] == ["Bundle.type"]
+
+
+def test_health_reports_broker_store_and_lag(client) -> None:  # type: ignore[no-untyped-def]
+    health = client.get("/api/v1/health").json()
+    assert health["status"] == "ok" and health["store"]["ok"] and health["broker"]["ok"]
+    assert set(health["consumer"]["lag"]) == {"hr.results.lab.v1", "hr.results.imaging.v1"}
+
+
+def test_broker_down_means_503_and_nothing_accepted(client, broker, database) -> None:  # type: ignore[no-untyped-def]
+    broker.stop()
+    response = client.post("/fhir", json=BUNDLE)
+    assert response.status_code == 503
+    assert response.json()["issue"][0]["code"] == "transient"
+    assert client.get("/api/v1/health").status_code == 503
+    assert _stored(database) == 0
