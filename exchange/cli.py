@@ -18,6 +18,7 @@ def _logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @click.group()
@@ -39,7 +40,11 @@ def up(demo: bool, codes_dir: Path | None, port: int | None, engines: int) -> No
     from exchange.up import settings_with, up as run_up
 
     settings = settings_with(Settings.from_env(), codes_dir=codes_dir, http_port=port)
-    sys.exit(run_up(settings, demo=demo, engines=engines))
+    try:
+        code = run_up(settings, demo=demo, engines=engines)
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its clean shutdown; everything is stopped
+        code = 0
+    sys.exit(code)
 
 
 @main.command()
@@ -143,16 +148,17 @@ def pseudonym(resident_id: str) -> None:
         raise click.BadParameter(str(exc), param_hint="RESIDENT_ID") from None
 
 
-def _mount_codes_commands() -> None:
+def _register_commands() -> None:
+    """Commands that live beside what they operate on: the adapters and the code book."""
+    from adapters.csv_export import csv
     from codes.cli import catalogue
 
+    adapter.add_command(csv)
     main.add_command(catalogue)
 
 
-try:
-    _mount_codes_commands()
-except ImportError:  # pragma: no cover - codes.cli ships with the package; guard for partial checkouts
-    pass
+_register_commands()
+adapter.add_command(__import__("adapters.hl7v2", fromlist=["hl7"]).hl7)  # hrx adapter hl7
 
 if __name__ == "__main__":
     main()

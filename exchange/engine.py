@@ -46,14 +46,18 @@ class ResultEngine:
     """Consumes result topics in consumer group ``group`` and writes them to ``database``."""
 
     def __init__(self, bootstrap: str, database: Database, group: str, publisher: Publisher,
-                 topics: Sequence[str] = RESULT_TOPICS, max_poll_records: int = 1000) -> None:
+                 topics: Sequence[str] = RESULT_TOPICS, max_poll_records: int = 1000,
+                 session_timeout_ms: int = 10000) -> None:
         self.bootstrap = bootstrap
         self.database = database
         self.group = group
         self.publisher = publisher
         self.topics = tuple(topics)
         self.max_poll_records = max_poll_records
+        self.session_timeout_ms = session_timeout_ms
         self.stats = EngineStats()
+        #: Set once the group coordinator assigned partitions to this consumer (joining takes seconds).
+        self.ready = threading.Event()
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; broker or database outages are waited out, never skipped."""
@@ -72,14 +76,18 @@ class ResultEngine:
     def _consume(self, stop: threading.Event) -> None:
         consumer = KafkaConsumer(
             *self.topics, bootstrap_servers=self.bootstrap, group_id=self.group, client_id="hrx-engine",
-            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.max_poll_records)
+            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.max_poll_records,
+            session_timeout_ms=self.session_timeout_ms, heartbeat_interval_ms=self.session_timeout_ms // 4)
         log.info("engine: consuming %s in group %s from %s", ", ".join(self.topics), self.group, self.bootstrap)
         try:
             while not stop.is_set():
                 batch = consumer.poll(timeout_ms=500)
+                if not self.ready.is_set() and consumer.assignment():
+                    self.ready.set()
                 if batch:
                     consumer.commit(self.process(batch))
         finally:
+            self.ready.clear()
             consumer.close(autocommit=False)
 
     def process(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> dict[TopicPartition, OffsetAndMetadata]:

@@ -22,10 +22,6 @@ from enum import StrEnum
 from typing import Any
 
 TIERS = ("alliance", "city", "province", "region", "national")
-QC_LEVELS = ("city", "province", "region", "national")
-#: The EQA level a tier asks for when its catalogue does not say otherwise.
-TIER_QC_LEVEL = {"alliance": "city", "city": "city", "province": "province", "region": "region",
-                 "national": "national"}
 FINAL_STATUSES = frozenset({"final", "amended", "corrected"})
 TIER_NAMES = {"alliance": ("医联体", "alliance"), "city": ("市域", "city"), "province": ("省域", "province"),
               "region": ("区域", "region"), "national": ("全国", "national")}
@@ -85,17 +81,9 @@ class Prior:
     report_items: frozenset[str] = frozenset()  # unified codes present in the same report (panels)
 
 
-def _qc_ok(book: Any, issuer: Any, item: Any, level: str, on: datetime) -> bool:
-    need = QC_LEVELS.index(level)
-    for cert in issuer.qc:
-        if cert.level in QC_LEVELS and QC_LEVELS.index(cert.level) >= need and cert.covers(item, on.date()):
-            return True
-    return False
-
-
-def _grade_ok(catalogue: Any, issuer: Any, requester: Any) -> bool:
-    check = getattr(catalogue, "grade_allows", None)
-    return True if check is None else bool(check(issuer, requester))
+def _qc_ok(issuer: Any, item: Any, required: str | None, on: datetime) -> bool:
+    """EQA held on the report date at the required level or higher; ``None`` is a catalogue's QC waiver."""
+    return required is None or any(cert.satisfies(required, item, on.date()) for cert in issuer.qc)
 
 
 def recognize(book: Any, prior: Prior, requester_id: str, at: datetime) -> Answer:
@@ -115,7 +103,8 @@ def recognize(book: Any, prior: Prior, requester_id: str, at: datetime) -> Answe
     if issuer is None:
         return Answer(code, Status.OUT_OF_SCOPE, reasons=(Reason(
             f"出具机构 {prior.issuer} 不在机构目录中", f"issuer {prior.issuer} is not in the registry"),))
-    shared = [c for c in book.catalogues_in_force(at) if c.covers(issuer, book) and c.covers(requester, book)]
+    shared = [c for c in book.catalogues_in_force(at)
+              if c.covers(issuer, book, item) and c.covers(requester, book, item)]
     if not shared:
         return Answer(code, Status.OUT_OF_SCOPE, reasons=(Reason(
             "出具机构与申请机构在检查时刻没有共同适用的互认目录（医联体、市、省、区域或全国）",
@@ -141,15 +130,15 @@ def recognize(book: Any, prior: Prior, requester_id: str, at: datetime) -> Answe
     qc_failed = grade_failed = False
     for catalogue, entry in listing:
         until = prior.reported_at + timedelta(days=entry.valid_days)
-        level = entry.qc_level or catalogue.qc_level or TIER_QC_LEVEL[catalogue.tier]
-        if not catalogue.waive_qc and not _qc_ok(book, issuer, item, level, prior.reported_at):
+        level = entry.qc_level  # resolved by codes/: the item's, else the catalogue's, else the tier's level
+        if not _qc_ok(issuer, item, level, prior.reported_at):
             qc_failed = True
             failures.append(Reason(
                 f"{catalogue.id}：出具机构在报告时未持有覆盖该项目的{level}级及以上室间质评合格证书",
                 f"{catalogue.id}: the issuer held no {level}-level (or higher) EQA certificate for this item "
                 "when it reported"))
             continue
-        if not _grade_ok(catalogue, issuer, requester):
+        if not catalogue.grade_allows(requester.grade, issuer.grade):
             grade_failed = True
             failures.append(Reason(
                 f"{catalogue.id}：机构等级条件不满足（{issuer.grade} → {requester.grade}）",

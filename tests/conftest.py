@@ -105,10 +105,16 @@ def engine_thread(broker: EmbeddedBroker, database: Engine) -> Iterator[object]:
     from exchange.publisher import Publisher
 
     publisher = Publisher(broker.bootstrap)
-    worker = ResultEngine(broker.bootstrap, database, f"test-{uuid.uuid4().hex[:8]}", publisher)
+    # 6 s is Apache Kafka's minimum session timeout; on tansu a shorter one also makes joining faster.
+    worker = ResultEngine(broker.bootstrap, database, f"test-{uuid.uuid4().hex[:8]}", publisher,
+                          session_timeout_ms=6000)
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     thread.start()
+    # Tests start once the group has its partitions: joining takes seconds on tansu, and stopping a
+    # consumer in the middle of its join costs more seconds at teardown.
+    if not worker.ready.wait(60):
+        pytest.fail(f"engine did not join its consumer group: {worker.stats.last_error}")
     yield worker
     stop.set()
     thread.join(15)

@@ -21,13 +21,21 @@ AT = "2026-11-21T10:00:00+08:00"
 
 
 @pytest.fixture
-def client(book, database, broker, pseudonymizer, engine_thread) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+def api(book, database, broker, pseudonymizer) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    """The API alone (no engine consuming): for what is answered before anything reaches the store."""
     publisher = Publisher(broker.bootstrap, timeout_s=3)
     context = Context(book=book, database=database, pseudonymizer=pseudonymizer, publisher=publisher,
-                      bootstrap=broker.bootstrap, engine_group=engine_thread.group)
+                      bootstrap=broker.bootstrap, engine_group="hrx-engine")
     with TestClient(create_app(context)) as test_client:
         yield test_client
     publisher.close()
+
+
+@pytest.fixture
+def client(api, engine_thread) -> TestClient:  # type: ignore[no-untyped-def]
+    """The API with an engine consuming into the same store."""
+    api.app.state.context.engine_group = engine_thread.group
+    return api
 
 
 def _check(client: TestClient, **overrides: object) -> dict:  # type: ignore[type-arg]
@@ -114,33 +122,33 @@ def test_a_correction_replaces_what_the_check_shows(client) -> None:  # type: ig
     ({"patient": {"resident_id": RESIDENT_ID}, "requesting_institution": "bj-chaoyang-001", "at": "2026-11-21T10:00"},
      "at"),
 ])
-def test_check_errors_name_the_field(client, body, field) -> None:  # type: ignore[no-untyped-def]
-    response = client.post("/api/v1/recognition/check", json=body)
+def test_check_errors_name_the_field(api, body, field) -> None:  # type: ignore[no-untyped-def]
+    response = api.post("/api/v1/recognition/check", json=body)
     assert response.status_code == 422
     assert response.json()["error"].startswith(field), response.json()
     assert "110105198003120021" not in response.text
 
 
-def test_invalid_bundle_gets_an_operation_outcome(client, database) -> None:  # type: ignore[no-untyped-def]
-    response = client.post("/fhir", content=b"{not json", headers={"Content-Type": "application/fhir+json"})
+def test_invalid_bundle_gets_an_operation_outcome(api) -> None:  # type: ignore[no-untyped-def]
+    response = api.post("/fhir", content=b"{not json", headers={"Content-Type": "application/fhir+json"})
     assert response.status_code == 400 and response.json()["resourceType"] == "OperationOutcome"
     bad = copy.deepcopy(BUNDLE)
     bad["type"] = "searchset"
-    response = client.post("/fhir", json=bad)
+    response = api.post("/fhir", json=bad)
     assert response.status_code == 422
     assert response.json()["issue"][0]["expression"] == ["Bundle.type"]
 
 
-def test_health_reports_broker_store_and_lag(client) -> None:  # type: ignore[no-untyped-def]
-    health = client.get("/api/v1/health").json()
+def test_health_reports_broker_store_and_lag(api) -> None:  # type: ignore[no-untyped-def]
+    health = api.get("/api/v1/health").json()
     assert health["status"] == "ok" and health["store"]["ok"] and health["broker"]["ok"]
     assert set(health["consumer"]["lag"]) == {"hr.results.lab.v1", "hr.results.imaging.v1"}
 
 
-def test_broker_down_means_503_and_nothing_accepted(client, broker, database) -> None:  # type: ignore[no-untyped-def]
+def test_broker_down_means_503_and_nothing_accepted(api, broker, database) -> None:  # type: ignore[no-untyped-def]
     broker.stop()
-    response = client.post("/fhir", json=BUNDLE)
+    response = api.post("/fhir", json=BUNDLE)
     assert response.status_code == 503
     assert response.json()["issue"][0]["code"] == "transient"
-    assert client.get("/api/v1/health").status_code == 503
+    assert api.get("/api/v1/health").status_code == 503
     assert _stored(database) == 0
