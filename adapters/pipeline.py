@@ -90,6 +90,40 @@ class LabReport:
     location: str | None = None
 
 
+@dataclass(frozen=True)
+class Study:
+    """DICOM study metadata (PS3.3 General Study / Series modules) — never pixel data."""
+
+    study_instance_uid: str
+    modality: str
+    accession_number: str | None = None
+    body_part: str | None = None
+    technique: str | None = None  # plain | contrast | … (codes/ items' technique vocabulary)
+    description: str | None = None
+    series_count: int | None = None
+    instance_count: int | None = None
+    study_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ImagingReport:
+    """An imaging or function-exam result as parsed from any source, before mapping and pseudonymization."""
+
+    institution: str
+    result_id: str
+    version: int
+    status: str
+    patient: Patient
+    study: Study
+    reported_at: datetime
+    codes: Sequence[Code] = ()  # procedure codes (e.g. ProcedureCodeSequence), tried before the study shape
+    findings: str | None = None
+    impression: str | None = None
+    retrieval: dict[str, Any] | None = None  # {ae_title, host, port, wado_rs}
+    message_id: str | None = None
+    location: str | None = None
+
+
 @dataclass
 class ResultPipeline:
     """Turns parsed reports into validated events and publishes them, all or none."""
@@ -178,6 +212,58 @@ class ResultPipeline:
             _infer_report_item(event)
         try:
             events.validate("lab-result.v1", event)
+        except events.InvalidEvent as exc:
+            raise AdapterError("; ".join(exc.errors), report.location) from None
+        return event
+
+    def imaging_item(self, report: ImagingReport) -> dict[str, Any]:
+        """Map a study to a unified imaging item: its procedure codes through the institution's table first,
+        then the study's shape (Modality + BodyPartExamined + technique) through the items' DICOM columns."""
+        if report.codes:
+            item, mapping = self.map_code(report.institution, report.codes)
+            if mapping is not None:
+                return item
+        study = report.study
+        found = self.book.imaging_item(study.modality, study.body_part, study.technique)
+        first = report.codes[0] if report.codes else None
+        local = first.code if first else "/".join(p or "-" for p in (study.modality, study.body_part, study.technique))
+        return {"unified_code": found.code if found else None, "local_code": local[:64],
+                "local_system": first.system if first else "dicom", "local_name": study.description,
+                "mapping_version": None,
+                "mapping_issue": None if found else "no unified imaging item for this procedure / study shape"}
+
+    def imaging_event(self, report: ImagingReport, adapter: str) -> dict[str, Any]:
+        """Map, pseudonymize and build the ``hr.imaging-result.v1`` event; raises AdapterError on bad input."""
+        self.check_institution(report.institution, report.location)
+        if report.status not in STATUSES:
+            raise AdapterError(f"status {report.status!r} is not one of {', '.join(STATUSES)}", report.location)
+        study = report.study
+        for moment in (report.reported_at, study.study_at):
+            if moment is not None and moment.tzinfo is None:
+                raise AdapterError("date-times must carry a time zone offset", report.location)
+        event = {
+            "schema": "hr.imaging-result.v1",
+            "event_id": events.new_event_id(),
+            "issuer": report.institution,
+            "result_id": report.result_id,
+            "version": report.version,
+            "status": report.status,
+            "patient": self.pseudonym(report.patient),
+            "item": self.imaging_item(report),
+            "study": {"study_instance_uid": study.study_instance_uid, "accession_number": study.accession_number,
+                      "modality": study.modality, "body_part": study.body_part, "technique": study.technique,
+                      "description": study.description, "series_count": study.series_count,
+                      "instance_count": study.instance_count,
+                      "study_at": events.timestamp(study.study_at) if study.study_at else None},
+            "report": ({"findings": report.findings, "impression": report.impression}
+                       if report.findings or report.impression else None),
+            "retrieval": report.retrieval,
+            "reported_at": events.timestamp(report.reported_at),
+            "source": {"adapter": adapter, "message_id": report.message_id,
+                       "received_at": events.timestamp(self.received_at)},
+        }
+        try:
+            events.validate("imaging-result.v1", event)
         except events.InvalidEvent as exc:
             raise AdapterError("; ".join(exc.errors), report.location) from None
         return event
