@@ -161,9 +161,11 @@ class ResultPipeline:
             if mapping is not None:
                 code = candidate
                 break
+        # The institution's table version in force is recorded even when nothing mapped: when the table
+        # changes, results stored under an older version are re-evaluated (exchange/remap.py).
         item = {"unified_code": mapping.unified_code if mapping else None, "local_code": code.code,
                 "local_system": code.system, "local_name": code.display,
-                "mapping_version": mapping.table_version if mapping else None,
+                "mapping_version": self.book.mapping_version(institution),
                 "mapping_issue": None if mapping else "no mapping for this local code"}
         return item, mapping
 
@@ -209,7 +211,7 @@ class ResultPipeline:
                        "received_at": events.timestamp(self.received_at)},
         }
         if item["unified_code"] is None:
-            _infer_report_item(event)
+            infer_report_item(event)
         try:
             events.validate("lab-result.v1", event)
         except events.InvalidEvent as exc:
@@ -288,10 +290,11 @@ def _convert_units(obs: dict[str, Any], mapping: Any) -> None:
         return
     if mapping.source_unit is not None and unit == mapping.source_unit:
         factor, offset = mapping.factor, mapping.offset
-        obs["original"] = {"value": obs["value"], "unit": unit}
+        ref = obs["reference_range"]
+        obs["original"] = {"value": obs["value"], "unit": unit,
+                           "reference_range": dict(ref) if ref else None}
         if obs["value"] is not None:
             obs["value"] = round(obs["value"] * factor + offset, 6)
-        ref = obs["reference_range"]
         if ref:
             for bound in ("low", "high"):
                 if ref[bound] is not None:
@@ -303,7 +306,7 @@ def _convert_units(obs: dict[str, Any], mapping: Any) -> None:
     obs["item"]["unified_code"] = None
 
 
-def _infer_report_item(event: dict[str, Any]) -> None:
+def infer_report_item(event: dict[str, Any]) -> None:
     """A report whose own code is unmapped but holds exactly one mapped observation is that item's result."""
     mapped = {o["item"]["unified_code"] for o in event["observations"] if o["item"]["unified_code"]}
     if len(event["observations"]) == 1 and len(mapped) == 1:

@@ -61,6 +61,11 @@ def up(settings: Settings, demo: bool = False, engines: int = 1) -> int:
         log.info("topics: %s (created now: %s)",
                  ", ".join(f"{t}×{n}" for t, n in settings.partitions.items()), ", ".join(created) or "none")
         database = runtime.database(settings)
+        from exchange.remap import remap
+
+        remapped = remap(database, book)  # mapping tables may have changed since the last start
+        log.info("codes: %d stored result(s) re-evaluated against mapping tables, %d re-mapped",
+                 remapped.examined, remapped.changed)
         children = [spawn_engine(settings, bootstrap) for _ in range(engines)]
         log.info("engine: %d consumer process(es) in group %s (pids %s)", engines, settings.engine_group,
                  ", ".join(str(c.pid) for c in children))

@@ -38,7 +38,7 @@ class Context:
 
 
 def create_app(context: Context) -> FastAPI:
-    from exchange.api import fhir, health, recognition
+    from exchange.api import codes, fhir, health, recognition
 
     app = FastAPI(title="HR Exchange", version="0.1.0",
                   description="检查检验结果互认 — mutual recognition of lab and imaging results between hospitals.")
@@ -61,6 +61,7 @@ def create_app(context: Context) -> FastAPI:
     app.include_router(fhir.router)
     app.include_router(recognition.router)
     app.include_router(health.router)
+    app.include_router(codes.router)
     return app
 
 

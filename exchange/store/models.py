@@ -46,6 +46,7 @@ class Result(Base):
     __table_args__ = (
         UniqueConstraint("issuer", "result_id", "version", name="uq_results_natural_key"),
         Index("ix_results_patient", "patient"),
+        Index("ix_results_issuer_mapping", "issuer", "mapping_version"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -57,6 +58,8 @@ class Result(Base):
     patient: Mapped[str] = mapped_column(String(64))
     unified_code: Mapped[str | None] = mapped_column(String(16))
     local_code: Mapped[str] = mapped_column(String(64))
+    # The issuer's mapping table version the codes were mapped under; a newer table triggers re-evaluation.
+    mapping_version: Mapped[str | None] = mapped_column(String(64))
     collected_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     reported_at: Mapped[datetime] = mapped_column(UTCDateTime())
     stored_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, String, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from exchange.events import parse_timestamp
@@ -82,7 +82,7 @@ def _insert(conn: Connection, table: Any) -> Any:
     raise RuntimeError(f"unsupported database dialect {dialect}")
 
 
-def _observation_rows(result_pk: int, event: dict[str, Any]) -> list[dict[str, Any]]:
+def observation_rows(result_pk: int, event: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for obs in event.get("observations") or ():
         ref = obs.get("reference_range") or {}
@@ -111,6 +111,7 @@ def ingest(conn: Connection, deliveries: Iterable[Delivery]) -> IngestReport:
             "issuer": event["issuer"], "result_id": event["result_id"], "version": event["version"],
             "kind": kind, "status": event["status"], "patient": event["patient"]["pseudonym"],
             "unified_code": event["item"].get("unified_code"), "local_code": event["item"]["local_code"],
+            "mapping_version": event["item"].get("mapping_version"),
             "collected_at": parse_timestamp(collected) if collected else None, "reported_at": reported,
             "stored_at": now, "event": orjson.dumps(event).decode(),
             "source_topic": delivery.topic, "source_partition": delivery.partition,
@@ -124,7 +125,7 @@ def ingest(conn: Connection, deliveries: Iterable[Delivery]) -> IngestReport:
             report.duplicates += 1
             continue
         report.stored += 1
-        obs_rows = _observation_rows(pk, event)
+        obs_rows = observation_rows(pk, event)
         if obs_rows:
             conn.execute(observations.insert(), obs_rows)
         head = _insert(conn, heads).values(
@@ -178,3 +179,30 @@ def _with_observations(conn: Connection, rows: Sequence[Any]) -> list[StoredResu
         status=r["status"], patient=r["patient"], unified_code=r["unified_code"], local_code=r["local_code"],
         collected_at=r["collected_at"], reported_at=r["reported_at"], event=orjson.loads(r["event"]),
         observations=tuple(by_pk[r["id"]])) for r in rows]
+
+
+@dataclass(frozen=True)
+class UnmappedCode:
+    issuer: str
+    local_code: str
+    local_system: str | None
+    results: int
+
+
+def unmapped_codes(conn: Connection, issuer: str | None = None) -> list[UnmappedCode]:
+    """Local codes without a unified code in the current versions of stored results, most frequent first."""
+    obs = (select(Result.issuer, Observation.local_code, Observation.local_system,
+                  func.count(func.distinct(Result.id)).label("n"))
+           .join(ResultHead, ResultHead.result_pk == Result.id)
+           .join(Observation, Observation.result_pk == Result.id)
+           .where(Observation.unified_code.is_(None))
+           .group_by(Result.issuer, Observation.local_code, Observation.local_system))
+    imaging = (select(Result.issuer, Result.local_code, literal(None, String()).label("local_system"),
+                      func.count().label("n"))
+               .join(ResultHead, ResultHead.result_pk == Result.id)
+               .where(Result.kind == "imaging", Result.unified_code.is_(None))
+               .group_by(Result.issuer, Result.local_code))
+    if issuer is not None:
+        obs, imaging = obs.where(Result.issuer == issuer), imaging.where(Result.issuer == issuer)
+    rows = [UnmappedCode(*r) for q in (obs, imaging) for r in conn.execute(q).all()]
+    return sorted(rows, key=lambda u: (-u.results, u.issuer, u.local_code))

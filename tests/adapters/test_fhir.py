@@ -34,7 +34,9 @@ def test_a_bundle_becomes_one_validated_event_per_report(pipeline, pseudonymizer
     glucose, potassium = event["observations"]
     # mg/dL → mmol/L through the hospital's mapping table (factor 1/18.016)
     assert glucose["item"]["unified_code"] == "L0032" and glucose["unit"] == "mmol/L"
-    assert glucose["value"] == pytest.approx(99 * 0.05551) and glucose["original"] == {"value": 99.0, "unit": "mg/dL"}
+    assert glucose["value"] == pytest.approx(99 * 0.05551)
+    assert glucose["original"] == {"value": 99.0, "unit": "mg/dL",
+                                   "reference_range": {"low": 70.0, "high": 110.0, "text": None}}
     assert glucose["reference_range"]["low"] == pytest.approx(70 * 0.05551)
     # LOINC-coded observation maps through the items' LOINC column without a hospital row
     assert potassium["item"]["unified_code"] == "L0045" and potassium["value"] == 4.1
