@@ -6,7 +6,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-NAMES = ("lab-result.v1", "imaging-result.v1", "dead-letter.v1", "decision.v1")
+NAMES = ("lab-result.v1", "imaging-result.v1", "dead-letter.v1", "decision.v1", "feedback.v1")
 
 
 @cache

@@ -1,6 +1,9 @@
 """Application factory and the shared context every route uses."""
 from __future__ import annotations
 
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
@@ -10,6 +13,7 @@ from sqlalchemy import Engine as Database
 
 from adapters.pipeline import ResultPipeline
 from codes import CodeBook
+from exchange import outbox
 from exchange.patient_id import Pseudonymizer
 from exchange.publisher import Publisher
 
@@ -38,9 +42,19 @@ class Context:
 
 
 def create_app(context: Context) -> FastAPI:
-    from exchange.api import codes, fhir, health, recognition
+    from exchange.api import codes, decisions, feedback, fhir, health, oversight, patients, recognition
 
-    app = FastAPI(title="HR Exchange", version="0.1.0",
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Decisions and feedback are stored first; this relay publishes what the broker missed.
+        stop = threading.Event()
+        relay = threading.Thread(target=outbox.run_relay, args=(context.database, context.publisher, stop),
+                                 name="outbox", daemon=True)
+        relay.start()
+        yield
+        stop.set()
+
+    app = FastAPI(title="HR Exchange", version="0.1.0", lifespan=lifespan,
                   description="检查检验结果互认 — mutual recognition of lab and imaging results between hospitals.")
     app.state.context = context
 
@@ -62,6 +76,8 @@ def create_app(context: Context) -> FastAPI:
     app.include_router(recognition.router)
     app.include_router(health.router)
     app.include_router(codes.router)
+    for module in (decisions, feedback, patients, oversight):
+        app.include_router(module.router)
     return app
 
 

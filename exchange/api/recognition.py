@@ -1,16 +1,23 @@
 """``POST /api/v1/recognition/check``: the encounter reminder and the order-time duplicate reminder."""
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
+from exchange import audit
+from exchange.api.actor import actor
 from exchange.api.app import ApiError, Context, context_of
+from exchange.audit import Actor
+from exchange.decisions import result_ref
 from exchange.patient_id import InvalidResidentId
 from exchange.recognize import Answer, Prior, best, items_of, recognize
 from exchange.store import StoredResult, current_results
+from exchange.store.models import Presentation
+from exchange.store.results import insert_ignoring
 
 router = APIRouter(prefix="/api/v1", tags=["recognition"])
 
@@ -33,6 +40,18 @@ class CheckRequest(BaseModel):
     requesting_institution: str = Field(description="institution id of the requesting hospital")
     items: list[str] | None = Field(None, description="unified item codes being ordered (order-time check)")
     at: AwareDatetime | None = Field(None, description="the moment of the check; default now")
+    clinician_id: str | None = Field(None, max_length=64)
+    encounter_id: str | None = Field(None, max_length=64, description="counts each result once per encounter")
+
+
+def patient_pseudonym(context: Context, patient: PatientRef) -> str:
+    """The pseudonym of the patient reference; a resident ID is pseudonymized here and never kept."""
+    if patient.resident_id is None:
+        return patient.pseudonym  # type: ignore[return-value]
+    try:
+        return context.pseudonymizer.pseudonym(patient.resident_id)
+    except InvalidResidentId as exc:
+        raise ApiError("patient.resident_id", str(exc)) from None
 
 
 def _entry(context: Context, result: StoredResult, answer: Answer) -> dict[str, Any]:
@@ -40,7 +59,7 @@ def _entry(context: Context, result: StoredResult, answer: Answer) -> dict[str, 
     issuer = book.institutions.get(result.issuer)
     item = book.items.get(answer.item_code) if answer.item_code else None
     entry: dict[str, Any] = {
-        "result": {"issuer": result.issuer, "issuer_name": issuer.name_zh if issuer else None,
+        "result": {"ref": result_ref(result.issuer, result.result_id), "issuer": result.issuer, "issuer_name": issuer.name_zh if issuer else None,
                    "result_id": result.result_id, "version": result.version, "kind": result.kind,
                    "status": result.status, "reported_at": result.reported_at.isoformat(),
                    "collected_at": result.collected_at.isoformat() if result.collected_at else None},
@@ -63,8 +82,48 @@ def _entry(context: Context, result: StoredResult, answer: Answer) -> dict[str, 
     return entry
 
 
+def _evaluate(book: Any, stored: list[StoredResult], requester: str,
+              at: datetime) -> tuple[list[tuple[Answer, StoredResult]], list[str]]:
+    evaluated: list[tuple[Answer, StoredResult]] = []
+    problems: list[str] = []
+    for result in stored:
+        for code, present in items_of(result):
+            try:
+                answer = recognize(book, Prior(result.issuer, code, result.status, result.reported_at, present),
+                                   requester, at)
+            except Exception as exc:  # noqa: BLE001 - one bad row must not hide the others: flag it instead
+                problems.append(f"{result.issuer}/{result.result_id}: {exc!r}")
+                continue
+            evaluated.append((answer, result))
+    return evaluated, problems
+
+
+def _shown(evaluated: list[tuple[Answer, StoredResult]], items: list[str] | None) -> list[tuple[Answer, StoredResult]]:
+    """What the clinician is presented as reusable: every recognizable item, or the best per ordered item."""
+    if items is None:
+        return [(a, r) for a, r in evaluated if a.recognizable]
+    chosen = (best([(a, r) for a, r in evaluated if a.item_code == code]) for code in items)
+    return [c for c in chosen if c is not None]
+
+
+def _present(conn: Any, check_id: str, body: CheckRequest, pseudonym: str,
+             shown: list[tuple[Answer, StoredResult]]) -> None:
+    """Record what was presented: the denominator of the recognition rate, once per encounter."""
+    now = datetime.now(UTC)
+    rows = [{"check_id": check_id, "requesting_institution": body.requesting_institution,
+             "encounter_key": body.encounter_id or f"check:{check_id}", "patient": pseudonym,
+             "result_issuer": r.issuer, "result_id": r.result_id, "result_version": r.version,
+             "item_code": a.item_code, "tier": a.tier, "trigger": "order" if body.items is not None else "encounter",
+             "presented_at": now} for a, r in shown]
+    if rows:
+        conn.execute(insert_ignoring(conn, Presentation.__table__, ["requesting_institution", "encounter_key",
+                                                                     "result_issuer", "result_id", "item_code"]),
+                     rows)
+
+
 @router.post("/recognition/check", summary="Which prior results may the requesting institution reuse now?")
-def check(body: CheckRequest, request: Request) -> dict[str, Any]:
+def check(body: CheckRequest, request: Request, who: Actor = Depends(actor)) -> dict[str, Any]:  # noqa: B008
+    """Encounter reminder (no ``items``) or order-time duplicate reminder (``items``); the read is audited."""
     context = context_of(request)
     book = context.book
     if body.requesting_institution not in book.institutions:
@@ -72,29 +131,19 @@ def check(body: CheckRequest, request: Request) -> dict[str, Any]:
     for i, code in enumerate(body.items or ()):
         if code not in book.items:
             raise ApiError(f"items[{i}]", f"unknown unified item code {code!r}")
-    if body.patient.resident_id is not None:
-        try:
-            pseudonym = context.pseudonymizer.pseudonym(body.patient.resident_id)
-        except InvalidResidentId as exc:
-            raise ApiError("patient.resident_id", str(exc)) from None
-    else:
-        pseudonym = body.patient.pseudonym  # type: ignore[assignment]
+    pseudonym = patient_pseudonym(context, body.patient)
     at = body.at or datetime.now(UTC)
-    with context.database.connect() as conn:
+    check_id = str(uuid.uuid4())
+    with context.database.begin() as conn:  # the read, its audit record and the presentations: one transaction
         stored = current_results(conn, pseudonym)
-    evaluated: list[tuple[Answer, StoredResult]] = []
-    problems: list[str] = []
-    for result in stored:
-        for code, present in items_of(result):
-            try:
-                answer = recognize(book, Prior(result.issuer, code, result.status, result.reported_at, present),
-                                   body.requesting_institution, at)
-            except Exception as exc:  # noqa: BLE001 - one bad row must not hide the others: flag it instead
-                problems.append(f"{result.issuer}/{result.result_id}: {exc!r}")
-                continue
-            evaluated.append((answer, result))
-    response: dict[str, Any] = {"patient": {"pseudonym": pseudonym}, "requesting_institution":
-                                body.requesting_institution, "at": at.isoformat()}
+        evaluated, problems = _evaluate(book, stored, body.requesting_institution, at)
+        shown = _shown(evaluated, body.items)
+        audit.record(conn, who, "recognition.check", pseudonym, {
+            "check_id": check_id, "requesting_institution": body.requesting_institution,
+            "items": body.items, "results": len(stored), "recognizable": len(shown)})
+        _present(conn, check_id, body, pseudonym, shown)
+    response: dict[str, Any] = {"check_id": check_id, "patient": {"pseudonym": pseudonym},
+                                "requesting_institution": body.requesting_institution, "at": at.isoformat()}
     if body.items is None:
         response["trigger"] = "encounter"
         response["results"] = [_entry(context, r, a) for a, r in evaluated]

@@ -116,3 +116,100 @@ class DeadLetter(Base):
     error: Mapped[str] = mapped_column(Text)
     payload: Mapped[str | None] = mapped_column(Text)  # scrubbed of resident-ID-shaped text
     failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Presentation(Base):
+    """A recognizable prior result shown to a requesting institution (the recognition rate's denominator).
+
+    Counted once per encounter (or per check when no encounter is given), result and item.
+    """
+
+    __tablename__ = "presentations"
+    __table_args__ = (
+        UniqueConstraint("requesting_institution", "encounter_key", "result_issuer", "result_id", "item_code",
+                         name="uq_presentations_once"),
+        Index("ix_presentations_requester_time", "requesting_institution", "presented_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    check_id: Mapped[str] = mapped_column(String(36))
+    requesting_institution: Mapped[str] = mapped_column(String(64))
+    encounter_key: Mapped[str] = mapped_column(String(64))
+    patient: Mapped[str] = mapped_column(String(64))
+    result_issuer: Mapped[str] = mapped_column(String(64))
+    result_id: Mapped[str] = mapped_column(String(128))
+    result_version: Mapped[int] = mapped_column(Integer)
+    item_code: Mapped[str] = mapped_column(String(16))
+    tier: Mapped[str] = mapped_column(String(16))
+    trigger: Mapped[str] = mapped_column(String(16))
+    presented_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Decision(Base):
+    """A clinician's accept / reject (with a coded reason) / revoke on one item of one prior result."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (
+        Index("ix_decisions_requester_time", "requesting_institution", "decided_at"),
+        Index("ix_decisions_subject", "requesting_institution", "encounter_id", "result_issuer", "result_id",
+              "item_code"),
+        Index("ix_decisions_unpublished", "published_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    decision_id: Mapped[str] = mapped_column(String(36), unique=True)
+    result_issuer: Mapped[str] = mapped_column(String(64))
+    result_id: Mapped[str] = mapped_column(String(128))
+    result_version: Mapped[int] = mapped_column(Integer)
+    item_code: Mapped[str | None] = mapped_column(String(16))
+    patient: Mapped[str] = mapped_column(String(64))
+    requesting_institution: Mapped[str] = mapped_column(String(64))
+    clinician_id: Mapped[str] = mapped_column(String(64))
+    encounter_id: Mapped[str] = mapped_column(String(64))
+    order_id: Mapped[str | None] = mapped_column(String(64))
+    trigger: Mapped[str] = mapped_column(String(16))
+    decision: Mapped[str] = mapped_column(String(8))
+    reason_code: Mapped[str | None] = mapped_column(String(2))
+    note: Mapped[str | None] = mapped_column(String(200))
+    revokes: Mapped[str | None] = mapped_column(String(36))  # decision_id undone by a revoke
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # outbox: None until on Kafka
+
+
+class Feedback(Base):
+    """An error report from a receiving hospital to the issuer (report problem / image problem)."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (Index("ix_feedback_issuer_status", "result_issuer", "status"),
+                      Index("ix_feedback_unpublished", "published_at"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    feedback_id: Mapped[str] = mapped_column(String(36), unique=True)
+    result_issuer: Mapped[str] = mapped_column(String(64))
+    result_id: Mapped[str] = mapped_column(String(128))
+    result_version: Mapped[int] = mapped_column(Integer)
+    patient: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(Text)
+    reporter_institution: Mapped[str] = mapped_column(String(64))
+    reporter_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # open | acknowledged | resolved
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuditRecord(Base):
+    """Every read of patient data (每次调阅留痕): who, for which institution and purpose, what, when."""
+
+    __tablename__ = "audit"
+    __table_args__ = (Index("ix_audit_patient_time", "patient", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(64))
+    institution: Mapped[str | None] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(String(32))
+    patient: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text)  # JSON: what was read (no resident IDs)

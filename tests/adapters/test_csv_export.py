@@ -140,7 +140,8 @@ def test_gbk_tab_export_with_the_detail_profile(tmp_path, pipeline, recorder) ->
     glucose, potassium, morphology = event["observations"]
     # mg/dL → mmol/L through the hospital's mapping table, bounds from the two range columns converted too
     assert glucose["unit"] == "mmol/L" and glucose["value"] == pytest.approx(99 * 0.05551)
-    assert glucose["original"] == {"value": 99, "unit": "mg/dL"}
+    assert glucose["original"]["value"] == 99 and glucose["original"]["unit"] == "mg/dL"
+    assert glucose["original"]["reference_range"]["low"] == 70  # kept as sent, for re-mapping later
     assert glucose["reference_range"]["low"] == pytest.approx(70 * 0.05551)
     assert potassium["item"]["unified_code"] == "L0045"
     assert morphology["item"]["unified_code"] is None and morphology["value_text"] == "正常"

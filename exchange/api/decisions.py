@@ -1,0 +1,108 @@
+"""``/api/v1/decisions``: accept, reject with a coded reason, revoke — one result or a whole source hospital."""
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from exchange import audit, outbox
+from exchange.api.actor import actor
+from exchange.api.app import ApiError, context_of
+from exchange.api.recognition import PatientRef, patient_pseudonym
+from exchange.audit import Actor
+from exchange.decisions import DecisionError, DecisionRequest, as_dict, decide, reason_codes, result_ref
+from exchange.recognize import Prior, items_of, recognize
+from exchange.store import current_results
+
+router = APIRouter(prefix="/api/v1", tags=["decisions"])
+
+
+class DecisionBody(BaseModel):
+    result_id: str = Field(description="result.ref from the check answer: <issuer>/<result id>")
+    item: str | None = Field(None, description="unified item code; default the result's own item")
+    requesting_institution: str
+    clinician_id: str = Field(min_length=1, max_length=64)
+    encounter_id: str = Field(min_length=1, max_length=64)
+    order_id: str | None = Field(None, max_length=64)
+    trigger: Literal["encounter", "order"]
+    decision: Literal["accept", "reject", "revoke"]
+    reason_code: str | None = None
+    note: str | None = None
+
+
+class BatchBody(BaseModel):
+    """Decide every recognizable result of one patient from one source hospital at once."""
+
+    patient: PatientRef
+    issuer: str = Field(description="the source hospital whose results are decided")
+    requesting_institution: str
+    clinician_id: str = Field(min_length=1, max_length=64)
+    encounter_id: str = Field(min_length=1, max_length=64)
+    trigger: Literal["encounter", "order"]
+    decision: Literal["accept", "reject"]
+    reason_code: str | None = None
+    note: str | None = None
+
+
+def _relay_soon(request: Request) -> None:
+    context = context_of(request)
+    threading.Thread(target=outbox.relay, args=(context.database, context.publisher), daemon=True).start()
+
+
+@router.get("/reason-codes", summary="Reason codes for a repeat (DOMAIN.md §6)")
+def list_reasons() -> list[dict[str, Any]]:
+    return [r.__dict__ for r in reason_codes().values()]
+
+
+@router.post("/decisions", status_code=201, summary="Record a clinician's decision on one prior result")
+def post_decision(body: DecisionBody, request: Request, who: Actor = Depends(actor)) -> dict[str, Any]:  # noqa: B008
+    context = context_of(request)
+    now = datetime.now(UTC)
+    try:
+        with context.database.begin() as conn:
+            stored = decide(conn, context.book, DecisionRequest(
+                result_ref=body.result_id, requesting_institution=body.requesting_institution,
+                clinician_id=body.clinician_id, encounter_id=body.encounter_id, trigger=body.trigger,
+                decision=body.decision, item=body.item, order_id=body.order_id, reason_code=body.reason_code,
+                note=body.note), now)
+            audit.record(conn, who, f"decision.{body.decision}", stored.patient,
+                         {"decision_id": stored.decision_id, "result": body.result_id, "item": stored.item_code})
+    except DecisionError as exc:
+        raise ApiError(exc.field, exc.message, exc.status) from None
+    _relay_soon(request)
+    return as_dict(stored)
+
+
+@router.post("/decisions/batch", status_code=201, summary="Accept or reject all results from one source hospital")
+def post_batch(body: BatchBody, request: Request, who: Actor = Depends(actor)) -> dict[str, Any]:  # noqa: B008
+    context = context_of(request)
+    book = context.book
+    if body.issuer not in book.institutions:
+        raise ApiError("issuer", f"unknown institution {body.issuer!r}")
+    pseudonym = patient_pseudonym(context, body.patient)
+    now = datetime.now(UTC)
+    decided = []
+    try:
+        with context.database.begin() as conn:
+            for result in current_results(conn, pseudonym):
+                if result.issuer != body.issuer:
+                    continue
+                for code, present in items_of(result):
+                    answer = recognize(book, Prior(result.issuer, code, result.status, result.reported_at, present),
+                                       body.requesting_institution, now)
+                    if not answer.recognizable:
+                        continue
+                    decided.append(decide(conn, book, DecisionRequest(
+                        result_ref=result_ref(result.issuer, result.result_id),
+                        requesting_institution=body.requesting_institution, clinician_id=body.clinician_id,
+                        encounter_id=body.encounter_id, trigger=body.trigger, decision=body.decision, item=code,
+                        reason_code=body.reason_code, note=body.note), now))
+            audit.record(conn, who, f"decision.batch.{body.decision}", pseudonym,
+                         {"issuer": body.issuer, "decisions": [d.decision_id for d in decided]})
+    except DecisionError as exc:
+        raise ApiError(exc.field, exc.message, exc.status) from None
+    _relay_soon(request)
+    return {"issuer": body.issuer, "decided": len(decided), "decisions": [as_dict(d) for d in decided]}

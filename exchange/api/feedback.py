@@ -1,0 +1,90 @@
+"""``/api/v1/feedback``: error reports to the issuer (report problem / image problem) and their status."""
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from exchange import audit
+from exchange.api.actor import actor
+from exchange.api.app import ApiError, context_of
+from exchange.api.decisions import _relay_soon
+from exchange.audit import Actor
+from exchange.decisions import find_result, result_ref
+from exchange.store.models import Feedback
+
+router = APIRouter(prefix="/api/v1", tags=["feedback"])
+STATUSES = ("open", "acknowledged", "resolved")
+
+
+class FeedbackBody(BaseModel):
+    result_id: str = Field(description="result.ref from the check answer: <issuer>/<result id>")
+    kind: Literal["report_problem", "image_problem"]
+    note: str = Field(min_length=1, max_length=2000)
+    reporter_institution: str
+    reporter_id: str | None = Field(None, max_length=64)
+
+
+class StatusBody(BaseModel):
+    status: Literal["open", "acknowledged", "resolved"]
+
+
+def _as_dict(f: Feedback) -> dict[str, Any]:
+    return {"feedback_id": f.feedback_id, "result": {"ref": result_ref(f.result_issuer, f.result_id),
+            "version": f.result_version}, "kind": f.kind, "note": f.note,
+            "reporter_institution": f.reporter_institution, "reporter_id": f.reporter_id, "status": f.status,
+            "created_at": f.created_at.isoformat(), "updated_at": f.updated_at.isoformat(),
+            "published": f.published_at is not None}
+
+
+@router.post("/feedback", status_code=201, summary="Report a problem with a result to its issuer")
+def post_feedback(body: FeedbackBody, request: Request, who: Actor = Depends(actor)) -> dict[str, Any]:  # noqa: B008
+    context = context_of(request)
+    if body.reporter_institution not in context.book.institutions:
+        raise ApiError("reporter_institution", f"unknown institution {body.reporter_institution!r}")
+    now = datetime.now(UTC)
+    with context.database.begin() as conn:
+        result = find_result(conn, body.result_id)
+        if result is None:
+            raise ApiError("result_id", f"no stored result {body.result_id!r}", 404)
+        row = {"feedback_id": str(uuid.uuid4()), "result_issuer": result.issuer, "result_id": result.result_id,
+               "result_version": result.version, "patient": result.patient, "kind": body.kind, "note": body.note,
+               "reporter_institution": body.reporter_institution, "reporter_id": body.reporter_id,
+               "status": "open", "created_at": now, "updated_at": now, "published_at": None}
+        conn.execute(insert(Feedback).values(row))
+        audit.record(conn, who, "feedback.create", result.patient, {"feedback_id": row["feedback_id"]})
+    _relay_soon(request)
+    return _as_dict(Feedback(**row))
+
+
+@router.get("/feedback", summary="Feedback per issuer, filterable by status")
+def list_feedback(request: Request, issuer: str, status: str | None = None) -> dict[str, Any]:
+    context = context_of(request)
+    if issuer not in context.book.institutions:
+        raise ApiError("issuer", f"unknown institution {issuer!r}")
+    if status is not None and status not in STATUSES:
+        raise ApiError("status", f"status must be one of {', '.join(STATUSES)}")
+    query = select(Feedback).where(Feedback.result_issuer == issuer).order_by(Feedback.created_at.desc())
+    if status:
+        query = query.where(Feedback.status == status)
+    with context.database.connect() as conn:
+        rows = Session(conn).scalars(query).all()
+    return {"issuer": issuer, "feedback": [_as_dict(f) for f in rows]}
+
+
+@router.post("/feedback/{feedback_id}/status", summary="The issuer acknowledges or resolves a report")
+def set_status(feedback_id: str, body: StatusBody, request: Request) -> dict[str, Any]:
+    context = context_of(request)
+    with context.database.begin() as conn:
+        changed = conn.execute(update(Feedback).where(Feedback.feedback_id == feedback_id).values(
+            status=body.status, updated_at=datetime.now(UTC), published_at=None).returning(Feedback.id)).first()
+        if changed is None:
+            raise ApiError("feedback_id", f"no feedback {feedback_id!r}", 404)
+        row = Session(conn).scalars(select(Feedback).where(Feedback.feedback_id == feedback_id)).one()
+    _relay_soon(request)
+    return _as_dict(row)

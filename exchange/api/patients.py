@@ -1,0 +1,71 @@
+"""``GET /api/v1/patients/{pseudonym}/results``: one patient's results across hospitals, as a timeline."""
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date
+from typing import Any
+
+from fastapi import APIRouter, Depends, Path, Request
+
+from exchange import audit
+from exchange.api.actor import actor
+from exchange.api.app import ApiError, context_of
+from exchange.audit import Actor
+from exchange.decisions import result_ref
+from exchange.recognize import items_of
+from exchange.store import current_results
+
+router = APIRouter(prefix="/api/v1", tags=["patients"])
+
+
+@router.get("/patients/{pseudonym}/results", summary="Timeline across hospitals; numeric items also as series")
+def timeline(request: Request, pseudonym: str = Path(pattern="^[0-9a-f]{64}$"), item: str | None = None,
+             category: str | None = None, date_from: date | None = None, date_to: date | None = None,
+             who: Actor = Depends(actor)) -> dict[str, Any]:  # noqa: B008
+    context = context_of(request)
+    book = context.book
+    if item is not None and item not in book.items:
+        raise ApiError("item", f"unknown unified item code {item!r}")
+    categories = {i.category for i in book.items.values()}
+    if category is not None and category not in categories:
+        raise ApiError("category", f"unknown category {category!r}; known: {', '.join(sorted(categories))}")
+    if date_from and date_to and date_from > date_to:
+        raise ApiError("date_from", "date_from is after date_to")
+    with context.database.begin() as conn:
+        stored = current_results(conn, pseudonym)
+        shown = []
+        for result in stored:
+            day = result.reported_at.date()
+            if (date_from and day < date_from) or (date_to and day > date_to):
+                continue
+            codes = [c for c, _ in items_of(result) if c]
+            if item is not None and item not in codes:
+                continue
+            if category is not None and not any(book.items[c].category == category for c in codes if c in book.items):
+                continue
+            shown.append(result)
+        audit.record(conn, who, "patient.results", pseudonym,
+                     {"filters": {"item": item, "category": category, "from": str(date_from or ""),
+                                  "to": str(date_to or "")}, "results": len(shown)})
+    series: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    entries = []
+    for result in shown:
+        issuer = book.institutions.get(result.issuer)
+        entries.append({
+            "ref": result_ref(result.issuer, result.result_id), "issuer": result.issuer,
+            "issuer_name": issuer.name_zh if issuer else None, "kind": result.kind, "version": result.version,
+            "status": result.status, "item": result.unified_code, "local_code": result.local_code,
+            "reported_at": result.reported_at.isoformat(),
+            "collected_at": result.collected_at.isoformat() if result.collected_at else None,
+            "values": [{"item": o.unified_code, "local_code": o.local_code, "value": o.value,
+                        "value_text": o.value_text, "unit": o.unit, "interpretation": o.interpretation,
+                        "reference_range": {"low": o.ref_low, "high": o.ref_high, "text": o.ref_text}}
+                       for o in result.observations],
+            "report": result.event.get("report"), "study": result.event.get("study"),
+        })
+        for o in result.observations:
+            if o.unified_code and o.value is not None and (item is None or o.unified_code == item):
+                series[o.unified_code].append({"at": (result.collected_at or result.reported_at).isoformat(),
+                                               "value": o.value, "unit": o.unit, "issuer": result.issuer})
+    return {"patient": pseudonym, "results": entries,
+            "series": {code: sorted(points, key=lambda p: p["at"]) for code, points in sorted(series.items())}}

@@ -1,0 +1,35 @@
+"""The audit trail: every read of patient data leaves a record (每次调阅留痕), written in the same
+transaction as the read, so a read that is not recorded did not happen (PIPL §55–56: keep ≥ 3 years)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.orm import Session
+
+from exchange.store.models import AuditRecord
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who reads, for which institution and why. Until login lands (a later issue) the caller states it."""
+
+    user: str
+    institution: str | None
+    purpose: str
+
+
+def record(conn: Connection, actor: Actor, action: str, patient: str | None, detail: dict[str, Any]) -> None:
+    conn.execute(insert(AuditRecord).values(
+        at=datetime.now(UTC), actor=actor.user, institution=actor.institution, purpose=actor.purpose,
+        patient=patient, action=action, detail=orjson.dumps(detail).decode()))
+
+
+def trail(conn: Connection, patient: str, limit: int = 500) -> list[dict[str, Any]]:
+    rows = Session(conn).scalars(select(AuditRecord).where(AuditRecord.patient == patient)
+                        .order_by(AuditRecord.at.desc(), AuditRecord.id.desc()).limit(limit))
+    return [{"at": r.at.isoformat(), "actor": r.actor, "institution": r.institution, "purpose": r.purpose,
+             "action": r.action, "detail": orjson.loads(r.detail)} for r in rows]

@@ -1,0 +1,101 @@
+"""Regulator statistics (DOMAIN.md §6): presented, accepted, rejected by reason, recognition rate, savings.
+
+recognition rate = accepted / (recognizable results presented − rejections whose reason does not count)
+savings (avoided cost) = sum of the prices of accepted (hence not repeated) items, at the requesting
+institution's provincial price.
+"""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+from sqlalchemy.orm import Session
+
+from exchange.decisions import reason_codes
+from exchange.store.models import Decision, Presentation
+
+
+def in_scope(book: Any, institution_id: str, scope: str | None) -> bool:
+    """``scope``: national (or none), a region id, an alliance id, a 2-digit province, a 4-digit city, a
+    6-digit division or an institution id."""
+    if scope in (None, "", "national"):
+        return True
+    inst = book.institutions.get(institution_id)
+    if inst is None:
+        return False
+    if scope == institution_id or scope in inst.alliances or scope in book.region_ids(inst):
+        return True
+    if scope.isdigit() and len(scope) in (2, 4):
+        return inst.division.startswith(scope)
+    if scope.isdigit() and len(scope) == 6:  # GB/T 2260: 330000 province, 330100 city, 330106 county
+        prefix = scope[:2] if scope.endswith("0000") else scope[:4] if scope.endswith("00") else scope
+        return inst.division.startswith(prefix)
+    return False
+
+
+def valid_scope(book: Any, scope: str | None) -> bool:
+    if scope in (None, "", "national") or scope in book.institutions or scope in book.regions:
+        return True
+    if scope in getattr(book, "alliances", {}):
+        return True
+    return scope.isdigit() and len(scope) in (2, 4, 6)
+
+
+def statistics(conn: Connection, book: Any, scope: str | None, start: datetime, end: datetime) -> dict[str, Any]:
+    """Figures for requesting institutions inside ``scope`` over [start, end)."""
+    requesters = {i for i in book.institutions if in_scope(book, i, scope)}
+    presented_rows = conn.execute(
+        select(Presentation.requesting_institution, Presentation.result_issuer, Presentation.item_code,
+               func.count()).where(Presentation.presented_at >= start, Presentation.presented_at < end)
+        .group_by(Presentation.requesting_institution, Presentation.result_issuer, Presentation.item_code)).all()
+    decisions = Session(conn).scalars(select(Decision).where(Decision.decided_at >= start, Decision.decided_at < end)
+                                      .order_by(Decision.decided_at, Decision.id)).all()
+    presented: Counter[str] = Counter()
+    per_issuer: dict[str, Counter[str]] = defaultdict(Counter)
+    per_item: dict[str, Counter[str]] = defaultdict(Counter)
+    for requester, issuer, item, count in presented_rows:
+        if requester in requesters:
+            presented["all"] += count
+            per_issuer[issuer]["presented"] += count
+            per_item[item]["presented"] += count
+    revoked = {d.revokes for d in decisions if d.decision == "revoke"}
+    standing: dict[tuple[str, ...], Decision] = {}
+    for d in decisions:
+        if d.decision == "revoke" or d.decision_id in revoked or d.requesting_institution not in requesters:
+            continue
+        standing[(d.requesting_institution, d.encounter_id, d.result_issuer, d.result_id, d.item_code or "")] = d
+    reasons = reason_codes()
+    accepted = 0
+    rejected: Counter[str] = Counter()
+    excluded = 0
+    avoided = Decimal("0")
+    for d in standing.values():
+        key = "accepted" if d.decision == "accept" else "rejected"
+        per_issuer[d.result_issuer][key] += 1
+        per_item[d.item_code or "-"][key] += 1
+        if d.decision == "accept":
+            accepted += 1
+            price = book.price(d.item_code, book.institutions[d.requesting_institution].province) if d.item_code else None
+            avoided += price or Decimal("0")
+        else:
+            rejected[d.reason_code or "?"] += 1
+            if d.reason_code in reasons and not reasons[d.reason_code].counts_as_non_recognition:
+                excluded += 1
+    denominator = presented["all"] - excluded
+    return {
+        "scope": scope or "national", "from": start.isoformat(), "to": end.isoformat(),
+        "requesting_institutions": len(requesters),
+        "presented": presented["all"], "accepted": accepted, "rejected": sum(rejected.values()),
+        "rejected_by_reason": {code: {"count": n, "reason_zh": reasons[code].zh if code in reasons else None,
+                                      "counts_as_non_recognition": reasons[code].counts_as_non_recognition
+                                      if code in reasons else None}
+                               for code, n in sorted(rejected.items())},
+        "excluded_from_denominator": excluded,
+        "recognition_rate": round(accepted / denominator, 4) if denominator > 0 else None,
+        "avoided_cost_cny": float(avoided),
+        "per_issuer": {k: dict(v) for k, v in sorted(per_issuer.items())},
+        "per_item": {k: dict(v) for k, v in sorted(per_item.items())},
+    }
