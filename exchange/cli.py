@@ -190,10 +190,11 @@ def pseudonym(resident_id: str) -> None:
 def _register_commands() -> None:
     """Commands that live beside what they operate on: the adapters and the code book."""
     from adapters.csv_export import csv
+    from adapters.dicom.cli import dicom_pull, dicom_scp
     from adapters.hl7v2 import hl7
     from codes.cli import catalogue
 
-    for command in (csv, hl7):
+    for command in (csv, hl7, dicom_scp, dicom_pull):
         adapter.add_command(command)
     main.add_command(catalogue)
 

@@ -1,0 +1,406 @@
+"""DICOM data set → instance record (at C-STORE time) → one :class:`ImagingReport` per study (at assembly).
+
+Only metadata is read: the pixel data is checked for completeness and then dropped, it is never spooled and
+never published. An :class:`InstanceRecord` is what the spool keeps per SOP instance: it already carries the
+patient's *pseudonym* (the raw resident ID is validated, pseudonymized and forgotten while the C-STORE is
+being answered), so nothing on the adapter's disk holds a raw resident ID.
+"""
+from __future__ import annotations
+
+import io
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.filereader import data_element_generator
+from pydicom.uid import UID
+
+from adapters.pipeline import Code, ImagingReport, Patient, Study
+from exchange.patient_id import InvalidResidentId, Pseudonymizer, scrub
+
+log = logging.getLogger(__name__)
+
+#: Issuer values that mark a patient identifier as the resident ID (居民身份证号): the HL7 v2-0203 type code
+#: for a Chinese national person identifier and the OID of 中华人民共和国居民身份证号码.
+RESIDENT_ID_ISSUERS = frozenset({"NNCHN", "2.16.156.10011.1.3", "urn:oid:2.16.156.10011.1.3"})
+CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
+
+SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
+ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+#: Modalities of instances that describe a study rather than image it: they never decide the study's shape.
+NON_IMAGE_MODALITIES = frozenset({"SR", "DOC", "KO", "PR", "REG", "SEG", "OT", "RWV", "AU"})
+FINDING_WORDS = ("finding", "所见", "description", "描述")
+IMPRESSION_WORDS = ("impression", "印象", "结论", "conclusion", "diagnos", "诊断", "意见")
+
+# DIMSE C-STORE statuses (PS3.4 Table B.2-1); the 0xCxxx range is "cannot understand", split here by cause.
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_SOP_CLASS_MISMATCH = 0xA900
+STATUS_CANNOT_UNDERSTAND = 0xC000
+STATUS_NO_RESIDENT_ID = 0xC010
+STATUS_BAD_RESIDENT_ID = 0xC011
+STATUS_PATIENT_CONFLICT = 0xC012
+
+
+class DicomError(ValueError):
+    """A data set that cannot be used: ``status`` is the C-STORE failure status, the message its ErrorComment."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    @property
+    def comment(self) -> str:
+        """ErrorComment is LO: at most 64 characters, no backslash; never a resident ID."""
+        return scrub(self.message).replace("\\", "/")[:64]
+
+
+@dataclass
+class InstanceRecord:
+    """What the exchange needs of one SOP instance; JSON-serializable (``asdict``/``from_dict``)."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str | None
+    modality: str
+    patient: dict[str, Any]  # {pseudonym, key_id, sex, birth_year}
+    accession_number: str | None = None
+    body_part: str | None = None
+    contrast: bool = False
+    localizer: bool = False
+    description: str | None = None
+    procedure_codes: list[list[str | None]] = field(default_factory=list)  # [code, scheme, meaning]
+    study_at: str | None = None  # ISO 8601 with offset
+    report: dict[str, Any] | None = None  # {kind, findings, impression, status, reported_at}
+    calling_ae: str | None = None
+    peer_host: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InstanceRecord:
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------ parsing
+
+def check_complete(encoded: bytes, implicit_vr: bool, little_endian: bool) -> None:
+    """Raise DicomError unless every top-level element of the encoded data set is present to its full length.
+
+    pydicom reads a truncated value silently (it returns the bytes there are), so a data set cut off by a
+    crashed sender or a broken file would otherwise look usable.
+    """
+    end = 0
+    try:
+        for elem in data_element_generator(io.BytesIO(encoded), implicit_vr, little_endian, defer_size=None):
+            if elem.length == 0xFFFFFFFF:
+                end = -1  # undefined length: pydicom already read to its delimiter
+                continue
+            got = len(elem.value) if isinstance(elem.value, bytes | bytearray) else elem.length
+            if got < elem.length:
+                raise DicomError(STATUS_CANNOT_UNDERSTAND,
+                                 f"truncated data set: ({elem.tag.group:04X},{elem.tag.element:04X}) short")
+            end = elem.value_tell + elem.length
+    except DicomError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is "cannot understand"
+        raise DicomError(STATUS_CANNOT_UNDERSTAND, f"undecodable data set: {type(exc).__name__}") from None
+    if end >= 0 and end != len(encoded):
+        raise DicomError(STATUS_CANNOT_UNDERSTAND, f"truncated data set: {len(encoded) - end} stray byte(s)")
+
+
+def decode(encoded: bytes, transfer_syntax: str) -> Dataset:
+    """Decode a C-STORE data set (pixel data kept only long enough to check its length)."""
+    ts = UID(transfer_syntax)
+    if ts == pydicom.uid.DeflatedExplicitVRLittleEndian:
+        import zlib
+
+        try:
+            encoded = zlib.decompress(encoded, -zlib.MAX_WBITS)
+        except zlib.error:
+            raise DicomError(STATUS_CANNOT_UNDERSTAND, "undecodable deflated data set") from None
+        implicit, little = False, True
+    else:
+        implicit, little = ts.is_implicit_VR, ts.is_little_endian
+    check_complete(encoded, implicit, little)
+    try:
+        ds = pydicom.filereader.read_dataset(io.BytesIO(encoded), implicit, little)
+        # Touch every top-level element so that a value pydicom cannot convert fails here, not later.
+        for elem in ds:
+            _ = elem.value
+    except Exception as exc:  # noqa: BLE001
+        raise DicomError(STATUS_CANNOT_UNDERSTAND, f"undecodable data set: {type(exc).__name__}") from None
+    return ds
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _moment(day: Any, time_: Any, offset: Any) -> datetime | None:
+    """DA + TM (+ TimezoneOffsetFromUTC) → aware datetime; without an offset, China Standard Time."""
+    day = str(day or "").strip()
+    if len(day) != 8 or not day.isdigit():
+        return None
+    try:
+        moment = datetime(int(day[:4]), int(day[4:6]), int(day[6:8]))
+    except ValueError:
+        return None
+    t = str(time_ or "").strip().replace(":", "")
+    if t:
+        whole, _, fraction = t.partition(".")
+        try:
+            hh, mm, ss = int(whole[0:2] or 0), int(whole[2:4] or 0), int(whole[4:6] or 0)
+            micro = int((fraction + "000000")[:6]) if fraction.isdigit() else 0
+            moment = moment.replace(hour=hh, minute=mm, second=min(ss, 59), microsecond=micro)
+        except ValueError:
+            pass
+    zone = CHINA_STANDARD_TIME
+    off = str(offset or "").strip()
+    if len(off) == 5 and off[0] in "+-" and off[1:].isdigit():
+        delta = timedelta(hours=int(off[1:3]), minutes=int(off[3:5]))
+        zone = timezone(delta if off[0] == "+" else -delta)
+    return moment.replace(tzinfo=zone)
+
+
+def _identifier_candidates(ds: Dataset) -> Iterable[tuple[str, str | None, Dataset]]:
+    yield "PatientID", _text(ds, "PatientID"), ds
+    for i, item in enumerate(ds.get("OtherPatientIDsSequence") or ()):
+        yield f"OtherPatientIDsSequence[{i}]", _text(item, "PatientID"), item
+
+
+def _is_resident_issuer(item: Dataset) -> bool:
+    issuer = _text(item, "IssuerOfPatientID")
+    if issuer and issuer in RESIDENT_ID_ISSUERS:
+        return True
+    for q in item.get("IssuerOfPatientIDQualifiersSequence") or ():
+        if _text(q, "IdentifierTypeCode") == "NNCHN" or _text(q, "UniversalEntityID") in RESIDENT_ID_ISSUERS:
+            return True
+    return False
+
+
+def patient_of(ds: Dataset, pseudonymizer: Pseudonymizer, patient_id_is_resident_id: bool = False) -> dict[str, Any]:
+    """The pseudonymized patient; DicomError (0xC010/0xC011) without a valid, marked resident ID."""
+    for where, value, item in _identifier_candidates(ds):
+        marked = _is_resident_issuer(item) or (patient_id_is_resident_id and where == "PatientID")
+        if not marked:
+            continue
+        if not value:
+            raise DicomError(STATUS_NO_RESIDENT_ID, f"{where} marked as resident ID is empty")
+        try:
+            pseudonym = pseudonymizer.pseudonym(value)
+        except InvalidResidentId as exc:
+            raise DicomError(STATUS_BAD_RESIDENT_ID, f"{where}: {exc}") from None
+        sex = {"M": "male", "F": "female", "O": "other"}.get((_text(ds, "PatientSex") or "").upper())
+        birth = _text(ds, "PatientBirthDate") or ""
+        year = int(birth[:4]) if len(birth) >= 4 and birth[:4].isdigit() else None
+        return {"pseudonym": pseudonym, "key_id": pseudonymizer.key_id,
+                "sex": sex or ("unknown" if _text(ds, "PatientSex") else None),
+                "birth_year": year if year and 1880 <= year <= 2200 else None}
+    raise DicomError(STATUS_NO_RESIDENT_ID,
+                     "no resident ID: IssuerOfPatientID NNCHN / 2.16.156.10011.1.3")
+
+
+def _procedure_codes(ds: Dataset) -> list[list[str | None]]:
+    codes = []
+    for item in ds.get("ProcedureCodeSequence") or ():
+        value = _text(item, "CodeValue") or _text(item, "LongCodeValue")
+        if value:
+            codes.append([value, _text(item, "CodingSchemeDesignator"), _text(item, "CodeMeaning")])
+    return codes
+
+
+def _classify(name: str, heading: str) -> str:
+    """A TEXT item's own concept name decides; else the name of the CONTAINER it sits in."""
+    for label in (name.lower(), heading.lower()):
+        if any(w in label for w in IMPRESSION_WORDS):
+            return "impression"
+        if any(w in label for w in FINDING_WORDS):
+            return "finding"
+    return "other"
+
+
+def _sr_text(ds: Dataset) -> tuple[str | None, str | None]:
+    """Findings and impression from an SR's TEXT content items; unlabelled text counts as findings."""
+    found: dict[str, list[str]] = {"finding": [], "impression": [], "other": []}
+
+    def walk(items: Sequence[Dataset], heading: str) -> None:
+        for item in items:
+            names = item.get("ConceptNameCodeSequence") or ()
+            name = (_text(names[0], "CodeMeaning") or "") if names else ""
+            if item.get("ValueType") == "TEXT" and _text(item, "TextValue"):
+                found[_classify(name, heading)].append(str(item.TextValue).strip())
+            if "ContentSequence" in item:
+                walk(item.ContentSequence, name if item.get("ValueType") == "CONTAINER" and name else heading)
+
+    walk(ds.get("ContentSequence") or (), "")
+    findings = found["finding"] or found["other"]
+    return ("\n".join(findings)[:20000] or None, "\n".join(found["impression"])[:8000] or None)
+
+
+def _pdf_text(data: bytes) -> str | None:
+    try:
+        from pypdf import PdfReader  # optional: only when the deployment installed it
+    except ImportError:
+        return None
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        return "\n".join((page.extract_text() or "") for page in reader.pages).strip() or None
+    except Exception:  # noqa: BLE001 - an unreadable PDF still is a PDF report
+        log.warning("encapsulated PDF report: text extraction failed", exc_info=False)
+        return None
+
+
+def _report(ds: Dataset, sop_class: str) -> dict[str, Any] | None:
+    when = (_moment(ds.get("ContentDate"), ds.get("ContentTime"), ds.get("TimezoneOffsetFromUTC"))
+            or _moment(ds.get("InstanceCreationDate"), ds.get("InstanceCreationTime"),
+                       ds.get("TimezoneOffsetFromUTC")))
+    if sop_class.startswith(SR_PREFIX):
+        findings, impression = _sr_text(ds)
+        verified = (_text(ds, "CompletionFlag") == "COMPLETE" and _text(ds, "VerificationFlag") == "VERIFIED")
+        return {"kind": "sr", "findings": findings, "impression": impression,
+                "status": "final" if verified else "preliminary",
+                "reported_at": when.isoformat() if when else None}
+    if sop_class == ENCAPSULATED_PDF:
+        document = ds.get("EncapsulatedDocument") or b""
+        text = _pdf_text(bytes(document)) if document else None
+        title = _text(ds, "DocumentTitle") or "PDF report"
+        findings = text[:20000] if text else (f"[{title}: encapsulated PDF report, text not extracted; "
+                                              "retrieve the study to read it]")
+        # An encapsulated PDF carries no completion/verification flags; RIS export it once signed.
+        return {"kind": "pdf", "findings": findings, "impression": None, "status": "final",
+                "reported_at": when.isoformat() if when else None}
+    return None
+
+
+def instance_record(ds: Dataset, pseudonymizer: Pseudonymizer, *, context_sop_class: str | None = None,
+                    patient_id_is_resident_id: bool = False) -> InstanceRecord:
+    """Extract what the exchange keeps of one instance; DicomError with the C-STORE status otherwise."""
+    sop_uid = _text(ds, "SOPInstanceUID")
+    sop_class = _text(ds, "SOPClassUID")
+    study_uid = _text(ds, "StudyInstanceUID")
+    if not sop_uid or not sop_class:
+        raise DicomError(STATUS_SOP_CLASS_MISMATCH, "SOPInstanceUID/SOPClassUID missing")
+    if context_sop_class and sop_class != context_sop_class:
+        raise DicomError(STATUS_SOP_CLASS_MISMATCH, "SOPClassUID differs from the presentation context")
+    if not study_uid:
+        raise DicomError(STATUS_SOP_CLASS_MISMATCH, "StudyInstanceUID missing")
+    if len(study_uid) > 64 or not all(p.isdigit() for p in study_uid.split(".")):
+        raise DicomError(STATUS_SOP_CLASS_MISMATCH, "StudyInstanceUID is not a valid UID")
+    modality = _text(ds, "Modality")
+    if not modality:
+        raise DicomError(STATUS_SOP_CLASS_MISMATCH, "Modality missing")
+    patient = patient_of(ds, pseudonymizer, patient_id_is_resident_id)
+    study_at = _moment(ds.get("StudyDate"), ds.get("StudyTime"), ds.get("TimezoneOffsetFromUTC"))
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or ())]
+    contrast = bool(_text(ds, "ContrastBolusAgent") or ds.get("ContrastBolusAgentSequence"))
+    return InstanceRecord(
+        sop_instance_uid=sop_uid, sop_class_uid=sop_class, study_instance_uid=study_uid,
+        series_instance_uid=_text(ds, "SeriesInstanceUID"), modality=modality.upper()[:16], patient=patient,
+        accession_number=(_text(ds, "AccessionNumber") or "")[:64] or None,
+        body_part=(_text(ds, "BodyPartExamined") or "")[:64] or None,
+        contrast=contrast, localizer="LOCALIZER" in image_type,
+        description=(_text(ds, "StudyDescription") or "")[:256] or None,
+        procedure_codes=_procedure_codes(ds), study_at=study_at.isoformat() if study_at else None,
+        report=_report(ds, sop_class))
+
+
+# ----------------------------------------------------------------------------------------------- assembly
+
+def _most_common(values: Iterable[str | None]) -> str | None:
+    counted = Counter(v for v in values if v)
+    return counted.most_common(1)[0][0] if counted else None
+
+
+def technique(records: Sequence[InstanceRecord]) -> str:
+    """plain / contrast / plain+contrast from the Contrast/Bolus module, judged per series.
+
+    A series is enhanced when any of its instances names a ContrastBolusAgent (or agent sequence);
+    localizer (scout) series are ignored. All enhanced → contrast; some → plain+contrast; none → plain.
+    """
+    series: dict[str, bool] = {}
+    for r in records:
+        if r.modality in NON_IMAGE_MODALITIES or r.localizer:
+            continue
+        key = r.series_instance_uid or r.sop_instance_uid
+        series[key] = series.get(key, False) or r.contrast
+    if not series or not any(series.values()):
+        return "plain"
+    return "contrast" if all(series.values()) else "plain+contrast"
+
+
+def build_report(records: Sequence[InstanceRecord], *, institution: str, version: int, result_id: str | None,
+                 previous_status: str | None, retrieval: dict[str, Any] | None,
+                 received_at: datetime) -> ImagingReport:
+    """One study's instances → the report the pipeline turns into an ``hr.imaging-result.v1`` event."""
+    if not records:
+        raise ValueError("a study needs at least one instance")
+    first = records[0]
+    images = [r for r in records if r.modality not in NON_IMAGE_MODALITIES] or list(records)
+    reports = [r.report for r in records if r.report]
+    modality = _most_common(r.modality for r in images) or first.modality
+    accession = _most_common(r.accession_number for r in records)
+    study_at = min((datetime.fromisoformat(r.study_at) for r in records if r.study_at), default=None)
+    codes = []
+    seen: set[tuple[str | None, str | None]] = set()
+    for r in records:
+        for value, scheme, meaning in r.procedure_codes:
+            if (value, scheme) not in seen:
+                seen.add((value, scheme))
+                codes.append(Code(str(value), scheme, meaning))
+    findings = "\n\n".join(x["findings"] for x in reports if x.get("findings"))[:20000] or None
+    impression = "\n\n".join(x["impression"] for x in reports if x.get("impression"))[:8000] or None
+    status = "final" if any(x["status"] == "final" for x in reports) else "preliminary"
+    if previous_status in ("final", "amended") and version > 1:
+        status = "amended"
+    report_times = [datetime.fromisoformat(x["reported_at"]) for x in reports if x.get("reported_at")]
+    reported_at = max(report_times) if report_times else (study_at or received_at)
+    series = {r.series_instance_uid for r in images if r.series_instance_uid}
+    study = Study(study_instance_uid=first.study_instance_uid, modality=modality, accession_number=accession,
+                  body_part=_most_common(r.body_part for r in images), technique=technique(records),
+                  description=_most_common(r.description for r in records), series_count=len(series) or None,
+                  instance_count=len(records), study_at=study_at)
+    patient = first.patient
+    return ImagingReport(
+        institution=institution, result_id=result_id or accession or first.study_instance_uid, version=version,
+        status=status, patient=Patient(resident_id=patient["pseudonym"], sex=patient.get("sex"),
+                                       birth_year=patient.get("birth_year"), location="PatientID"),
+        study=study, reported_at=reported_at, codes=codes, findings=findings, impression=impression,
+        retrieval=retrieval, message_id=first.study_instance_uid, location=f"study {first.study_instance_uid}")
+
+
+@dataclass(frozen=True)
+class KnownPseudonyms:
+    """Stands in for the :class:`Pseudonymizer` in :class:`ResultPipeline` when building a study's event.
+
+    The spool holds pseudonyms only (the raw resident ID was validated and pseudonymized when the instance
+    arrived), so the pipeline's "pseudonymize" step receives the pseudonym and passes it through unchanged,
+    under the key id it was made with.
+    """
+
+    key_id: str
+
+    def pseudonym(self, value: str) -> str:
+        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+            raise InvalidResidentId("spooled patient is not a pseudonym")
+        return value
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_day(text: str) -> date:
+    return datetime.strptime(text, "%Y%m%d").date()
