@@ -68,13 +68,19 @@ class Publisher:
         with self._lock:
             producer, self._producer = self._producer, None
         if producer is not None:
-            try:
-                producer.close(timeout=0)
-            except Exception:  # noqa: BLE001 - closing a broken producer must not mask the original error
-                log.debug("closing producer failed", exc_info=True)
+            # Closed in the background with a short grace: the caller's refusal (HL7 AE, DICOM 0xA700, 503)
+            # must not wait for it, and closing with no grace at all trips the sender thread.
+            threading.Thread(target=_close_quietly, args=(producer,), name="producer-close", daemon=True).start()
 
     def close(self) -> None:
         with self._lock:
             producer, self._producer = self._producer, None
         if producer is not None:
             producer.close(timeout=5)
+
+
+def _close_quietly(producer: KafkaProducer) -> None:
+    try:
+        producer.close(timeout=2)
+    except Exception:  # noqa: BLE001 - closing a broken producer must not mask the original error
+        log.debug("closing producer failed", exc_info=True)
