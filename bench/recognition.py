@@ -161,6 +161,7 @@ def measure(url: str, target_map: dict[int, list[str]], requests: dict[int, int]
     context = Context(book=load_codebook(), database=database, pseudonymizer=Pseudonymizer(b"hrx-bench-key-0123456789"),
                       publisher=Publisher("127.0.0.1:9"), bootstrap="127.0.0.1:9", engine_group="bench")
     client = TestClient(create_app(context))
+    client.__enter__()  # run the app's lifespan as uvicorn does (outbox relay, gc.freeze after start-up)
     floor_conn = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
     floor_sql = ("SELECT r.* FROM result_heads h JOIN results r ON r.id = h.result_pk WHERE h.patient = %s "
                  "ORDER BY h.reported_at DESC, r.id DESC")
@@ -207,7 +208,7 @@ def measure(url: str, target_map: dict[int, list[str]], requests: dict[int, int]
             out["profile_top"] = text.getvalue()
     finally:
         floor_conn.close()
-        client.close()
+        client.__exit__(None, None, None)
         database.dispose()
     return out
 

@@ -75,7 +75,7 @@ def find_result(conn: Connection, ref: str) -> StoredResult | None:
         return None
     rows = conn.execute(
         select(Result.__table__).join(ResultHead.__table__, ResultHead.result_pk == Result.id)
-        .where(ResultHead.issuer == issuer, ResultHead.result_id == result_id)).mappings().all()
+        .where(ResultHead.issuer == issuer, ResultHead.result_id == result_id)).all()
     found = with_observations(conn, rows)
     return found[0] if found else None
 

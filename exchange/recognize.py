@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -37,7 +37,7 @@ class Status(StrEnum):
     UNMAPPED = "unmapped"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reason:
     zh: str
     en: str
@@ -70,7 +70,7 @@ class Answer:
                 "via": list(self.via), "reasons": [r.as_dict() for r in self.reasons]}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Prior:
     """What the rules need to know about a prior result."""
 
@@ -81,13 +81,70 @@ class Prior:
     report_items: frozenset[str] = frozenset()  # unified codes present in the same report (panels)
 
 
-def _qc_ok(issuer: Any, item: Any, required: str | None, on: datetime) -> bool:
-    """EQA held on the report date at the required level or higher; ``None`` is a catalogue's QC waiver."""
-    return required is None or any(cert.satisfies(required, item, on.date()) for cert in issuer.qc)
+class Recognizer:
+    """Answers for one requesting institution at one moment.
+
+    The catalogues in force and their scopes do not change within a check, so the catalogues shared with
+    each (issuer, item) are computed once per check instead of once per prior result (no database access:
+    the code book is in memory).
+    """
+
+    def __init__(self, book: Any, requester_id: str, at: datetime) -> None:
+        self.book = book
+        self.requester = book.institutions[requester_id]
+        self.at = at
+        self.in_force = book.catalogues_in_force(at)
+        self._shared: dict[tuple[str, str], list[Any]] = {}
+        self._listing: dict[tuple[str, str, bool], list[tuple[Any, Any]]] = {}
+        self._qc: dict[tuple[str, str, str], list[tuple[date, date]]] = {}
+
+    def shared(self, issuer: Any, item: Any) -> list[Any]:
+        key = (issuer.id, item.code)
+        found = self._shared.get(key)
+        if found is None:
+            found = self._shared[key] = [c for c in self.in_force if c.covers(issuer, self.book, item)
+                                         and c.covers(self.requester, self.book, item)]
+        return found
+
+    def listing(self, issuer: Any, item: Any, components_present: bool) -> list[tuple[Any, Any]]:
+        """Shared catalogues that list ``item`` (panels: only when its components are present), narrowest first."""
+        key = (issuer.id, item.code, components_present)
+        found = self._listing.get(key)
+        if found is None:
+            found = [(c, c.item(item.code)) for c in self.shared(issuer, item)
+                     if c.item(item.code) is not None and (components_present or not item.components)]
+            found.sort(key=lambda ce: TIERS.index(ce[0].tier))
+            self._listing[key] = found
+        return found
+
+    def qc_ok(self, issuer: Any, item: Any, required: str | None, on: datetime) -> bool:
+        """EQA held on the report date at the required level or higher; ``None`` is a catalogue's QC waiver.
+
+        The certificates that could satisfy (issuer, item, level) are found once; per result only their
+        validity dates are compared with the report date.
+        """
+        if required is None:
+            return True
+        key = (issuer.id, item.code, required)
+        windows = self._qc.get(key)
+        if windows is None:
+            far = date.max
+            windows = self._qc[key] = [(c.valid_from, c.valid_to or far) for c in issuer.qc
+                                       if c.satisfies(required, item, c.valid_from)]
+        day = on.date()
+        return any(start <= day <= end for start, end in windows)
+
+    def __call__(self, prior: Prior) -> Answer:
+        return _recognize(self, prior)
 
 
 def recognize(book: Any, prior: Prior, requester_id: str, at: datetime) -> Answer:
     """Apply the rules to one prior item for ``requester_id`` at ``at``; every status carries its reasons."""
+    return Recognizer(book, requester_id, at)(prior)
+
+
+def _recognize(ctx: Recognizer, prior: Prior) -> Answer:
+    book, requester, at = ctx.book, ctx.requester, ctx.at
     if prior.item_code is None or prior.item_code not in book.items:
         return Answer(None, Status.UNMAPPED, reasons=(Reason(
             "出具机构的本地项目编码未映射到统一互认编码，结果仅供查阅，不可互认",
@@ -99,31 +156,21 @@ def recognize(book: Any, prior: Prior, requester_id: str, at: datetime) -> Answe
             f"报告状态为“{prior.status}”，仅终审、修订或更正后的报告可互认",
             f"report status is {prior.status!r}; only final, amended or corrected reports are recognizable"),))
     issuer = book.institutions.get(prior.issuer)
-    requester = book.institutions[requester_id]
     if issuer is None:
         return Answer(code, Status.OUT_OF_SCOPE, reasons=(Reason(
             f"出具机构 {prior.issuer} 不在机构目录中", f"issuer {prior.issuer} is not in the registry"),))
-    shared = [c for c in book.catalogues_in_force(at)
-              if c.covers(issuer, book, item) and c.covers(requester, book, item)]
+    shared = ctx.shared(issuer, item)
     if not shared:
         return Answer(code, Status.OUT_OF_SCOPE, reasons=(Reason(
             "出具机构与申请机构在检查时刻没有共同适用的互认目录（医联体、市、省、区域或全国）",
             "issuer and requester share no catalogue in force (alliance, city, province, region or national)"),))
-    listing = []
-    for catalogue in shared:
-        entry = catalogue.item(code)
-        if entry is None:
-            continue
-        if item.components and not set(item.components) <= prior.report_items:
-            continue
-        listing.append((catalogue, entry))
+    listing = ctx.listing(issuer, item, not item.components or set(item.components) <= prior.report_items)
     if not listing:
         return Answer(code, Status.NOT_IN_CATALOGUE, reasons=(Reason(
             f"共同适用的互认目录（{', '.join(sorted(c.id for c in shared))}）未收录该项目"
             + ("或报告缺少组合项目的组成项" if item.components else ""),
             f"the shared catalogues ({', '.join(sorted(c.id for c in shared))}) do not list this item"
             + (" or the report lacks panel components" if item.components else "")),))
-    listing.sort(key=lambda ce: TIERS.index(ce[0].tier))
     recognizing: list[tuple[Any, datetime]] = []
     expired: list[datetime] = []
     failures: list[Reason] = []
@@ -131,7 +178,7 @@ def recognize(book: Any, prior: Prior, requester_id: str, at: datetime) -> Answe
     for catalogue, entry in listing:
         until = prior.reported_at + timedelta(days=entry.valid_days)
         level = entry.qc_level  # resolved by codes/: the item's, else the catalogue's, else the tier's level
-        if not _qc_ok(issuer, item, level, prior.reported_at):
+        if not ctx.qc_ok(issuer, item, level, prior.reported_at):
             qc_failed = True
             failures.append(Reason(
                 f"{catalogue.id}：出具机构在报告时未持有覆盖该项目的{level}级及以上室间质评合格证书",

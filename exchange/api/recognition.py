@@ -5,7 +5,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
 from exchange import audit
@@ -14,7 +16,7 @@ from exchange.api.app import ApiError, Context, context_of
 from exchange.audit import Actor
 from exchange.decisions import result_ref
 from exchange.patient_id import InvalidResidentId
-from exchange.recognize import Answer, Prior, best, items_of, recognize
+from exchange.recognize import Answer, Prior, Recognizer, best, items_of
 from exchange.store import StoredResult, current_results
 from exchange.store.models import Presentation
 from exchange.store.results import insert_ignoring
@@ -54,43 +56,66 @@ def patient_pseudonym(context: Context, patient: PatientRef) -> str:
         raise ApiError("patient.resident_id", str(exc)) from None
 
 
-def _entry(context: Context, result: StoredResult, answer: Answer) -> dict[str, Any]:
-    book = context.book
-    issuer = book.institutions.get(result.issuer)
-    item = book.items.get(answer.item_code) if answer.item_code else None
-    entry: dict[str, Any] = {
-        "result": {"ref": result_ref(result.issuer, result.result_id), "issuer": result.issuer, "issuer_name": issuer.name_zh if issuer else None,
-                   "result_id": result.result_id, "version": result.version, "kind": result.kind,
-                   "status": result.status, "reported_at": result.reported_at.isoformat(),
-                   "collected_at": result.collected_at.isoformat() if result.collected_at else None},
-        "item": {"code": answer.item_code, "name_zh": item.name_zh if item else None,
-                 "name_en": item.name_en if item else None, "local_code": result.local_code},
-        "recognition": answer.as_dict(),
-    }
-    if result.kind == "lab":
-        entry["values"] = [
-            {"item": o.unified_code, "local_code": o.local_code, "value": o.value, "value_text": o.value_text,
-             "unit": o.unit, "reference_range": {"low": o.ref_low, "high": o.ref_high, "text": o.ref_text},
-             "interpretation": o.interpretation}
-            for o in result.observations
-            if answer.item_code is None or o.unified_code == answer.item_code or
-            (item is not None and o.unified_code in item.components) or result.unified_code == answer.item_code]
-    else:
-        entry["report"] = result.event.get("report")
-        entry["retrieval"] = result.event.get("retrieval")
-        entry["study"] = result.event.get("study")
-    return entry
+class _Entries:
+    """Builds answer entries; the part describing a result is built once even when it has several items."""
+
+    def __init__(self, context: Context) -> None:
+        self.book = context.book
+        self._results: dict[int, dict[str, Any]] = {}
+        self._values: dict[int, list[dict[str, Any]]] = {}
+
+    def _result(self, result: StoredResult) -> dict[str, Any]:
+        found = self._results.get(result.pk)
+        if found is None:
+            issuer = self.book.institutions.get(result.issuer)
+            found = self._results[result.pk] = {
+                "ref": result_ref(result.issuer, result.result_id), "issuer": result.issuer,
+                "issuer_name": issuer.name_zh if issuer else None, "result_id": result.result_id,
+                "version": result.version, "kind": result.kind, "status": result.status,
+                "reported_at": result.reported_at.isoformat(),
+                "collected_at": result.collected_at.isoformat() if result.collected_at else None}
+        return found
+
+    def _all_values(self, result: StoredResult) -> list[dict[str, Any]]:
+        found = self._values.get(result.pk)
+        if found is None:
+            found = self._values[result.pk] = [
+                {"item": o.unified_code, "local_code": o.local_code, "value": o.value, "value_text": o.value_text,
+                 "unit": o.unit, "reference_range": {"low": o.ref_low, "high": o.ref_high, "text": o.ref_text},
+                 "interpretation": o.interpretation} for o in result.observations]
+        return found
+
+    def __call__(self, result: StoredResult, answer: Answer) -> dict[str, Any]:
+        item = self.book.items.get(answer.item_code) if answer.item_code else None
+        entry: dict[str, Any] = {
+            "result": self._result(result),
+            "item": {"code": answer.item_code, "name_zh": item.name_zh if item else None,
+                     "name_en": item.name_en if item else None, "local_code": result.local_code},
+            "recognition": answer.as_dict(),
+        }
+        if result.kind == "lab":
+            values = self._all_values(result)
+            if answer.item_code is None or result.unified_code == answer.item_code:
+                entry["values"] = values  # the report's own item (or unmapped): every value of the report
+            else:
+                wanted = {answer.item_code, *(item.components if item else ())}
+                entry["values"] = [v for v in values if v["item"] in wanted]
+        else:
+            entry["report"] = result.event.get("report")
+            entry["retrieval"] = result.event.get("retrieval")
+            entry["study"] = result.event.get("study")
+        return entry
 
 
 def _evaluate(book: Any, stored: list[StoredResult], requester: str,
               at: datetime) -> tuple[list[tuple[Answer, StoredResult]], list[str]]:
     evaluated: list[tuple[Answer, StoredResult]] = []
     problems: list[str] = []
+    recognizer = Recognizer(book, requester, at)
     for result in stored:
         for code, present in items_of(result):
             try:
-                answer = recognize(book, Prior(result.issuer, code, result.status, result.reported_at, present),
-                                   requester, at)
+                answer = recognizer(Prior(result.issuer, code, result.status, result.reported_at, present))
             except Exception as exc:  # noqa: BLE001 - one bad row must not hide the others: flag it instead
                 problems.append(f"{result.issuer}/{result.result_id}: {exc!r}")
                 continue
@@ -121,8 +146,9 @@ def _present(conn: Any, check_id: str, body: CheckRequest, pseudonym: str,
                      rows)
 
 
-@router.post("/recognition/check", summary="Which prior results may the requesting institution reuse now?")
-def check(body: CheckRequest, request: Request, who: Actor = Depends(actor)) -> dict[str, Any]:  # noqa: B008
+@router.post("/recognition/check", summary="Which prior results may the requesting institution reuse now?",
+             response_class=Response, responses={200: {"content": {"application/json": {}}}})
+def check(body: CheckRequest, request: Request, who: Actor = Depends(actor)) -> Response:  # noqa: B008
     """Encounter reminder (no ``items``) or order-time duplicate reminder (``items``); the read is audited."""
     context = context_of(request)
     book = context.book
@@ -142,11 +168,12 @@ def check(body: CheckRequest, request: Request, who: Actor = Depends(actor)) -> 
             "check_id": check_id, "requesting_institution": body.requesting_institution,
             "items": body.items, "results": len(stored), "recognizable": len(shown)})
         _present(conn, check_id, body, pseudonym, shown)
+    entry = _Entries(context)
     response: dict[str, Any] = {"check_id": check_id, "patient": {"pseudonym": pseudonym},
                                 "requesting_institution": body.requesting_institution, "at": at.isoformat()}
     if body.items is None:
         response["trigger"] = "encounter"
-        response["results"] = [_entry(context, r, a) for a, r in evaluated]
+        response["results"] = [entry(r, a) for a, r in evaluated]
     else:
         response["trigger"] = "order"
         ordered = []
@@ -154,11 +181,13 @@ def check(body: CheckRequest, request: Request, who: Actor = Depends(actor)) -> 
             candidates = [(a, r) for a, r in evaluated if a.item_code == code]
             chosen = best(candidates)
             ordered.append({"item": code, "recognizable": chosen is not None,
-                            "best": _entry(context, chosen[1], chosen[0]) if chosen else None,
-                            "others": [_entry(context, r, a) for a, r in candidates if chosen is None or
+                            "best": entry(chosen[1], chosen[0]) if chosen else None,
+                            "others": [entry(r, a) for a, r in candidates if chosen is None or
                                        (a, r) is not chosen]})
         response["results"] = ordered
     response["complete"] = not problems
     if problems:
         response["incomplete_reason"] = "; ".join(problems)
-    return response
+    # Serialized directly: the answer is plain JSON types, and FastAPI's generic encoder costs more than the
+    # whole recognition for a long history.
+    return Response(orjson.dumps(response), media_type="application/json")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, String, func, literal, select
+from sqlalchemy import Connection, String, case, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from exchange.events import parse_timestamp
@@ -69,8 +70,13 @@ class StoredResult:
     local_code: str
     collected_at: datetime | None
     reported_at: datetime
-    event: dict[str, Any]
+    event_json: str | None = field(repr=False)  # None when not read (lab results in a patient's listing)
     observations: tuple[StoredObservation, ...] = field(default=())
+
+    @cached_property
+    def event(self) -> dict[str, Any]:
+        """The stored event, parsed on first use; empty when it was not read."""
+        return orjson.loads(self.event_json) if self.event_json else {}
 
 
 def _insert(conn: Connection, table: Any) -> Any:
@@ -219,31 +225,49 @@ def record_dead_letter(conn: Connection, topic: str, partition: int, offset: int
     return conn.execute(stmt).scalar_one_or_none() is not None
 
 
+# The stored event is only needed for imaging results (report text, study, retrieval pointer): a lab result's
+# values are in ``observations``, and shipping every lab event's JSON would triple the read.
+_RESULT_COLUMNS = (Result.id, Result.issuer, Result.result_id, Result.version, Result.kind, Result.status,
+                   Result.patient, Result.unified_code, Result.local_code, Result.collected_at, Result.reported_at,
+                   case((Result.kind == "imaging", Result.event), else_=None).label("event"))
+_OBSERVATION_COLUMNS = (Observation.result_pk, Observation.seq, Observation.unified_code, Observation.local_code,
+                        Observation.local_system, Observation.value, Observation.value_text, Observation.unit,
+                        Observation.ref_low, Observation.ref_high, Observation.ref_text, Observation.interpretation)
+
+
 def current_results(conn: Connection, patient: str) -> list[StoredResult]:
-    """The head version of every result of ``patient``, newest first, with observations."""
+    """The head version of every result of ``patient``, newest first, with observations.
+
+    Two indexed queries by patient (results through their heads, observations through the same join), so
+    the cost grows with the patient's history, not with the size of the store.
+    """
     rows = conn.execute(
-        select(Result.__table__).join(ResultHead.__table__, ResultHead.result_pk == Result.id)
-        .where(ResultHead.patient == patient).order_by(ResultHead.reported_at.desc(), Result.id.desc())
-    ).mappings().all()
-    return with_observations(conn, rows)
+        select(*_RESULT_COLUMNS).join(ResultHead, ResultHead.result_pk == Result.id)
+        .where(ResultHead.patient == patient).order_by(ResultHead.reported_at.desc(), Result.id.desc())).all()
+    observations = conn.execute(
+        select(*_OBSERVATION_COLUMNS).join(ResultHead, ResultHead.result_pk == Observation.result_pk)
+        .where(ResultHead.patient == patient).order_by(Observation.result_pk, Observation.seq)).all()
+    return _assemble(rows, observations)
 
 
 def with_observations(conn: Connection, rows: Sequence[Any]) -> list[StoredResult]:
-    pks = [r["id"] for r in rows]
-    by_pk: dict[int, list[StoredObservation]] = {pk: [] for pk in pks}
-    if pks:
-        for o in conn.execute(select(Observation.__table__).where(Observation.result_pk.in_(pks))
-                              .order_by(Observation.result_pk, Observation.seq)).mappings():
-            by_pk[o["result_pk"]].append(StoredObservation(
-                seq=o["seq"], unified_code=o["unified_code"], local_code=o["local_code"],
-                local_system=o["local_system"], value=o["value"], value_text=o["value_text"], unit=o["unit"],
-                ref_low=o["ref_low"], ref_high=o["ref_high"], ref_text=o["ref_text"],
-                interpretation=o["interpretation"]))
-    return [StoredResult(
-        pk=r["id"], issuer=r["issuer"], result_id=r["result_id"], version=r["version"], kind=r["kind"],
-        status=r["status"], patient=r["patient"], unified_code=r["unified_code"], local_code=r["local_code"],
-        collected_at=r["collected_at"], reported_at=r["reported_at"], event=orjson.loads(r["event"]),
-        observations=tuple(by_pk[r["id"]])) for r in rows]
+    """StoredResults for a few result rows (full ``results`` rows), with their observations."""
+    pks = [r.id for r in rows]
+    observations = conn.execute(select(*_OBSERVATION_COLUMNS).where(Observation.result_pk.in_(pks))
+                                .order_by(Observation.result_pk, Observation.seq)).all() if pks else []
+    return _assemble(rows, observations)
+
+
+def _assemble(rows: Sequence[Any], observations: Sequence[Any]) -> list[StoredResult]:
+    by_pk: dict[int, list[StoredObservation]] = {r.id: [] for r in rows}
+    for o in observations:
+        bucket = by_pk.get(o.result_pk)
+        if bucket is not None:
+            bucket.append(StoredObservation(*o[1:]))
+    return [StoredResult(pk=r.id, issuer=r.issuer, result_id=r.result_id, version=r.version, kind=r.kind,
+                         status=r.status, patient=r.patient, unified_code=r.unified_code, local_code=r.local_code,
+                         collected_at=r.collected_at, reported_at=r.reported_at, event_json=r.event,
+                         observations=tuple(by_pk[r.id])) for r in rows]
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from adapters.pipeline import Code, LabObservation, LabReport, Patient, ResultPipeline, Value
 from codes import default_codes_dir, load_codebook
+from exchange.decisions import find_result
 from exchange.patient_id import make_resident_id
 from exchange.remap import remap
 from exchange.store import Delivery, current_results, ingest, unmapped_codes
@@ -55,5 +56,8 @@ def test_unmapped_then_remapped_after_a_new_table(book, pseudonymizer, database,
     assert (glucose.unified_code, glucose.unit) == ("L0032", "mmol/L")
     assert glucose.value == round(90 * 0.05551, 6) and glucose.ref_low == round(70 * 0.05551, 6)
     assert stored.unified_code == "L0032" and stored.observations[1].unified_code == "L0045"
-    assert stored.event["observations"][0]["original"]["value"] == 90.0
+    with database.connect() as conn:
+        full = find_result(conn, f"{INSTITUTION}/R-NEW-1")
+    assert full is not None and full.event["observations"][0]["original"]["value"] == 90.0
+    assert full.event["observations"][0]["item"]["unified_code"] == "L0032"
     assert remap(database, newer).changed == 0
