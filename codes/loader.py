@@ -13,7 +13,7 @@ from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 from zoneinfo import ZoneInfo
 
 from codes.loinc import loinc_problem
@@ -188,25 +188,37 @@ def load_divisions(data: Data, problems: list[Problem]) -> None:
                 sink(0, f"division {code} has no parent {parent} in divisions.csv")
 
 
+def _identified(doc: list[Any], sink: Any, kind: str, taken: Any,
+                hint: str = "") -> Iterator[tuple[dict[str, Any], int, str]]:
+    """Each well-formed entry of a YAML list with its line and id; every malformed one is reported instead.
+
+    An entry must be a mapping without duplicate keys, with an id of the allowed shape that ``taken(id)``
+    does not already claim.
+    """
+    for node in doc:
+        if not isinstance(node, dict):
+            sink(0, f"{kind} entry must be a mapping")
+            continue
+        _dups(node, sink)
+        line = line_of(node)
+        ident = _str(node.get("id"))
+        if not ident or not _ID_RE.match(ident):
+            sink(line, f"bad {kind} id {ident!r}{hint}")
+            continue
+        if taken(ident):
+            sink(line, f"duplicate {kind} id {ident}" + (" (ids must differ from regions too)"
+                                                          if kind == "alliance" else ""))
+            continue
+        yield node, line, ident
+
+
 def load_regions(data: Data, problems: list[Problem]) -> None:
     """regions.yaml: list of {id, name_zh, name_en, provinces, lab_only_provinces}."""
     got = _yaml_list(data.root / "regions.yaml", "regions", problems)
     if got is None:
         return
     doc, sink = got
-    for node in doc:
-        if not isinstance(node, dict):
-            sink(0, "region entry must be a mapping")
-            continue
-        _dups(node, sink)
-        line = line_of(node)
-        rid = _str(node.get("id"))
-        if not rid or not _ID_RE.match(rid):
-            sink(line, f"bad region id {rid!r}")
-            continue
-        if rid in data.regions:
-            sink(line, f"duplicate region id {rid}")
-            continue
+    for node, line, rid in _identified(doc, sink, "region", data.regions.__contains__):
         provinces: set[str] = set()
         lab_only: set[str] = set()
         for key, target in (("provinces", provinces), ("lab_only_provinces", lab_only)):
@@ -227,19 +239,8 @@ def load_alliances(data: Data, problems: list[Problem]) -> None:
     if got is None:
         return
     doc, sink = got
-    for node in doc:
-        if not isinstance(node, dict):
-            sink(0, "alliance entry must be a mapping")
-            continue
-        _dups(node, sink)
-        line = line_of(node)
-        aid = _str(node.get("id"))
-        if not aid or not _ID_RE.match(aid):
-            sink(line, f"bad alliance id {aid!r}")
-            continue
-        if aid in data.alliances or aid in data.regions or aid == "national":
-            sink(line, f"duplicate alliance id {aid} (ids must differ from regions too)")
-            continue
+    for node, line, aid in _identified(doc, sink, "alliance",
+                                       lambda a: a in data.alliances or a in data.regions or a == "national"):
         kind = _str(node.get("kind"))
         if kind not in ALLIANCE_KINDS:
             sink(line_of(node, "kind"), f"alliance {aid}: kind must be one of {', '.join(ALLIANCE_KINDS)}")
@@ -427,19 +428,8 @@ def load_institutions(data: Data, problems: list[Problem]) -> None:
     if got is None:
         return
     doc, sink = got
-    for node in doc:
-        if not isinstance(node, dict):
-            sink(0, "institution entry must be a mapping")
-            continue
-        _dups(node, sink)
-        line = line_of(node)
-        iid = _str(node.get("id"))
-        if not iid or not _ID_RE.match(iid):
-            sink(line, f"bad institution id {iid!r} (lower case letters, digits, '-', '_', '.')")
-            continue
-        if iid in data.institutions:
-            sink(line, f"duplicate institution id {iid}")
-            continue
+    for node, line, iid in _identified(doc, sink, "institution", data.institutions.__contains__,
+                                       " (lower case letters, digits, '-', '_', '.')"):
         grade = _str(node.get("grade")) or ""
         grade = GRADE_ALIASES.get(grade, grade)
         if grade not in GRADES:
