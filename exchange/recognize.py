@@ -81,40 +81,47 @@ class Prior:
     report_items: frozenset[str] = frozenset()  # unified codes present in the same report (panels)
 
 
+class RecognitionMemo:
+    """What depends only on the (immutable) code book, kept for the life of a process: the catalogues shared
+    by an issuer and a requester for an item under a given set of catalogues in force, their listing of the
+    item, and the validity windows of the EQA certificates that could satisfy a level. A new code book means
+    a new memo (the API builds both at start-up)."""
+
+    def __init__(self) -> None:
+        self.shared: dict[tuple[Any, ...], list[Any]] = {}
+        self.listing: dict[tuple[Any, ...], list[tuple[Any, Any]]] = {}
+        self.qc: dict[tuple[str, str, str], list[tuple[date, date]]] = {}
+
+
 class Recognizer:
-    """Answers for one requesting institution at one moment.
+    """Answers for one requesting institution at one moment (no database access: the code book is in memory)."""
 
-    The catalogues in force and their scopes do not change within a check, so the catalogues shared with
-    each (issuer, item) are computed once per check instead of once per prior result (no database access:
-    the code book is in memory).
-    """
-
-    def __init__(self, book: Any, requester_id: str, at: datetime) -> None:
+    def __init__(self, book: Any, requester_id: str, at: datetime, memo: RecognitionMemo | None = None) -> None:
         self.book = book
         self.requester = book.institutions[requester_id]
         self.at = at
         self.in_force = book.catalogues_in_force(at)
-        self._shared: dict[tuple[str, str], list[Any]] = {}
-        self._listing: dict[tuple[str, str, bool], list[tuple[Any, Any]]] = {}
-        self._qc: dict[tuple[str, str, str], list[tuple[date, date]]] = {}
+        self.memo = memo or RecognitionMemo()
+        # The catalogues in force and the requester are part of every shared/listing key.
+        self._scope = (requester_id, tuple((c.id, c.version) for c in self.in_force))
 
     def shared(self, issuer: Any, item: Any) -> list[Any]:
-        key = (issuer.id, item.code)
-        found = self._shared.get(key)
+        key = (self._scope, issuer.id, item.code)
+        found = self.memo.shared.get(key)
         if found is None:
-            found = self._shared[key] = [c for c in self.in_force if c.covers(issuer, self.book, item)
-                                         and c.covers(self.requester, self.book, item)]
+            found = self.memo.shared[key] = [c for c in self.in_force if c.covers(issuer, self.book, item)
+                                             and c.covers(self.requester, self.book, item)]
         return found
 
     def listing(self, issuer: Any, item: Any, components_present: bool) -> list[tuple[Any, Any]]:
         """Shared catalogues that list ``item`` (panels: only when its components are present), narrowest first."""
-        key = (issuer.id, item.code, components_present)
-        found = self._listing.get(key)
+        key = (self._scope, issuer.id, item.code, components_present)
+        found = self.memo.listing.get(key)
         if found is None:
             found = [(c, c.item(item.code)) for c in self.shared(issuer, item)
                      if c.item(item.code) is not None and (components_present or not item.components)]
             found.sort(key=lambda ce: TIERS.index(ce[0].tier))
-            self._listing[key] = found
+            self.memo.listing[key] = found
         return found
 
     def qc_ok(self, issuer: Any, item: Any, required: str | None, on: datetime) -> bool:
@@ -126,11 +133,11 @@ class Recognizer:
         if required is None:
             return True
         key = (issuer.id, item.code, required)
-        windows = self._qc.get(key)
+        windows = self.memo.qc.get(key)
         if windows is None:
             far = date.max
-            windows = self._qc[key] = [(c.valid_from, c.valid_to or far) for c in issuer.qc
-                                       if c.satisfies(required, item, c.valid_from)]
+            windows = self.memo.qc[key] = [(c.valid_from, c.valid_to or far) for c in issuer.qc
+                                           if c.satisfies(required, item, c.valid_from)]
         day = on.date()
         return any(start <= day <= end for start, end in windows)
 

@@ -5,7 +5,7 @@ import gc
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +16,7 @@ from adapters.pipeline import ResultPipeline
 from codes import CodeBook
 from exchange import outbox
 from exchange.patient_id import Pseudonymizer
+from exchange.recognize import RecognitionMemo
 from exchange.publisher import Publisher
 
 
@@ -37,6 +38,7 @@ class Context:
     publisher: Publisher
     bootstrap: str
     engine_group: str
+    recognition_memo: RecognitionMemo = field(default_factory=RecognitionMemo)
 
     def pipeline(self) -> ResultPipeline:
         return ResultPipeline(self.book, self.pseudonymizer, self.publisher)

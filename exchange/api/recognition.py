@@ -16,7 +16,7 @@ from exchange.api.app import ApiError, Context, context_of
 from exchange.audit import Actor
 from exchange.decisions import result_ref
 from exchange.patient_id import InvalidResidentId
-from exchange.recognize import Answer, Prior, Recognizer, best, items_of
+from exchange.recognize import Answer, Prior, RecognitionMemo, Recognizer, best, items_of
 from exchange.store import StoredResult, current_results
 from exchange.store.models import Presentation
 from exchange.store.results import insert_ignoring
@@ -107,11 +107,11 @@ class _Entries:
         return entry
 
 
-def _evaluate(book: Any, stored: list[StoredResult], requester: str,
-              at: datetime) -> tuple[list[tuple[Answer, StoredResult]], list[str]]:
+def _evaluate(book: Any, stored: list[StoredResult], requester: str, at: datetime,
+              memo: RecognitionMemo | None = None) -> tuple[list[tuple[Answer, StoredResult]], list[str]]:
     evaluated: list[tuple[Answer, StoredResult]] = []
     problems: list[str] = []
-    recognizer = Recognizer(book, requester, at)
+    recognizer = Recognizer(book, requester, at, memo)
     for result in stored:
         for code, present in items_of(result):
             try:
@@ -162,7 +162,7 @@ def check(body: CheckRequest, request: Request, who: Actor = Depends(actor)) -> 
     check_id = str(uuid.uuid4())
     with context.database.begin() as conn:  # the read, its audit record and the presentations: one transaction
         stored = current_results(conn, pseudonym)
-        evaluated, problems = _evaluate(book, stored, body.requesting_institution, at)
+        evaluated, problems = _evaluate(book, stored, body.requesting_institution, at, context.recognition_memo)
         shown = _shown(evaluated, body.items)
         audit.record(conn, who, "recognition.check", pseudonym, {
             "check_id": check_id, "requesting_institution": body.requesting_institution,

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import Connection, String, case, func, literal, select
@@ -40,8 +40,9 @@ class IngestReport:
     dead_letters: int = 0
 
 
-@dataclass(frozen=True)
-class StoredObservation:
+class StoredObservation(NamedTuple):
+    """One stored value (a tuple: a long history builds thousands of these per read)."""
+
     seq: int
     unified_code: str | None
     local_code: str
@@ -55,9 +56,10 @@ class StoredObservation:
     interpretation: str | None
 
 
-@dataclass(frozen=True)
+@dataclass
 class StoredResult:
-    """The current version of one result as the API shows it."""
+    """The current version of one result as the API shows it (read-only by convention; not frozen because
+    frozen dataclasses cost several times more to build, and a check builds one per prior result)."""
 
     pk: int
     issuer: str
