@@ -1,6 +1,8 @@
 """Publishing events to Kafka and waiting for the broker's acknowledgement.
 
-``acks='all'`` so that an acknowledged event is on every in-sync replica. The idempotent producer is off:
+``acks='all'`` so that an acknowledged event is on every in-sync replica. ``linger_ms=0``: every caller waits
+for its acknowledgement (HL7 ACK, HTTP answer), so holding a send back to batch it only adds latency; sends
+queued while a request is in flight are still batched (a lone MLLP sender: 200 → 330 messages/s). The idempotent producer is off:
 tansu answers every idempotent send with UnknownError, and duplicates from producer retries are absorbed by
 the store's UNIQUE natural keys anyway (DOMAIN.md §8).
 """
@@ -42,7 +44,7 @@ class Publisher:
                 try:
                     self._producer = KafkaProducer(
                         bootstrap_servers=self.bootstrap, client_id=self.client_id, acks="all",
-                        enable_idempotence=False, linger_ms=2, retries=3, retry_backoff_ms=200,
+                        enable_idempotence=False, linger_ms=0, retries=3, retry_backoff_ms=200,
                         max_block_ms=int(self.timeout_s * 1000), request_timeout_ms=int(self.timeout_s * 1000),
                         delivery_timeout_ms=int(self.timeout_s * 1000) + 2000)
                 except KafkaError as exc:
