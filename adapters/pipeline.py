@@ -183,40 +183,41 @@ class ResultPipeline:
             _convert_units(out, mapping)
         return out
 
-    def lab_event(self, report: LabReport, adapter: str) -> dict[str, Any]:
-        """Map, pseudonymize and build the ``hr.lab-result.v1`` event; raises AdapterError on bad input."""
+    def _check_report(self, report: LabReport | ImagingReport, *moments: datetime | None) -> None:
+        """What every report needs before it can become an event: a known issuer, a status, zoned times."""
         self.check_institution(report.institution, report.location)
         if report.status not in STATUSES:
             raise AdapterError(f"status {report.status!r} is not one of {', '.join(STATUSES)}", report.location)
+        if any(moment is not None and moment.tzinfo is None for moment in moments):
+            raise AdapterError("date-times must carry a time zone offset", report.location)
+
+    def _envelope(self, schema: str, report: LabReport | ImagingReport) -> dict[str, Any]:
+        """The fields every result event starts with, the patient already pseudonymized."""
+        return {"schema": schema, "event_id": events.new_event_id(), "issuer": report.institution,
+                "result_id": report.result_id, "version": report.version, "status": report.status,
+                "patient": self.pseudonym(report.patient)}
+
+    def _source(self, adapter: str, message_id: str | None) -> dict[str, Any]:
+        return {"adapter": adapter, "message_id": message_id, "received_at": events.timestamp(self.received_at)}
+
+    def lab_event(self, report: LabReport, adapter: str) -> dict[str, Any]:
+        """Map, pseudonymize and build the ``hr.lab-result.v1`` event; raises AdapterError on bad input."""
+        self._check_report(report, report.reported_at, report.collected_at)
         if not report.observations:
             raise AdapterError("a lab report needs at least one observation", report.location)
-        for moment in (report.reported_at, report.collected_at):
-            if moment is not None and moment.tzinfo is None:
-                raise AdapterError("date-times must carry a time zone offset", report.location)
         item, _ = self.map_code(report.institution, report.codes)
         event = {
-            "schema": "hr.lab-result.v1",
-            "event_id": events.new_event_id(),
-            "issuer": report.institution,
-            "result_id": report.result_id,
-            "version": report.version,
-            "status": report.status,
-            "patient": self.pseudonym(report.patient),
+            **self._envelope("hr.lab-result.v1", report),
             "item": item,
             "observations": [self.observation(report.institution, i, o) for i, o in enumerate(report.observations)],
             "specimen": {"type": report.specimen_type, "id": report.specimen_id},
             "collected_at": events.timestamp(report.collected_at) if report.collected_at else None,
             "reported_at": events.timestamp(report.reported_at),
-            "source": {"adapter": adapter, "message_id": report.message_id,
-                       "received_at": events.timestamp(self.received_at)},
+            "source": self._source(adapter, report.message_id),
         }
         if item["unified_code"] is None:
             infer_report_item(event)
-        try:
-            events.validate("lab-result.v1", event)
-        except events.InvalidEvent as exc:
-            raise AdapterError("; ".join(exc.errors), report.location) from None
-        return event
+        return _validated("lab-result.v1", event, report.location)
 
     def imaging_item(self, report: ImagingReport) -> dict[str, Any]:
         """Map a study to a unified imaging item: its procedure codes through the institution's table first,
@@ -236,21 +237,10 @@ class ResultPipeline:
 
     def imaging_event(self, report: ImagingReport, adapter: str) -> dict[str, Any]:
         """Map, pseudonymize and build the ``hr.imaging-result.v1`` event; raises AdapterError on bad input."""
-        self.check_institution(report.institution, report.location)
-        if report.status not in STATUSES:
-            raise AdapterError(f"status {report.status!r} is not one of {', '.join(STATUSES)}", report.location)
         study = report.study
-        for moment in (report.reported_at, study.study_at):
-            if moment is not None and moment.tzinfo is None:
-                raise AdapterError("date-times must carry a time zone offset", report.location)
+        self._check_report(report, report.reported_at, study.study_at)
         event = {
-            "schema": "hr.imaging-result.v1",
-            "event_id": events.new_event_id(),
-            "issuer": report.institution,
-            "result_id": report.result_id,
-            "version": report.version,
-            "status": report.status,
-            "patient": self.pseudonym(report.patient),
+            **self._envelope("hr.imaging-result.v1", report),
             "item": self.imaging_item(report),
             "study": {"study_instance_uid": study.study_instance_uid, "accession_number": study.accession_number,
                       "modality": study.modality, "body_part": study.body_part, "technique": study.technique,
@@ -261,14 +251,9 @@ class ResultPipeline:
                        if report.findings or report.impression else None),
             "retrieval": report.retrieval,
             "reported_at": events.timestamp(report.reported_at),
-            "source": {"adapter": adapter, "message_id": report.message_id,
-                       "received_at": events.timestamp(self.received_at)},
+            "source": self._source(adapter, report.message_id),
         }
-        try:
-            events.validate("imaging-result.v1", event)
-        except events.InvalidEvent as exc:
-            raise AdapterError("; ".join(exc.errors), report.location) from None
-        return event
+        return _validated("imaging-result.v1", event, report.location)
 
     def publish(self, built: Sequence[dict[str, Any]]) -> None:
         """Publish events (already validated) and return once Kafka acknowledged every one of them."""
@@ -276,6 +261,14 @@ class ResultPipeline:
             raise RuntimeError("this pipeline has no publisher")
         self.publisher.publish(
             Record(events.TOPIC_OF_SCHEMA[e["schema"]], e["patient"]["pseudonym"], events.encode(e)) for e in built)
+
+
+def _validated(schema: str, event: dict[str, Any], location: str | None) -> dict[str, Any]:
+    try:
+        events.validate(schema, event)
+    except events.InvalidEvent as exc:
+        raise AdapterError("; ".join(exc.errors), location) from None
+    return event
 
 
 def _convert_units(obs: dict[str, Any], mapping: Any) -> None:
