@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
+from exchange.store.models import Observation, Result
+
 #: Every generated moment is relative to this, so a stored data set stays valid across runs.
 EPOCH = datetime(2026, 6, 1, tzinfo=UTC)
 #: The moment recognition checks are made (a day after the newest generated report).
@@ -101,3 +103,13 @@ def imaging_event(i: int, rng: random.Random, *, patient: str | None = None) -> 
         "reported_at": reported_at.isoformat(),
         "source": {"adapter": "dicom", "message_id": None, "received_at": reported_at.isoformat()},
     }
+
+
+#: Column order of the store's tables as the bulk loaders (COPY / executemany) write them: derived from the
+#: models, so a new column makes the loaders fail loudly instead of drifting.
+def _columns(model: Any) -> tuple[str, ...]:
+    return tuple(c.name for c in model.__table__.columns)
+
+
+RESULT_COLUMNS = _columns(Result)
+OBS_COLUMNS = _columns(Observation)

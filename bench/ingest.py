@@ -20,14 +20,9 @@ from typing import Any
 import orjson
 
 from bench.common import Outcome, fresh_pg, ratio, say
-from bench.data import lab_event
+from bench.data import OBS_COLUMNS, RESULT_COLUMNS, lab_event
 
 MAX_POLL = 1000
-COLUMNS = ("id", "issuer", "result_id", "version", "kind", "status", "patient", "unified_code", "local_code",
-           "mapping_version", "collected_at", "reported_at", "stored_at", "event", "source_topic",
-           "source_partition", "source_offset")
-OBS_COLUMNS = ("result_pk", "seq", "unified_code", "local_code", "local_system", "value", "value_text", "unit",
-               "ref_low", "ref_high", "ref_text", "interpretation")
 
 
 def produce(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> float:
@@ -81,7 +76,7 @@ def baseline(bootstrap: str, topic: str, url: str, n: int) -> float:
                 first = cur.fetchone()[0]
                 cur.execute("SELECT setval('results_id_seq', %s)", (first + len(records),))
                 rows, obs = _rows(records, first)
-                with cur.copy(f"COPY results ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                with cur.copy(f"COPY results ({', '.join(RESULT_COLUMNS)}) FROM STDIN") as copy:
                     for row in rows:
                         copy.write_row(row)
                 with cur.copy(f"COPY observations ({', '.join(OBS_COLUMNS)}) FROM STDIN") as copy:
@@ -95,7 +90,7 @@ def baseline(bootstrap: str, topic: str, url: str, n: int) -> float:
         for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON"):
             conn.execute(f"PRAGMA {pragma}")
         counter = [1]
-        insert_results = f"INSERT INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        insert_results = f"INSERT INTO results ({', '.join(RESULT_COLUMNS)}) VALUES ({', '.join('?' * len(RESULT_COLUMNS))})"
         insert_obs = f"INSERT INTO observations ({', '.join(OBS_COLUMNS)}) VALUES ({', '.join('?' * len(OBS_COLUMNS))})"
 
         def write(records: list[Any]) -> None:

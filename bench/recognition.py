@@ -22,17 +22,13 @@ from typing import Any
 import orjson
 
 from bench.common import Outcome, pg_admin_exec, pg_exists, pg_url, ratio, say, summary_ms
-from bench.data import CHECK_AT, EPOCH, institutions_near, lab_codes, lab_event, pseudonym
+from bench.data import (CHECK_AT, EPOCH, OBS_COLUMNS, RESULT_COLUMNS, institutions_near, lab_codes, lab_event,
+                        pseudonym)
 
 LAYOUT = "v1"
 SEED = 6
 REQUESTER = "bj-chaoyang-002"
 FILLER_HISTORY = 10
-RESULT_COLUMNS = ("id", "issuer", "result_id", "version", "kind", "status", "patient", "unified_code", "local_code",
-                  "mapping_version", "collected_at", "reported_at", "stored_at", "event", "source_topic",
-                  "source_partition", "source_offset")
-OBS_COLUMNS = ("result_pk", "seq", "unified_code", "local_code", "local_system", "value", "value_text", "unit",
-               "ref_low", "ref_high", "ref_text", "interpretation")
 DATA_TABLES = ("results", "result_heads", "observations")
 
 
