@@ -78,6 +78,12 @@ def relay(database: Database, publisher: Publisher, batch: int = 500) -> int:
     return published
 
 
+def relay_soon(database: Database, publisher: Publisher) -> None:
+    """Relay in the background right after a request stored something, so it reaches Kafka without waiting
+    for the next tick of :func:`run_relay` (the request does not wait for the broker)."""
+    threading.Thread(target=relay, args=(database, publisher), name="outbox-now", daemon=True).start()
+
+
 def run_relay(database: Database, publisher: Publisher, stop: threading.Event, interval: float = 2.0) -> None:
     """Background loop of the API process: retries what could not be published at request time."""
     while not stop.wait(interval):

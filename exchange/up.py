@@ -17,6 +17,7 @@ from exchange.api import Context, create_app
 from exchange.broker import EmbeddedBroker, ensure_topics
 from exchange.config import Settings
 from exchange.publisher import Publisher
+from exchange.remap import remap
 
 log = logging.getLogger("hrx.up")
 
@@ -61,8 +62,6 @@ def up(settings: Settings, demo: bool = False, engines: int = 1) -> int:
         log.info("topics: %s (created now: %s)",
                  ", ".join(f"{t}×{n}" for t, n in settings.partitions.items()), ", ".join(created) or "none")
         database = runtime.database(settings)
-        from exchange.remap import remap
-
         remapped = remap(database, book)  # mapping tables may have changed since the last start
         log.info("codes: %d stored result(s) re-evaluated against mapping tables, %d re-mapped",
                  remapped.examined, remapped.changed)

@@ -1,7 +1,6 @@
 """``/api/v1/decisions``: accept, reject with a coded reason, revoke — one result or a whole source hospital."""
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -14,7 +13,7 @@ from exchange.api.app import ApiError, context_of
 from exchange.api.recognition import PatientRef, patient_pseudonym
 from exchange.audit import Actor
 from exchange.decisions import DecisionError, DecisionRequest, as_dict, decide, reason_codes, result_ref
-from exchange.recognize import Prior, items_of, recognize
+from exchange.recognize import Prior, Recognizer, items_of
 from exchange.store import current_results
 
 router = APIRouter(prefix="/api/v1", tags=["decisions"])
@@ -47,11 +46,6 @@ class BatchBody(BaseModel):
     note: str | None = None
 
 
-def _relay_soon(request: Request) -> None:
-    context = context_of(request)
-    threading.Thread(target=outbox.relay, args=(context.database, context.publisher), daemon=True).start()
-
-
 @router.get("/reason-codes", summary="Reason codes for a repeat (DOMAIN.md §6)")
 def list_reasons() -> list[dict[str, Any]]:
     return [r.__dict__ for r in reason_codes().values()]
@@ -72,7 +66,7 @@ def post_decision(body: DecisionBody, request: Request, who: Actor = Depends(act
                          {"decision_id": stored.decision_id, "result": body.result_id, "item": stored.item_code})
     except DecisionError as exc:
         raise ApiError(exc.field, exc.message, exc.status) from None
-    _relay_soon(request)
+    outbox.relay_soon(context.database, context.publisher)
     return as_dict(stored)
 
 
@@ -84,6 +78,7 @@ def post_batch(body: BatchBody, request: Request, who: Actor = Depends(actor)) -
         raise ApiError("issuer", f"unknown institution {body.issuer!r}")
     pseudonym = patient_pseudonym(context, body.patient)
     now = datetime.now(UTC)
+    recognizer = Recognizer(book, body.requesting_institution, now, context.recognition_memo)
     decided = []
     try:
         with context.database.begin() as conn:
@@ -91,8 +86,7 @@ def post_batch(body: BatchBody, request: Request, who: Actor = Depends(actor)) -
                 if result.issuer != body.issuer:
                     continue
                 for code, present in items_of(result):
-                    answer = recognize(book, Prior(result.issuer, code, result.status, result.reported_at, present),
-                                       body.requesting_institution, now)
+                    answer = recognizer(Prior(result.issuer, code, result.status, result.reported_at, present))
                     if not answer.recognizable:
                         continue
                     decided.append(decide(conn, book, DecisionRequest(
@@ -104,5 +98,5 @@ def post_batch(body: BatchBody, request: Request, who: Actor = Depends(actor)) -
                          {"issuer": body.issuer, "decisions": [d.decision_id for d in decided]})
     except DecisionError as exc:
         raise ApiError(exc.field, exc.message, exc.status) from None
-    _relay_soon(request)
+    outbox.relay_soon(context.database, context.publisher)
     return {"issuer": body.issuer, "decided": len(decided), "decisions": [as_dict(d) for d in decided]}

@@ -10,10 +10,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from exchange import audit
+from exchange import audit, outbox
 from exchange.api.actor import actor
 from exchange.api.app import ApiError, context_of
-from exchange.api.decisions import _relay_soon
 from exchange.audit import Actor
 from exchange.decisions import find_result, result_ref
 from exchange.store.models import Feedback
@@ -58,7 +57,7 @@ def post_feedback(body: FeedbackBody, request: Request, who: Actor = Depends(act
                "status": "open", "created_at": now, "updated_at": now, "published_at": None}
         conn.execute(insert(Feedback).values(row))
         audit.record(conn, who, "feedback.create", result.patient, {"feedback_id": row["feedback_id"]})
-    _relay_soon(request)
+    outbox.relay_soon(context.database, context.publisher)
     return _as_dict(Feedback(**row))
 
 
@@ -86,5 +85,5 @@ def set_status(feedback_id: str, body: StatusBody, request: Request) -> dict[str
         if changed is None:
             raise ApiError("feedback_id", f"no feedback {feedback_id!r}", 404)
         row = Session(conn).scalars(select(Feedback).where(Feedback.feedback_id == feedback_id)).one()
-    _relay_soon(request)
+    outbox.relay_soon(context.database, context.publisher)
     return _as_dict(row)
