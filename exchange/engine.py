@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer, TopicPartition
@@ -40,6 +41,15 @@ class EngineStats:
     errors: int = 0
     last_error: str | None = None
     started_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class PreparedBatch:
+    """A polled batch after validation: what to store, what to dead-letter, and the offsets it completes."""
+
+    good: list[Delivery] = field(default_factory=list)
+    bad: list[tuple[ConsumerRecord, str]] = field(default_factory=list)
+    offsets: dict[TopicPartition, OffsetAndMetadata] = field(default_factory=dict)
 
 
 class ResultEngine:
@@ -79,46 +89,65 @@ class ResultEngine:
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.max_poll_records,
             session_timeout_ms=self.session_timeout_ms, heartbeat_interval_ms=self.session_timeout_ms // 4)
         log.info("engine: consuming %s in group %s from %s", ", ".join(self.topics), self.group, self.bootstrap)
+        # Two stages: while one batch is written (the database works; this process waits on it without holding
+        # the GIL) the next one is polled and validated. Batches are written one at a time, in order, and the
+        # offsets of a batch are committed only after its own SQL transaction committed.
+        writer = ThreadPoolExecutor(1, thread_name_prefix="hrx-engine-store")
+        writing: Future[dict[TopicPartition, OffsetAndMetadata]] | None = None
         try:
             while not stop.is_set():
-                batch = consumer.poll(timeout_ms=500)
+                batch = consumer.poll(timeout_ms=500 if writing is None else 20)
                 if not self.ready.is_set() and consumer.assignment():
                     self.ready.set()
-                if batch:
-                    consumer.commit(self.process(batch))
+                prepared = self.prepare(batch) if batch else None
+                if writing is not None and (prepared is not None or writing.done()):
+                    consumer.commit(writing.result())
+                    writing = None
+                if prepared is not None:
+                    writing = writer.submit(self.store, prepared)
+            if writing is not None:
+                consumer.commit(writing.result())
         finally:
+            writer.shutdown(wait=True)
             self.ready.clear()
             consumer.close(autocommit=False)
 
     def process(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> dict[TopicPartition, OffsetAndMetadata]:
         """Store one polled batch; returns the offsets that may be committed once it is durable."""
-        good: list[Delivery] = []
-        bad: list[tuple[ConsumerRecord, str]] = []
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        return self.store(self.prepare(batch))
+
+    def prepare(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> PreparedBatch:
+        """Parse and validate one polled batch (no I/O)."""
+        prepared = PreparedBatch()
         for tp, records in batch.items():
             schema = events.SCHEMA_OF_TOPIC[tp.topic]
             for record in records:
                 try:
-                    good.append(Delivery(events.decode(schema, record.value), tp.topic, tp.partition, record.offset))
+                    prepared.good.append(Delivery(events.decode(schema, record.value), tp.topic, tp.partition,
+                                                  record.offset, record.value))
                 except events.InvalidEvent as exc:
-                    bad.append((record, str(exc)))
-            offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
+                    prepared.bad.append((record, str(exc)))
+            prepared.offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
+        return prepared
+
+    def store(self, prepared: PreparedBatch) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Write a prepared batch in one transaction; returns the offsets that may now be committed."""
         dead = [(record, dead_letter_event(error, record.value, topic=record.topic,
                                            partition=record.partition, offset=record.offset))
-                for record, error in bad]
+                for record, error in prepared.bad]
         if dead:
             # Published before the store commits: a crash in between republishes, and the dead-letter
             # table's UNIQUE origin keeps one row per consumed message.
             self.publisher.publish(Record(TOPIC_DEADLETTER, f"{r.topic}:{r.partition}", events.encode(d))
                                    for r, d in dead)
         with self.database.begin() as conn:
-            report = ingest(conn, good)
+            report = ingest(conn, prepared.good)
             for record, letter in dead:
                 record_dead_letter(conn, record.topic, record.partition, record.offset, letter["error"],
                                    letter["payload"])
         self.stats.batches += 1
         self.stats.stored += report.stored
         self.stats.duplicates += report.duplicates
-        self.stats.dead_letters += len(bad)
-        log.debug("engine: batch stored=%d duplicates=%d dead=%d", report.stored, report.duplicates, len(bad))
-        return offsets
+        self.stats.dead_letters += len(dead)
+        log.debug("engine: batch stored=%d duplicates=%d dead=%d", report.stored, report.duplicates, len(dead))
+        return prepared.offsets

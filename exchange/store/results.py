@@ -30,6 +30,7 @@ class Delivery:
     topic: str | None = None
     partition: int | None = None
     offset: int | None = None
+    raw: bytes | None = None  # the event as consumed (stored as is); None: serialized from ``event``
 
 
 @dataclass
@@ -95,60 +96,213 @@ def insert_ignoring(conn: Connection, table: Any, key: list[str]) -> Any:
     return _insert(conn, table).on_conflict_do_nothing(index_elements=key)
 
 
-def observation_rows(result_pk: int, event: dict[str, Any]) -> list[dict[str, Any]]:
+_OBSERVATION_FIELDS = ("result_pk", "seq", "unified_code", "local_code", "local_system", "value", "value_text",
+                       "unit", "ref_low", "ref_high", "ref_text", "interpretation")
+
+
+def observation_values(result_pk: int, event: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """The ``observations`` rows of one stored version, as tuples in ``_OBSERVATION_FIELDS`` order."""
     rows = []
     for obs in event.get("observations") or ():
         ref = obs.get("reference_range") or {}
         item = obs["item"]
-        rows.append({
-            "result_pk": result_pk, "seq": obs["seq"], "unified_code": item.get("unified_code"),
-            "local_code": item["local_code"], "local_system": item.get("local_system"),
-            "value": obs.get("value"), "value_text": obs.get("value_text"), "unit": obs.get("unit"),
-            "ref_low": ref.get("low"), "ref_high": ref.get("high"), "ref_text": ref.get("text"),
-            "interpretation": obs.get("interpretation"),
-        })
+        rows.append((result_pk, obs["seq"], item.get("unified_code"), item["local_code"], item.get("local_system"),
+                     obs.get("value"), obs.get("value_text"), obs.get("unit"), ref.get("low"), ref.get("high"),
+                     ref.get("text"), obs.get("interpretation")))
     return rows
 
 
+def observation_rows(result_pk: int, event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``observations`` rows of one stored version, as column → value mappings."""
+    return [dict(zip(_OBSERVATION_FIELDS, row)) for row in observation_values(result_pk, event)]
+
+
 def ingest(conn: Connection, deliveries: Iterable[Delivery]) -> IngestReport:
-    """Store ``deliveries`` inside the caller's transaction; safe to call again with the same events."""
-    # Set-based: one multi-row INSERT … ON CONFLICT DO NOTHING RETURNING for the versions, one bulk insert for
-    # their observations and one bulk monotonic upsert for the heads, instead of three statements per event.
-    # Same outcome and counts as storing the deliveries one after the other, in order.
+    """Store ``deliveries`` inside the caller's transaction; safe to call again with the same events.
+
+    Same outcome and counts as storing the deliveries one after the other, in order. Two set-based paths:
+
+    - *append* (the steady state): every version in the batch is new and no result has two versions in it. The
+      rows are bulk-loaded without conflict handling (``COPY`` on PostgreSQL), inside a savepoint; the first
+      version that is already stored (a redelivery) raises a unique violation, the savepoint is rolled back and
+      the batch takes the other path. Heads are upserted in one statement either way.
+    - *merge*: one multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING`` for the versions, one bulk insert
+      for their observations and a monotonic upsert for the heads.
+    """
     report = IngestReport()
-    results, heads, observations = Result.__table__, ResultHead.__table__, Observation.__table__
-    now = datetime.now(UTC)
-    rows: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
-    seen: set[tuple[str, str, int]] = set()
-    for delivery in deliveries:
-        event = delivery.event
-        key = (event["issuer"], event["result_id"], event["version"])
-        if key in seen:  # the same version twice in one batch: the second one is a redelivery
-            report.duplicates += 1
-            continue
-        seen.add(key)
-        item = event["item"]
-        collected = event.get("collected_at")
-        rows.append({
-            "issuer": key[0], "result_id": key[1], "version": key[2],
-            "kind": "lab" if event["schema"] == "hr.lab-result.v1" else "imaging",
-            "status": event["status"], "patient": event["patient"]["pseudonym"],
-            "unified_code": item.get("unified_code"), "local_code": item["local_code"],
-            "mapping_version": item.get("mapping_version"),
-            "collected_at": parse_timestamp(collected) if collected else None,
-            "reported_at": parse_timestamp(event["reported_at"]),
-            "stored_at": now, "event": orjson.dumps(event).decode(),
-            "source_topic": delivery.topic, "source_partition": delivery.partition,
-            "source_offset": delivery.offset,
-        })
-        events.append(event)
-    if not rows:
+    batch = _Batch.of(deliveries, report)
+    if not batch.rows:
         return report
+    if not batch.repeats_a_result and _append(conn, batch, report):
+        return report
+    _merge(conn, batch, report)
+    return report
+
+
+#: ``results`` columns in the order of :attr:`_Batch.rows` (``id`` first, filled in once it is known).
+_RESULT_FIELDS = ("id", "issuer", "result_id", "version", "kind", "status", "patient", "unified_code", "local_code",
+                  "mapping_version", "collected_at", "reported_at", "stored_at", "event", "source_topic",
+                  "source_partition", "source_offset")
+_TIME_FIELDS = tuple(_RESULT_FIELDS.index(f) for f in ("collected_at", "reported_at", "stored_at"))
+_ISSUER, _RESULT_ID, _VERSION, _PATIENT, _REPORTED_AT = (_RESULT_FIELDS.index(f) for f in (
+    "issuer", "result_id", "version", "patient", "reported_at"))
+
+
+@dataclass
+class _Batch:
+    """The distinct versions of one batch as ``results`` rows (tuples, ``id`` still None), with their events."""
+
+    rows: list[tuple[Any, ...]]
+    events: list[dict[str, Any]]
+    repeats_a_result: bool  # some result has two versions in the batch: their head moves must go in order
+
+    @classmethod
+    def of(cls, deliveries: Iterable[Delivery], report: IngestReport) -> _Batch:
+        now = datetime.now(UTC)
+        rows: list[tuple[Any, ...]] = []
+        events: list[dict[str, Any]] = []
+        seen: set[tuple[str, str, int]] = set()
+        results: set[tuple[str, str]] = set()
+        for delivery in deliveries:
+            event = delivery.event
+            key = (event["issuer"], event["result_id"], event["version"])
+            if key in seen:  # the same version twice in one batch: the second one is a redelivery
+                report.duplicates += 1
+                continue
+            seen.add(key)
+            results.add(key[:2])
+            item = event["item"]
+            collected = event.get("collected_at")
+            rows.append((
+                None, key[0], key[1], key[2], "lab" if event["schema"] == "hr.lab-result.v1" else "imaging",
+                event["status"], event["patient"]["pseudonym"], item.get("unified_code"), item["local_code"],
+                item.get("mapping_version"), parse_timestamp(collected) if collected else None,
+                parse_timestamp(event["reported_at"]), now,
+                delivery.raw.decode() if delivery.raw is not None else orjson.dumps(event).decode(),
+                delivery.topic, delivery.partition, delivery.offset))
+            events.append(event)
+        return cls(rows, events, len(results) < len(rows))
+
+
+def _head(row: tuple[Any, ...], pk: int) -> dict[str, Any]:
+    return {"issuer": row[_ISSUER], "result_id": row[_RESULT_ID], "version": row[_VERSION], "result_pk": pk,
+            "patient": row[_PATIENT], "reported_at": row[_REPORTED_AT]}
+
+
+def _append(conn: Connection, batch: _Batch, report: IngestReport) -> bool:
+    """Bulk-load a batch of new versions; False (and nothing written) if the load refused any row."""
     postgres = conn.dialect.name == "postgresql"
-    if postgres:
+    raw = conn.connection.driver_connection
+    n = len(batch.rows)
+    if not postgres and not raw.in_transaction:  # type: ignore[union-attr]
+        # pysqlite opens no transaction for a SAVEPOINT, which would then be the outermost one (its release
+        # commits); and taking the write lock now makes the ids below ours alone.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    try:
+        with conn.begin_nested():
+            if postgres:
+                ids = conn.exec_driver_sql(
+                    "SELECT array_agg(nextval(pg_get_serial_sequence('results', 'id'))) "
+                    "FROM generate_series(1, %s)", (n,)).scalar_one()
+            else:
+                first = conn.exec_driver_sql("SELECT coalesce(max(id), 0) + 1 FROM results").scalar_one()
+                ids = range(first, first + n)
+            results = [(pk, *row[1:]) for pk, row in zip(ids, batch.rows)]
+            observations = [o for pk, event in zip(ids, batch.events) for o in observation_values(pk, event)]
+            cur = raw.cursor()  # type: ignore[union-attr]
+            try:
+                if postgres:
+                    _copy(cur, "results", _RESULT_FIELDS, results)
+                    _copy(cur, "observations", _OBSERVATION_FIELDS, observations)
+                else:
+                    bind = _time_binder(conn)
+                    cur.executemany(_sqlite_insert("results", _RESULT_FIELDS),
+                                    [_with_times(row, bind) for row in results])
+                    cur.executemany(_sqlite_insert("observations", _OBSERVATION_FIELDS), observations)
+            finally:
+                cur.close()
+    except conn.dialect.loaded_dbapi.Error:
+        # Only the driver-level bulk load raises unwrapped driver errors: a version already stored (a
+        # redelivery) or anything else it refused. The savepoint is rolled back; the merge path redoes the
+        # batch and reports real errors as the rest of the store does.
+        return False
+    heads = sorted((_head(row, pk) for pk, row in zip(ids, batch.rows)),
+                   key=lambda h: (h["issuer"], h["result_id"]))
+    report.stored += n
+    report.superseded += n - _move_heads(conn, heads)
+    return True
+
+
+def _copy(cur: Any, table: str, fields: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+    with cur.copy(f"COPY {table} ({', '.join(fields)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _sqlite_insert(table: str, fields: Sequence[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(fields)}) VALUES ({', '.join('?' * len(fields))})"
+
+
+def _time_binder(conn: Connection) -> Any:
+    """How the store's datetime columns are written on this dialect (for rows given to the raw driver)."""
+    column_type = Result.__table__.c.reported_at.type
+    return column_type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+
+
+def _with_times(row: tuple[Any, ...], bind: Any) -> tuple[Any, ...]:
+    """The row with its datetimes as the store's column type binds them (the raw driver is used here)."""
+    if bind is None:
+        return row
+    values = list(row)
+    for i in _TIME_FIELDS:
+        values[i] = bind(values[i])
+    return tuple(values)
+
+
+def _move_heads(conn: Connection, heads: list[dict[str, Any]]) -> int:
+    """Upsert one head per result (at most one version per result here); returns how many moved."""
+    if not heads:
+        return 0
+    if conn.dialect.name == "postgresql":
         # The batch travels as one JSON document unpacked by json_to_recordset(): one short statement, one C
         # serialization (orjson) instead of a Python adapter call per value; PostgreSQL parses it.
+        return len(conn.exec_driver_sql(
+            "INSERT INTO result_heads AS h (issuer, result_id, version, result_pk, patient, reported_at) "
+            "SELECT * FROM json_to_recordset(%s::json) AS x(issuer varchar, result_id varchar, version int, "
+            "result_pk bigint, patient varchar, reported_at timestamptz) "
+            "ON CONFLICT (issuer, result_id) DO UPDATE SET version = excluded.version, "
+            "result_pk = excluded.result_pk, patient = excluded.patient, reported_at = excluded.reported_at "
+            "WHERE h.version < excluded.version RETURNING h.version", (orjson.dumps(heads).decode(),)).all())
+    bind = _time_binder(conn)
+    # Positional rows straight to the driver's executemany: its summed row count is the number of heads moved
+    # (an upsert whose WHERE is false changes nothing), and no RETURNING row has to be built per head.
+    return conn.exec_driver_sql(
+        "INSERT INTO result_heads (issuer, result_id, version, result_pk, patient, reported_at) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (issuer, result_id) DO UPDATE SET version = excluded.version, "
+        "result_pk = excluded.result_pk, patient = excluded.patient, reported_at = excluded.reported_at "
+        "WHERE result_heads.version < excluded.version",
+        [(h["issuer"], h["result_id"], h["version"], h["result_pk"], h["patient"],
+          bind(h["reported_at"]) if bind else h["reported_at"]) for h in heads]).rowcount
+
+
+def _head_upsert(conn: Connection) -> Any:
+    heads = ResultHead.__table__
+    head = _insert(conn, heads)
+    return head.on_conflict_do_update(
+        index_elements=["issuer", "result_id"],
+        set_={"version": head.excluded.version, "result_pk": head.excluded.result_pk,
+              "patient": head.excluded.patient, "reported_at": head.excluded.reported_at},
+        where=heads.c.version < head.excluded.version,
+    ).returning(heads.c.version)
+
+
+def _merge(conn: Connection, batch: _Batch, report: IngestReport) -> None:
+    """The general path: conflict-tolerant inserts, heads moved in delivery order where a result repeats."""
+    rows = [dict(zip(_RESULT_FIELDS[1:], row[1:])) for row in batch.rows]
+    events = batch.events
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:
+        # See _move_heads for why the rows travel as one JSON document.
         found = conn.exec_driver_sql(
             "INSERT INTO results (issuer, result_id, version, kind, status, patient, unified_code, local_code, "
             "mapping_version, collected_at, reported_at, stored_at, event, source_topic, source_partition, "
@@ -159,6 +313,7 @@ def ingest(conn: Connection, deliveries: Iterable[Delivery]) -> IngestReport:
             "ON CONFLICT (issuer, result_id, version) DO NOTHING RETURNING id, issuer, result_id, version",
             (orjson.dumps(rows).decode(),))
     else:
+        results = Result.__table__
         found = conn.execute(_insert(conn, results)
                              .on_conflict_do_nothing(index_elements=["issuer", "result_id", "version"])
                              .returning(results.c.id, results.c.issuer, results.c.result_id, results.c.version),
@@ -184,35 +339,17 @@ def ingest(conn: Connection, deliveries: Iterable[Delivery]) -> IngestReport:
             "value float8, value_text text, unit varchar, ref_low float8, ref_high float8, ref_text varchar, "
             "interpretation varchar)", (orjson.dumps(obs_rows).decode(),))
     elif obs_rows:
-        conn.execute(observations.insert(), obs_rows)
-    head = _insert(conn, heads)
-    upsert = head.on_conflict_do_update(
-        index_elements=["issuer", "result_id"],
-        set_={"version": head.excluded.version, "result_pk": head.excluded.result_pk,
-              "patient": head.excluded.patient, "reported_at": head.excluded.reported_at},
-        where=heads.c.version < head.excluded.version,
-    ).returning(heads.c.version)
+        conn.execute(Observation.__table__.insert(), obs_rows)
     # One row per result in a bulk statement, in key order (a stable lock order between engine consumers);
     # several new versions of one result in the same batch go one by one, in delivery order.
     single = [versions[0] for key, versions in sorted(new_heads.items()) if len(versions) == 1]
-    if single and postgres:
-        moved = len(conn.exec_driver_sql(
-            "INSERT INTO result_heads AS h (issuer, result_id, version, result_pk, patient, reported_at) "
-            "SELECT * FROM json_to_recordset(%s::json) AS x(issuer varchar, result_id varchar, version int, "
-            "result_pk bigint, patient varchar, reported_at timestamptz) "
-            "ON CONFLICT (issuer, result_id) DO UPDATE SET version = excluded.version, "
-            "result_pk = excluded.result_pk, patient = excluded.patient, reported_at = excluded.reported_at "
-            "WHERE h.version < excluded.version RETURNING h.version", (orjson.dumps(single).decode(),)).all())
-        report.superseded += len(single) - moved
-    elif single:
-        moved = len(conn.execute(upsert, single).all())
-        report.superseded += len(single) - moved
+    report.superseded += len(single) - _move_heads(conn, single)
+    upsert = _head_upsert(conn)
     for versions in new_heads.values():
         if len(versions) > 1:
             for version in versions:
                 if conn.execute(upsert.values(version)).scalar_one_or_none() is None:
                     report.superseded += 1
-    return report
 
 
 def record_dead_letter(conn: Connection, topic: str, partition: int, offset: int, error: str,

@@ -72,3 +72,50 @@ def test_dead_letters_are_recorded_once_per_origin(database) -> None:  # type: i
         assert record_dead_letter(conn, "hr.results.lab.v1", 0, 5, "bad", "{}")
         assert not record_dead_letter(conn, "hr.results.lab.v1", 0, 5, "bad", "{}")
     assert _count(database, DeadLetter) == 1
+
+
+def test_bulk_append_and_merge_paths_store_the_same_rows(database) -> None:  # type: ignore[no-untyped-def]
+    """A batch of new versions is bulk-loaded (COPY on PostgreSQL); one that repeats a stored version falls back
+    to the conflict-tolerant path inside the same transaction. Both must write identical rows, and the refused
+    bulk load must leave nothing behind."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    import orjson
+    from sqlalchemy import text
+
+    patient = "e" * 64
+    china = timezone(timedelta(hours=8))
+    appended = lab_event(patient=patient, result_id="A", reported_at=datetime(2026, 3, 1, 9, 30, tzinfo=china))
+    first = lab_event(patient=patient, result_id="B", reported_at=datetime(2026, 3, 2, tzinfo=UTC))
+    merged = lab_event(patient=patient, result_id="C", reported_at=datetime(2026, 3, 1, 9, 30, tzinfo=china))
+    with database.begin() as conn:
+        bulk = ingest(conn, [Delivery(appended, "t", 0, 1, orjson.dumps(appended)), Delivery(first, "t", 0, 2)])
+    with database.begin() as conn:  # B again (a redelivery) makes the bulk load fail: C goes the other way
+        mixed = ingest(conn, [Delivery(first, "t", 0, 2), Delivery(merged, "t", 0, 3, orjson.dumps(merged))])
+    assert (bulk.stored, bulk.duplicates, mixed.stored, mixed.duplicates) == (2, 0, 1, 1)
+    assert _count(database, Result) == 3 and _count(database, Observation) == 3
+    columns = "r.kind, r.status, r.patient, r.unified_code, r.local_code, r.mapping_version, r.collected_at, " \
+              "r.reported_at, r.event, r.source_topic, h.version, h.patient, h.reported_at"
+    with database.connect() as conn:  # raw SQL: the values as stored, not as the ORM types read them back
+        rows = {result_id: row for result_id, *row in conn.execute(text(
+            f"SELECT r.result_id, {columns} FROM results r JOIN result_heads h ON h.result_pk = r.id"))}
+        shown = current_results(conn, patient)
+    a, c = rows["A"], rows["C"]
+    assert a[:8] == c[:8] and a[10:] == c[10:]  # everything but the event text itself
+    assert orjson.loads(a[8]) == appended and orjson.loads(c[8]) == merged
+    # Same reported_at: the later-stored C comes first. Times read back as the same UTC instant.
+    assert [r.result_id for r in shown] == ["B", "C", "A"]
+    assert shown[1].reported_at == shown[2].reported_at == datetime(2026, 3, 1, 1, 30, tzinfo=UTC)
+    assert [r.observations[0].value for r in shown] == [e["observations"][0]["value"] for e in (first, merged, appended)]
+
+
+def test_two_versions_of_one_result_in_a_batch_move_the_head_in_order(database) -> None:  # type: ignore[no-untyped-def]
+    patient = "f" * 64
+    v1 = lab_event(patient=patient, result_id="R", version=1)
+    v3 = lab_event(patient=patient, result_id="R", version=3, status="corrected", value=9.0)
+    v2 = lab_event(patient=patient, result_id="R", version=2, status="corrected", value=8.0)
+    with database.begin() as conn:
+        report = ingest(conn, [Delivery(v1), Delivery(v3), Delivery(v2)])
+    assert (report.stored, report.superseded) == (3, 1)
+    with database.connect() as conn:
+        assert [(r.version, r.observations[0].value) for r in current_results(conn, patient)] == [(3, 9.0)]
