@@ -42,9 +42,6 @@ class Reason:
     zh: str
     en: str
 
-    def as_dict(self) -> dict[str, str]:
-        return {"zh": self.zh, "en": self.en}
-
 
 @dataclass(frozen=True)
 class Answer:
@@ -63,12 +60,6 @@ class Answer:
     def recognizable(self) -> bool:
         return self.status is Status.RECOGNIZABLE
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"status": self.status.value, "tier": self.tier, "catalogue_id": self.catalogue_id,
-                "catalogue_version": self.catalogue_version,
-                "valid_until": self.valid_until.isoformat() if self.valid_until else None,
-                "via": list(self.via), "reasons": [r.as_dict() for r in self.reasons]}
-
 
 @dataclass(frozen=True, slots=True)
 class Prior:
@@ -83,14 +74,29 @@ class Prior:
 
 class RecognitionMemo:
     """What depends only on the (immutable) code book, kept for the life of a process: the catalogues shared
-    by an issuer and a requester for an item under a given set of catalogues in force, their listing of the
-    item, and the validity windows of the EQA certificates that could satisfy a level. A new code book means
-    a new memo (the API builds both at start-up)."""
+    by an issuer and a requester for an item under a given set of catalogues in force, how each of them lists
+    the item (window, QC level, the EQA validity windows that satisfy it, the grade condition) and the answers
+    that do not depend on the report time. A new code book means a new memo (the API builds both at start-up)."""
 
     def __init__(self) -> None:
         self.shared: dict[tuple[Any, ...], list[Any]] = {}
-        self.listing: dict[tuple[Any, ...], list[tuple[Any, Any]]] = {}
+        self.listing: dict[tuple[Any, ...], list[Listed]] = {}
         self.qc: dict[tuple[str, str, str], list[tuple[date, date]]] = {}
+        self.answers: dict[tuple[Any, ...], Answer] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """How one shared catalogue lists an item for one (issuer, requester) pair: the per-result rule inputs."""
+
+    catalogue: Any
+    valid_days: int
+    window: timedelta
+    qc_level: str | None
+    qc_windows: tuple[tuple[date, date], ...] | None  # None: the catalogue waives QC
+    qc_failure: Reason
+    grade_ok: bool
+    grade_failure: Reason
 
 
 class Recognizer:
@@ -113,16 +119,39 @@ class Recognizer:
                                              and c.covers(self.requester, self.book, item)]
         return found
 
-    def listing(self, issuer: Any, item: Any, components_present: bool) -> list[tuple[Any, Any]]:
+    def listing(self, issuer: Any, item: Any, components_present: bool) -> list[Listed]:
         """Shared catalogues that list ``item`` (panels: only when its components are present), narrowest first."""
         key = (self._scope, issuer.id, item.code, components_present)
         found = self.memo.listing.get(key)
         if found is None:
-            found = [(c, c.item(item.code)) for c in self.shared(issuer, item)
-                     if c.item(item.code) is not None and (components_present or not item.components)]
-            found.sort(key=lambda ce: TIERS.index(ce[0].tier))
+            found = []
+            for c in self.shared(issuer, item):
+                entry = c.item(item.code)
+                if entry is None or (item.components and not components_present):
+                    continue
+                level = entry.qc_level  # resolved by codes/: the item's, else the catalogue's, else the tier's
+                found.append(Listed(
+                    c, entry.valid_days, timedelta(days=entry.valid_days), level,
+                    None if level is None else tuple(self._qc_windows(issuer, item, level)),
+                    Reason(f"{c.id}：出具机构在报告时未持有覆盖该项目的{level}级及以上室间质评合格证书",
+                           f"{c.id}: the issuer held no {level}-level (or higher) EQA certificate for this item "
+                           "when it reported"),
+                    c.grade_allows(self.requester.grade, issuer.grade),
+                    Reason(f"{c.id}：机构等级条件不满足（{issuer.grade} → {self.requester.grade}）",
+                           f"{c.id}: grade condition not met ({issuer.grade} → {self.requester.grade})")))
+            found.sort(key=lambda listed: TIERS.index(listed.catalogue.tier))
             self.memo.listing[key] = found
         return found
+
+    def _qc_windows(self, issuer: Any, item: Any, required: str) -> list[tuple[date, date]]:
+        """Validity windows of the issuer's EQA certificates satisfying ``required`` for ``item``."""
+        key = (issuer.id, item.code, required)
+        windows = self.memo.qc.get(key)
+        if windows is None:
+            far = date.max
+            windows = self.memo.qc[key] = [(c.valid_from, c.valid_to or far) for c in issuer.qc
+                                           if c.satisfies(required, item, c.valid_from)]
+        return windows
 
     def qc_ok(self, issuer: Any, item: Any, required: str | None, on: datetime) -> bool:
         """EQA held on the report date at the required level or higher; ``None`` is a catalogue's QC waiver.
@@ -132,14 +161,8 @@ class Recognizer:
         """
         if required is None:
             return True
-        key = (issuer.id, item.code, required)
-        windows = self.memo.qc.get(key)
-        if windows is None:
-            far = date.max
-            windows = self.memo.qc[key] = [(c.valid_from, c.valid_to or far) for c in issuer.qc
-                                           if c.satisfies(required, item, c.valid_from)]
         day = on.date()
-        return any(start <= day <= end for start, end in windows)
+        return any(start <= day <= end for start, end in self._qc_windows(issuer, item, required))
 
     def __call__(self, prior: Prior) -> Answer:
         return _recognize(self, prior)
@@ -151,70 +174,55 @@ def recognize(book: Any, prior: Prior, requester_id: str, at: datetime) -> Answe
 
 
 def _recognize(ctx: Recognizer, prior: Prior) -> Answer:
-    book, requester, at = ctx.book, ctx.requester, ctx.at
-    if prior.item_code is None or prior.item_code not in book.items:
-        return Answer(None, Status.UNMAPPED, reasons=(Reason(
-            "出具机构的本地项目编码未映射到统一互认编码，结果仅供查阅，不可互认",
-            "the issuer's local item code is not mapped to a unified item code: viewable, never recognizable"),))
-    code = prior.item_code
-    item = book.items[code]
-    if prior.status not in FINAL_STATUSES:
-        return Answer(code, Status.NOT_FINAL, reasons=(Reason(
-            f"报告状态为“{prior.status}”，仅终审、修订或更正后的报告可互认",
-            f"report status is {prior.status!r}; only final, amended or corrected reports are recognizable"),))
+    book = ctx.book
+    item = book.items.get(prior.item_code) if prior.item_code is not None else None
     issuer = book.institutions.get(prior.issuer)
-    if issuer is None:
-        return Answer(code, Status.OUT_OF_SCOPE, reasons=(Reason(
-            f"出具机构 {prior.issuer} 不在机构目录中", f"issuer {prior.issuer} is not in the registry"),))
-    shared = ctx.shared(issuer, item)
-    if not shared:
-        return Answer(code, Status.OUT_OF_SCOPE, reasons=(Reason(
-            "出具机构与申请机构在检查时刻没有共同适用的互认目录（医联体、市、省、区域或全国）",
-            "issuer and requester share no catalogue in force (alliance, city, province, region or national)"),))
-    listing = ctx.listing(issuer, item, not item.components or set(item.components) <= prior.report_items)
+    if item is None or prior.status not in FINAL_STATUSES or issuer is None:
+        return _unusable(ctx, prior, item, issuer)
+    panel_complete = not item.components or set(item.components) <= prior.report_items
+    listing = ctx.listing(issuer, item, panel_complete)
     if not listing:
-        return Answer(code, Status.NOT_IN_CATALOGUE, reasons=(Reason(
-            f"共同适用的互认目录（{', '.join(sorted(c.id for c in shared))}）未收录该项目"
-            + ("或报告缺少组合项目的组成项" if item.components else ""),
-            f"the shared catalogues ({', '.join(sorted(c.id for c in shared))}) do not list this item"
-            + (" or the report lacks panel components" if item.components else "")),))
+        key = (ctx._scope, issuer.id, item.code, panel_complete)  # depends on the code book only: shared
+        found = ctx.memo.answers.get(key)
+        if found is None:
+            found = ctx.memo.answers[key] = _not_listed(ctx, issuer, item)
+        return found
+    code = item.code
+    reported_at = prior.reported_at
+    day = reported_at.date()
     recognizing: list[tuple[Any, datetime]] = []
     expired: list[datetime] = []
     failures: list[Reason] = []
     qc_failed = grade_failed = False
-    for catalogue, entry in listing:
-        until = prior.reported_at + timedelta(days=entry.valid_days)
-        level = entry.qc_level  # resolved by codes/: the item's, else the catalogue's, else the tier's level
-        if not ctx.qc_ok(issuer, item, level, prior.reported_at):
+    for listed in listing:
+        windows = listed.qc_windows
+        if windows is not None and not any(start <= day <= end for start, end in windows):
             qc_failed = True
-            failures.append(Reason(
-                f"{catalogue.id}：出具机构在报告时未持有覆盖该项目的{level}级及以上室间质评合格证书",
-                f"{catalogue.id}: the issuer held no {level}-level (or higher) EQA certificate for this item "
-                "when it reported"))
+            failures.append(listed.qc_failure)
             continue
-        if not catalogue.grade_allows(requester.grade, issuer.grade):
+        if not listed.grade_ok:
             grade_failed = True
-            failures.append(Reason(
-                f"{catalogue.id}：机构等级条件不满足（{issuer.grade} → {requester.grade}）",
-                f"{catalogue.id}: grade condition not met ({issuer.grade} → {requester.grade})"))
+            failures.append(listed.grade_failure)
             continue
-        if at > until:
+        until = reported_at + listed.window
+        if ctx.at > until:
             expired.append(until)
-            failures.append(Reason(
-                f"{catalogue.id}：已超过互认时限 {entry.valid_days} 天（{until.isoformat()} 到期）",
-                f"{catalogue.id}: past its {entry.valid_days}-day window (expired {until.isoformat()})"))
+            stamp = until.isoformat()
+            failures.append(Reason(f"{listed.catalogue.id}：已超过互认时限 {listed.valid_days} 天（{stamp} 到期）",
+                                   f"{listed.catalogue.id}: past its {listed.valid_days}-day window (expired {stamp})"))
             continue
-        recognizing.append((catalogue, until))
+        recognizing.append((listed.catalogue, until))
     if recognizing:
         narrowest = recognizing[0][0]
         valid_until = max(until for _, until in recognizing)
         zh, en = TIER_NAMES[narrowest.tier]
+        stamp = valid_until.isoformat()
         return Answer(code, Status.RECOGNIZABLE, narrowest.tier, narrowest.id, narrowest.version, valid_until,
                       via=tuple(c.id for c, _ in recognizing), reasons=(Reason(
-                          f"可互认：{zh}互认目录 {narrowest.id}（版本 {narrowest.version}），有效至 {valid_until.isoformat()}",
+                          f"可互认：{zh}互认目录 {narrowest.id}（版本 {narrowest.version}），有效至 {stamp}",
                           f"recognizable under the {en} catalogue {narrowest.id} (version {narrowest.version}) "
-                          f"until {valid_until.isoformat()}"),))
-    first = listing[0][0]
+                          f"until {stamp}"),))
+    first = listing[0].catalogue
     if expired:
         status = Status.EXPIRED
     elif qc_failed:
@@ -225,6 +233,34 @@ def _recognize(ctx: Recognizer, prior: Prior) -> Answer:
         status = Status.NOT_IN_CATALOGUE
     return Answer(code, status, first.tier, first.id, first.version, max(expired) if expired else None,
                   reasons=tuple(failures))
+
+
+def _unusable(ctx: Recognizer, prior: Prior, item: Any, issuer: Any) -> Answer:
+    """Unmapped, not final, or from an unknown issuer: no catalogue is even consulted."""
+    if item is None:
+        return Answer(None, Status.UNMAPPED, reasons=(Reason(
+            "出具机构的本地项目编码未映射到统一互认编码，结果仅供查阅，不可互认",
+            "the issuer's local item code is not mapped to a unified item code: viewable, never recognizable"),))
+    if prior.status not in FINAL_STATUSES:
+        return Answer(item.code, Status.NOT_FINAL, reasons=(Reason(
+            f"报告状态为“{prior.status}”，仅终审、修订或更正后的报告可互认",
+            f"report status is {prior.status!r}; only final, amended or corrected reports are recognizable"),))
+    return Answer(item.code, Status.OUT_OF_SCOPE, reasons=(Reason(
+        f"出具机构 {prior.issuer} 不在机构目录中", f"issuer {prior.issuer} is not in the registry"),))
+
+
+def _not_listed(ctx: Recognizer, issuer: Any, item: Any) -> Answer:
+    """No shared catalogue in force, or none of them lists the item (or the panel is incomplete)."""
+    shared = ctx.shared(issuer, item)
+    if not shared:
+        return Answer(item.code, Status.OUT_OF_SCOPE, reasons=(Reason(
+            "出具机构与申请机构在检查时刻没有共同适用的互认目录（医联体、市、省、区域或全国）",
+            "issuer and requester share no catalogue in force (alliance, city, province, region or national)"),))
+    names = ", ".join(sorted(c.id for c in shared))
+    return Answer(item.code, Status.NOT_IN_CATALOGUE, reasons=(Reason(
+        f"共同适用的互认目录（{names}）未收录该项目" + ("或报告缺少组合项目的组成项" if item.components else ""),
+        f"the shared catalogues ({names}) do not list this item"
+        + (" or the report lacks panel components" if item.components else "")),))
 
 
 def items_of(result: Any) -> list[tuple[str | None, frozenset[str]]]:

@@ -56,8 +56,17 @@ def patient_pseudonym(context: Context, patient: PatientRef) -> str:
         raise ApiError("patient.resident_id", str(exc)) from None
 
 
+def _recognition(answer: Answer) -> dict[str, Any]:
+    """One answer as the check shows it. Datetimes and the Reason dataclasses are left to orjson, which writes
+    them in C (RFC 3339 exactly as ``isoformat()``; ``{"zh": …, "en": …}``)."""
+    return {"status": answer.status.value, "tier": answer.tier, "catalogue_id": answer.catalogue_id,
+            "catalogue_version": answer.catalogue_version, "valid_until": answer.valid_until, "via": answer.via,
+            "reasons": answer.reasons}
+
+
 class _Entries:
-    """Builds answer entries; the part describing a result is built once even when it has several items."""
+    """Builds answer entries (for orjson: datetimes are left as they are); the part describing a result is
+    built once even when it has several items."""
 
     def __init__(self, context: Context) -> None:
         self.book = context.book
@@ -72,8 +81,7 @@ class _Entries:
                 "ref": result_ref(result.issuer, result.result_id), "issuer": result.issuer,
                 "issuer_name": issuer.name_zh if issuer else None, "result_id": result.result_id,
                 "version": result.version, "kind": result.kind, "status": result.status,
-                "reported_at": result.reported_at.isoformat(),
-                "collected_at": result.collected_at.isoformat() if result.collected_at else None}
+                "reported_at": result.reported_at, "collected_at": result.collected_at}
         return found
 
     def _all_values(self, result: StoredResult) -> list[dict[str, Any]]:
@@ -91,7 +99,7 @@ class _Entries:
             "result": self._result(result),
             "item": {"code": answer.item_code, "name_zh": item.name_zh if item else None,
                      "name_en": item.name_en if item else None, "local_code": result.local_code},
-            "recognition": answer.as_dict(),
+            "recognition": _recognition(answer),
         }
         if result.kind == "lab":
             values = self._all_values(result)

@@ -377,16 +377,30 @@ _OBSERVATION_COLUMNS = (Observation.result_pk, Observation.seq, Observation.unif
 def current_results(conn: Connection, patient: str) -> list[StoredResult]:
     """The head version of every result of ``patient``, newest first, with observations.
 
-    Two indexed queries by patient (results through their heads, observations through the same join), so
-    the cost grows with the patient's history, not with the size of the store.
+    One indexed query by patient (results through their heads, each joined to its observations), so the cost
+    grows with the patient's history, not with the size of the store, and a check pays one round trip.
     """
     rows = conn.execute(
-        select(*_RESULT_COLUMNS).join(ResultHead, ResultHead.result_pk == Result.id)
-        .where(ResultHead.patient == patient).order_by(ResultHead.reported_at.desc(), Result.id.desc())).all()
-    observations = conn.execute(
-        select(*_OBSERVATION_COLUMNS).join(ResultHead, ResultHead.result_pk == Observation.result_pk)
-        .where(ResultHead.patient == patient).order_by(Observation.result_pk, Observation.seq)).all()
-    return _assemble(rows, observations)
+        select(*_RESULT_COLUMNS, *_OBSERVATION_COLUMNS[1:])
+        .join(ResultHead, ResultHead.result_pk == Result.id)
+        .outerjoin(Observation, Observation.result_pk == Result.id)
+        .where(ResultHead.patient == patient)
+        .order_by(ResultHead.reported_at.desc(), Result.id.desc(), Observation.seq)).all()
+    results: list[StoredResult] = []
+    width = len(_RESULT_COLUMNS)  # the result's columns are StoredResult's fields, in order
+    last = None
+    observations: list[StoredObservation] = []
+    for row in rows:
+        if row[0] != last:
+            if last is not None:
+                results[-1].observations = tuple(observations)
+            last, observations = row[0], []
+            results.append(StoredResult(*row[:width]))
+        if row[width] is not None:  # no seq: a result without observations (imaging without a coded finding)
+            observations.append(StoredObservation(*row[width:]))
+    if results:
+        results[-1].observations = tuple(observations)
+    return results
 
 
 def with_observations(conn: Connection, rows: Sequence[Any]) -> list[StoredResult]:
