@@ -81,7 +81,15 @@ def relay(database: Database, publisher: Publisher, batch: int = 500) -> int:
 def relay_soon(database: Database, publisher: Publisher) -> None:
     """Relay in the background right after a request stored something, so it reaches Kafka without waiting
     for the next tick of :func:`run_relay` (the request does not wait for the broker)."""
-    threading.Thread(target=relay, args=(database, publisher), name="outbox-now", daemon=True).start()
+    threading.Thread(target=_relay_once, args=(database, publisher), name="outbox-now", daemon=True).start()
+
+
+def _relay_once(database: Database, publisher: Publisher) -> None:
+    try:
+        relay(database, publisher)
+    except Exception:  # noqa: BLE001 - e.g. the broker is down or the API is shutting down: nothing is lost,
+        # the rows stay unpublished and run_relay retries them
+        log.warning("outbox: immediate relay failed; the periodic relay will retry", exc_info=True)
 
 
 def run_relay(database: Database, publisher: Publisher, stop: threading.Event, interval: float = 2.0) -> None:
