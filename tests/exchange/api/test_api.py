@@ -83,6 +83,7 @@ def test_order_time_check_picks_the_best_prior(client) -> None:  # type: ignore[
     assert answer["trigger"] == "order"
     glucose, alt = answer["results"]
     assert glucose["item"] == "L0032" and glucose["recognizable"] and glucose["best"]["result"]["result_id"] == "BJXC-TEST-1"
+    assert glucose["others"] == []  # the best prior is not listed again among the others
     assert alt == {"item": "L0001", "recognizable": False, "best": None, "others": []}
 
 
