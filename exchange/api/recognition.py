@@ -190,7 +190,8 @@ def check(body: CheckRequest, request: Request, who: Actor = Depends(actor)) -> 
             chosen = best(candidates)
             ordered.append({"item": code, "recognizable": chosen is not None,
                             "best": entry(chosen[1], chosen[0]) if chosen else None,
-                            "others": [entry(r, a) for a, r in (c for c in candidates if c is not chosen)]})
+                            "others": [entry(r, a) for a, r in candidates
+                                       if chosen is None or not (a is chosen[0] and r is chosen[1])]})
         response["results"] = ordered
     response["complete"] = not problems
     if problems:
