@@ -33,7 +33,10 @@ def connect(url: str) -> Engine:
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # Sessions in UTC whatever the server's default: timestamps come back as aware UTC datetimes, which the
+    # store's UTCDateTime columns then pass through untouched.
+    options = " ".join(filter(None, [parsed.query.get("options"), "-c timezone=UTC"]))  # type: ignore[list-item]
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args={"options": options})
 
 
 def migrate(engine: Engine) -> None:

@@ -7,6 +7,7 @@ search-then-insert (which races between engine consumers). Every version of a re
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator,
                         UniqueConstraint)
@@ -33,6 +34,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        # PostgreSQL sessions run with TimeZone=UTC (see exchange.store.db.connect), so psycopg already returns
+        # aware UTC datetimes: no per-value Python call (a check reads thousands of them).
+        if dialect.name == "postgresql":
+            return None
+        return super().result_processor(dialect, coltype)
 
 
 class Base(DeclarativeBase):

@@ -119,3 +119,26 @@ def test_two_versions_of_one_result_in_a_batch_move_the_head_in_order(database) 
     assert (report.stored, report.superseded) == (3, 1)
     with database.connect() as conn:
         assert [(r.version, r.observations[0].value) for r in current_results(conn, patient)] == [(3, 9.0)]
+
+
+def test_times_read_back_in_utc_whatever_the_session_zone(database_url) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL sessions are pinned to UTC by ``connect`` (the store skips per-value conversion on reads), even
+    when the URL asks for another zone; SQLite keeps no zone and the column type supplies UTC."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from exchange.store import connect, migrate
+
+    url = database_url + ("?options=-c%20timezone%3DAsia/Shanghai" if database_url.startswith("postgresql") else "")
+    database = connect(url)
+    try:
+        migrate(database)
+        reported = datetime(2026, 3, 1, 9, 30, tzinfo=timezone(timedelta(hours=8)))
+        with database.begin() as conn:
+            ingest(conn, [Delivery(lab_event(patient="9" * 64, reported_at=reported))])
+        with database.connect() as conn:
+            (shown,) = current_results(conn, "9" * 64)
+    finally:
+        database.dispose()
+    assert shown.reported_at == reported and shown.reported_at.utcoffset() == timedelta(0)
+    assert shown.reported_at.isoformat() == "2026-03-01T01:30:00+00:00"
+    assert shown.reported_at.tzinfo is UTC or shown.reported_at.tzinfo == UTC
