@@ -16,10 +16,10 @@ The engine informs; the receiving clinician decides (以接诊医师判断为标
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 TIERS = ("alliance", "city", "province", "region", "national")
 FINAL_STATUSES = frozenset({"final", "amended", "corrected"})
@@ -43,9 +43,8 @@ class Reason:
     en: str
 
 
-@dataclass(frozen=True)
-class Answer:
-    """The verdict on one unified item of one prior result."""
+class Answer(NamedTuple):
+    """The verdict on one unified item of one prior result (a tuple: a long history builds thousands)."""
 
     item_code: str | None
     status: Status
@@ -54,15 +53,14 @@ class Answer:
     catalogue_version: str | None = None
     valid_until: datetime | None = None
     via: tuple[str, ...] = ()  # every catalogue id that recognizes it
-    reasons: tuple[Reason, ...] = field(default=())
+    reasons: tuple[Reason, ...] = ()
 
     @property
     def recognizable(self) -> bool:
         return self.status is Status.RECOGNIZABLE
 
 
-@dataclass(frozen=True, slots=True)
-class Prior:
+class Prior(NamedTuple):
     """What the rules need to know about a prior result."""
 
     issuer: str
@@ -83,6 +81,8 @@ class RecognitionMemo:
         self.listing: dict[tuple[Any, ...], list[Listed]] = {}
         self.qc: dict[tuple[str, str, str], list[tuple[date, date]]] = {}
         self.answers: dict[tuple[Any, ...], Answer] = {}
+        #: (requester, catalogues in force) → a small number, so that per-result keys hash quickly.
+        self.scopes: dict[tuple[Any, ...], int] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +109,8 @@ class Recognizer:
         self.in_force = book.catalogues_in_force(at)
         self.memo = memo or RecognitionMemo()
         # The catalogues in force and the requester are part of every shared/listing key.
-        self._scope = (requester_id, tuple((c.id, c.version) for c in self.in_force))
+        scope = (requester_id, tuple((c.id, c.version) for c in self.in_force))
+        self._scope = self.memo.scopes.setdefault(scope, len(self.memo.scopes))
 
     def shared(self, issuer: Any, item: Any) -> list[Any]:
         key = (self._scope, issuer.id, item.code)
