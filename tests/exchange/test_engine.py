@@ -55,3 +55,60 @@ def test_offsets_are_committed_after_the_store(broker, database, engine_thread) 
     wait_for(lambda: _count(database, Result) == 50)
     wait_for(lambda: consumer_lag(broker.bootstrap, engine_thread.group, (TOPIC_LAB,))[TOPIC_LAB] == 0)
     publisher.close()
+
+
+def test_the_next_batch_is_validated_while_one_is_written_but_offsets_wait_for_its_commit(broker, database) -> None:  # type: ignore[no-untyped-def]
+    """The engine's two stages: batch N+1 is polled and validated while batch N's transaction is open, and no
+    offset moves until the transaction of the batch it belongs to has committed."""
+    import threading
+    import uuid
+
+    from exchange.engine import ResultEngine
+
+    held, written, prepared = threading.Event(), threading.Event(), []
+
+    class HeldEngine(ResultEngine):
+        def prepare(self, batch):  # type: ignore[no-untyped-def]
+            found = super().prepare(batch)
+            prepared.append(len(found.good))
+            return found
+
+        def store(self, batch):  # type: ignore[no-untyped-def]
+            written.set()
+            assert held.wait(60)
+            return super().store(batch)
+
+    publisher = Publisher(broker.bootstrap)
+    engine = HeldEngine(broker.bootstrap, database, f"test-{uuid.uuid4().hex[:8]}", publisher, session_timeout_ms=6000)
+    stop = threading.Event()
+    thread = threading.Thread(target=engine.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert engine.ready.wait(60)
+        publisher.publish(Record(TOPIC_LAB, "p", events.encode(lab_event(result_id=f"A{i}"))) for i in range(10))
+        assert written.wait(30)  # the first batch's write has begun and is held
+        publisher.publish(Record(TOPIC_LAB, "p", events.encode(lab_event(result_id=f"B{i}"))) for i in range(10))
+        wait_for(lambda: sum(prepared) == 20)  # the second batch was polled and validated meanwhile
+        assert _count(database, Result) == 0
+        assert _committed(broker.bootstrap, engine.group) == 0  # no offset moved while the write is open
+        held.set()
+        wait_for(lambda: _count(database, Result) == 20)
+        wait_for(lambda: _committed(broker.bootstrap, engine.group) == 20)
+    finally:
+        held.set()
+        stop.set()
+        thread.join(15)
+        publisher.close()
+
+
+def _committed(bootstrap: str, group: str) -> int:
+    """The group's committed offsets on the lab topic, summed (tansu's end offsets count batches, not records,
+    so lag is not used here)."""
+    from kafka import TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(TOPIC_LAB, p) for p in sorted(consumer.partitions_for_topic(TOPIC_LAB) or ())]
+        return sum(consumer.committed(tp) or 0 for tp in parts)
+    finally:
+        consumer.close()
