@@ -1,12 +1,16 @@
 """HL7 v2 lab results: ORU^R01 (v2.3 – v2.5.1) over MLLP or from files → the shared result pipeline.
 
-Library: python-hl7 (``import hl7``) parses every message into its segment/field/repetition/component tree and
-undoes the escape sequences; this module never splits segments or fields by hand (it only cuts a byte stream
-into messages: MLLP blocks, or MSH-started groups in batch files). python-hl7 was chosen over hl7apy because
-it is maintained, dependency-free, tolerant of the loosely profiled messages Chinese LIS send, and parses
-~30× faster: on the messages in tests/data/hl7, python-hl7 0.4.5 takes 0.4–0.6 ms per message and hl7apy
-1.3.5 (tolerant validation) 12–18 ms, because hl7apy builds a validated object per element. This module
-validates what the exchange relies on itself, with errors that name the segment and field.
+Library: python-hl7 (``import hl7``) undoes the escape sequences and reads time stamps. python-hl7 was chosen
+over hl7apy because it is maintained, dependency-free, tolerant of the loosely profiled messages Chinese LIS
+send, and ~30× faster (hl7apy 1.3.5 builds a validated object per element: 12–18 ms per message). The
+segment → field → repetition → component → subcomponent split itself is done here, on decoded text, by the
+rules python-hl7's parser follows (:func:`_split_segments`, :meth:`_Seg.reps`; a test checks that every
+field of the sample messages reads the same both ways): python-hl7 builds a container object for every
+element of the message up front, ~0.8–1.3 ms per ORU^R01 here, more than the rest of the receiver's own work
+together, whereas this module reads a fraction of the fields, splits each only when it first reads it
+(~0.05 ms per message for segments and MSH) and parses each message once. Bytes are only ever cut into
+messages (MLLP blocks, MSH-started groups in batch files), never into fields. This module validates what
+the exchange relies on itself, with errors that name the segment and field.
 
 Rules implemented:
 
@@ -64,12 +68,14 @@ Acknowledgements (DOMAIN.md §8):
   committed (content errors, size, broker down: "cannot accept for any other reason"). Committing to Kafka is
   all this receiver does, so no separate application ACK follows; if only MSH-16 is valued the
   AA/AE/AR answer is sent at once on the same connection under MSH-16's condition.
-- Duplicates: key (MSH-3, MSH-4, MSH-10). The positive ACK is stored in :class:`AckJournal` (SQLite, WAL,
-  synchronous=FULL) after the publish and before it is sent; a resend with the same key *and content*
+- Duplicates: key (MSH-3, MSH-4, MSH-10). The positive ACK is recorded in :class:`AckJournal` (SQLite, WAL,
+  group-committed) after the publish and before it is sent; a resend with the same key *and content*
   (keyed HMAC over the message without MSH-7) gets the stored bytes replayed and publishes nothing. Same key
   with different content (a LIS that reset its counter) is processed as a new message and logged. Refusals
   are not journaled, so a message refused while the broker was down is processed when resent. A crash
   between publish and journal write only causes a republish, which the store's natural key absorbs.
+  The journal is not where results are made durable (Kafka is, before any positive ACK), so the ACK does
+  not wait for its commit, let alone an fsync: see :class:`AckJournal`.
 
 Threading model: see :mod:`adapters.mllp` (thread per connection, bounded).
 """
@@ -78,6 +84,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import queue
 import re
 import signal
 import sqlite3
@@ -161,6 +168,12 @@ _RANGE = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)\s*(?:--?|~|～|—|–|－|至)\s
 _BOUND = re.compile(r"^\s*(<=|>=|<|>|≤|≥|＜|＞|≦|≧)\s*([+-]?\d+(?:\.\d+)?)\s*$")
 _SCHEMA_OBSERVATION = re.compile(r"\$\.observations\[(\d+)\]")
 _SKIPPED_TYPES = ("ED", "RP")
+_LINE_BREAKS = re.compile(r"[\r\n]+")
+_POWER_START = frozenset("×xX*1")
+_UNIT_TIMES = re.compile(r"^[×xX*]\s*(?=10)")
+_UNIT_POWER = re.compile(r"^10\^(\d+)")
+_UNIT_TEN = re.compile(r"[×xX*]?10")
+_UNIT_PER = re.compile(r"\d+/")
 
 
 class _TemplateOnly(logging.Filter):
@@ -246,62 +259,123 @@ def decode(raw: bytes) -> tuple[str, str]:
 
 
 def _msh18(header: str) -> str:
-    try:
-        msh = hl7lib.parse(header).segment("MSH")
-    except Exception:  # noqa: BLE001 - a header python-hl7 cannot parse is refused later, with its location
+    """MSH-18 of the MSH segment alone; "" when it has no usable separators (refused later, with its location)."""
+    if len(header) < 4 or header[3].isalnum() or header[3].isspace():
         return ""
-    return _Seg(msh, 1).get(18)
+    return _split_segments(header)[0].get(18)
 
 
 # ----------------------------------------------------------------------------------------- tree access
 
 
-class _Seg:
-    """One parsed segment with its occurrence number, for HL7-style locations (``OBX^3^5``)."""
+class _Escapes:
+    """The two attributes python-hl7's ``unescape`` reads: the escape character and its separator string
+    (segment, field, repetition, component, subcomponent: python-hl7's order, not MSH-2's)."""
 
-    def __init__(self, seg: hl7lib.Segment, seq: int) -> None:
-        self.seg = seg
-        self.name = str(seg[0])
+    __slots__ = ("esc", "separators")
+
+    def __init__(self, esc: str, separators: str) -> None:
+        self.esc = esc
+        self.separators = separators
+
+
+class _Seg:
+    """One segment with its occurrence number, for HL7-style locations (``OBX^3^5``).
+
+    ``fields`` follows python-hl7's numbering: ``fields[0]`` is the segment name and ``fields[n]`` field n;
+    for MSH, ``fields[1]`` is the field separator (MSH-1) and ``fields[2]`` the encoding characters (MSH-2).
+    A field is split into repetitions → components → subcomponents and unescaped only when it is first
+    read, then kept: the receiver reads a fraction of the fields, several of them more than once.
+    """
+
+    __slots__ = ("fields", "name", "seq", "separators", "_escapes", "_reps")
+
+    def __init__(self, fields: list[str], seq: int, seps: str, escapes: _Escapes) -> None:
+        self.fields = fields
+        self.name = fields[0]
         self.seq = seq
+        self.separators = seps  # field, component, repetition, escape, subcomponent (MSH-1 + MSH-2 order)
+        self._escapes = escapes
+        self._reps: dict[int, list[list[list[str]]]] = {}
 
     def loc(self, *path: int) -> str:
-        return "^".join([self.name, str(self.seq), *(str(p) for p in path)])
+        where = f"{self.name}^{self.seq}"
+        return where + "".join(f"^{p}" for p in path) if path else where
 
     def raw(self, n: int) -> str:
         """Field ``n`` exactly as sent (escaped), for echoing into the ACK."""
-        return str(self.seg[n]) if n < len(self.seg) else ""
+        return self.fields[n] if n < len(self.fields) else ""
 
     def reps(self, n: int) -> list[list[list[str]]]:
-        """Field ``n`` as repetitions → components → subcomponents, unescaped ([] when absent)."""
-        if n >= len(self.seg):
-            return []
-        out: list[list[list[str]]] = []
-        for rep in self.seg[n]:
-            if isinstance(rep, str):
-                out.append([[self._text(rep)]])
-                continue
-            comps = []
-            for comp in rep:
-                comps.append([self._text(comp)] if isinstance(comp, str) else [self._text(str(s)) for s in comp])
-            out.append(comps)
+        """Field ``n`` as repetitions → components → subcomponents, unescaped ([] when absent). Shared: read only.
+
+        The same tree python-hl7 builds (HL7 v2 encoding rules: ``~`` between repetitions, ``^`` between
+        components, ``&`` between subcomponents, in the message's own MSH-2 characters); escape sequences are
+        undone by python-hl7's ``unescape`` after splitting, so an escaped separator never splits anything.
+        """
+        cached = self._reps.get(n)
+        if cached is not None:
+            return cached
+        if n >= len(self.fields):
+            out: list[list[list[str]]] = []
+        else:
+            _, comp, rep, esc, sub = self.separators
+            value = self.fields[n]
+            if esc not in value:  # nothing to unescape (the common case): split only
+                if comp not in value and rep not in value and sub not in value:
+                    out = [[[value]]]
+                else:
+                    out = [[c.split(sub) for c in r.split(comp)] for r in value.split(rep)]
+            else:
+                out = [[[self._text(s) for s in c.split(sub)] for c in r.split(comp)] for r in value.split(rep)]
+        self._reps[n] = out
         return out
 
     def _text(self, value: str) -> str:
-        text = _hl7_util.unescape(self.seg, value)
+        if self.separators[3] not in value:  # no escape sequence, hence no \.br\ either
+            return value
+        text = _hl7_util.unescape(self._escapes, value)
         return text.replace("\r", "\n") if "\r" in text else text
 
     def get(self, n: int, rep: int = 1, comp: int = 1, sub: int = 1) -> str:
-        reps = self.reps(n)
+        reps = self._reps.get(n) or self.reps(n)
         try:
             return reps[rep - 1][comp - 1][sub - 1].strip()
         except IndexError:
             return ""
 
     def components(self, n: int, rep: int = 1) -> list[str]:
-        reps = self.reps(n)
+        reps = self._reps.get(n) or self.reps(n)
         if len(reps) < rep:
             return []
         return [c[0].strip() if c else "" for c in reps[rep - 1]]
+
+
+def _split_segments(text: str) -> list[_Seg]:
+    """Cut a message (CR-separated, starting with MSH and its field separator) into segments and fields.
+
+    HL7 v2 encoding rules: segments end with CR; fields are separated by MSH-1; MSH-2 holds the component,
+    repetition, escape and subcomponent characters (defaults ``^~\\&`` for missing ones). Works on decoded
+    text, so a GBK trail byte equal to ``|`` can never split a field. MSH (and a stray BHS/FHS) is numbered
+    as python-hl7 numbers it: MSH-1 is the separator itself.
+    """
+    f = text[3]
+    end = text.find("\r")
+    first = text if end < 0 else text[:end]
+    enc_end = first.find(f, 4)
+    enc = first[4:] if enc_end < 0 else first[4:enc_end]
+    seps = f + (enc + "^~\\&"[len(enc):] if len(enc) < 4 else enc[:4])
+    escapes = _Escapes(seps[3], "\r" + f + seps[2] + seps[1] + seps[4])
+    counts: dict[str, int] = {}
+    segments: list[_Seg] = []
+    for line in text.split("\r"):
+        fields = line.split(f)
+        name = fields[0]
+        if name in ("MSH", "BHS", "FHS"):
+            fields.insert(1, f)
+        counts[name] = seq = counts.get(name, 0) + 1
+        segments.append(_Seg(fields, seq, seps, escapes))
+    return segments
 
 
 # ----------------------------------------------------------------------------------------------- header
@@ -336,23 +410,33 @@ class Header:
         return {p for p in self.sending_facility.split(sub)[:2] if p}
 
 
-def parse_header(text: str) -> tuple[hl7lib.Message, Header]:
-    """Parse the whole message with python-hl7 and read its MSH; raises Hl7Error when it cannot be parsed."""
-    text = re.sub(r"[\r\n]+", "\r", text.lstrip("\ufeff \t\r\n")).strip("\r")
+@dataclass(frozen=True)
+class ParsedMessage:
+    """One message cut into segments (:func:`_split_segments`) and the normalized text they were cut from."""
+
+    text: str  # segments separated by single CRs, no trailing CR or whitespace
+    segments: list[_Seg]
+
+    @property
+    def msh(self) -> _Seg:
+        return self.segments[0]
+
+
+def parse_header(text: str) -> tuple[ParsedMessage, Header]:
+    """Cut the whole message into segments and read its MSH; raises Hl7Error when MSH-1/MSH-2 are missing.
+
+    Line endings are normalised (CR, LF and CRLF all end a segment; empty lines are dropped): many LIS write
+    files with LF, and a stray blank line is not a segment.
+    """
+    text = re.sub(r"[\r\n]+", "\r", text.lstrip("\ufeff \t\r\n")).rstrip()
     if not text.startswith("MSH"):
         raise Hl7Error("the message does not start with an MSH segment", "MSH", "100")
     if len(text) < 8 or text[3].isalnum() or text[3].isspace():
         raise Hl7Error("MSH-1/MSH-2 (field separator and encoding characters) are missing", "MSH^1^2", "101")
-    try:
-        message = hl7lib.parse(text)
-    except Exception as exc:  # noqa: BLE001 - python-hl7 raises several types on malformed text
-        raise Hl7Error(f"the message cannot be parsed: {type(exc).__name__}", "MSH", "100") from None
-    msh = _Seg(message.segment("MSH"), 1)
-    enc = str(msh.seg[2]) if len(msh.seg) > 2 else ""
-    seps = msh.raw(1) + (enc + "^~\\&"[len(enc):] if len(enc) < 4 else enc[:4])
-    separators = seps[0] + seps[1] + seps[2] + seps[3] + seps[4]
+    message = ParsedMessage(text, _split_segments(text))
+    msh = message.msh
     header = Header(
-        separators=separators, sending_application=msh.raw(3), sending_facility=msh.raw(4),
+        separators=msh.separators, sending_application=msh.raw(3), sending_facility=msh.raw(4),
         receiving_application=msh.raw(5), receiving_facility=msh.raw(6), control_id=msh.get(10),
         message_type=msh.get(9, comp=1).upper(), event=msh.get(9, comp=2).upper(),
         processing_id=msh.get(11).upper(), version=msh.get(12), accept_ack=msh.get(15).upper(),
@@ -423,15 +507,16 @@ def ucum_unit(unit: str) -> str | None:
     unit = unit.strip().replace("µ", "u").replace("μ", "u")
     if not unit:
         return None
-    unit = re.sub(r"^[×xX*]\s*(?=10)", "", unit)
-    unit = re.sub(r"^10\^(\d+)", r"10*\1", unit)
+    if unit[0] in _POWER_START:  # only "×10^9/L"-style units need the rewrites (most units skip them)
+        unit = _UNIT_TIMES.sub("", unit)
+        unit = _UNIT_POWER.sub(r"10*\1", unit)
     return _UNITS.get(unit, unit)
 
 
 def _unit(obx: _Seg) -> str | None:
     comps = obx.components(6) + ["", ""]
     code, text = comps[0], comps[1]
-    if re.fullmatch(r"[×xX*]?10", code) and re.match(r"\d+/", text):  # an unescaped "10^9/L"
+    if _UNIT_TEN.fullmatch(code) and _UNIT_PER.match(text):  # an unescaped "10^9/L"
         code, text = f"{code}^{text}", ""
     unit = ucum_unit(code or text)
     if unit is not None and len(unit) > 64:
@@ -460,12 +545,16 @@ def _flag(obx: _Seg) -> str | None:
     return None
 
 
+def _rep_texts(reps: list[list[list[str]]]) -> list[str]:
+    """Each repetition's components joined back with ``^`` (a text value whose sender did not escape ``^``)."""
+    return ["^".join(c[0] for c in rep).strip("^ ") for rep in reps]
+
+
 def _value(obx: _Seg, status: str | None) -> Value | None:
     """The observation value; None for an OBX that is not a result (attachment)."""
     kind = obx.get(2).upper()
     extra: dict[str, Any] = {"unit": _unit(obx), "interpretation": _flag(obx), **_reference(obx)}
     reps = obx.reps(5)
-    texts = ["^".join(c[0] for c in rep).strip("^ ") for rep in reps]
     if status in _VOID:
         return Value("none", **extra)
     if kind in _SKIPPED_TYPES:
@@ -496,7 +585,7 @@ def _value(obx: _Seg, status: str | None) -> Value | None:
                 _number(part, obx.loc(5))
         return Value("text", text=f"{'' if comparator == '=' else comparator}{first}{separator}{second}", **extra)
     if kind in ("ST", "TX", "FT"):
-        text = "\n".join(t for t in texts if t)
+        text = "\n".join(t for t in _rep_texts(reps) if t)
         if len(text) > 4000:
             raise Hl7Error(f"text value of {len(text)} characters (at most 4000)", obx.loc(5), "102")
         return Value("text", text=text, **extra) if text else Value("none", **extra)
@@ -508,7 +597,7 @@ def _value(obx: _Seg, status: str | None) -> Value | None:
                 labels.append(comps[1] or comps[0])
         return Value("coded", text="; ".join(labels)[:4000], **extra) if labels else Value("none", **extra)
     if not kind:
-        if not any(texts):
+        if not any(_rep_texts(reps)):
             return Value("none", **extra)
         raise Hl7Error("OBX-2 (value type) is required when OBX-5 has a value", obx.loc(2), "101")
     raise Hl7Error(f"value type {kind!r} is not supported (NM, SN, ST, TX, FT, CE, CWE, CNE)", obx.loc(2), "103")
@@ -552,17 +641,12 @@ class _Group:
     spm: _Seg | None = None
 
 
-def _groups(message: hl7lib.Message) -> list[_Group]:
+def _groups(message: ParsedMessage) -> list[_Group]:
     """Walk the segments in order, enforcing the ORU^R01 structure the exchange relies on."""
-    counts: dict[str, int] = {}
     pid: _Seg | None = None
     groups: list[_Group] = []
-    for index, raw in enumerate(message):
-        name = str(raw[0])
-        counts[name] = counts.get(name, 0) + 1
-        seg = _Seg(raw, counts[name])
-        if index == 0:
-            continue  # MSH
+    for seg in message.segments[1:]:  # after MSH
+        name = seg.name
         if name == "MSH":
             raise Hl7Error("a second MSH inside one message: send one message per MLLP block (batches: file mode)",
                            seg.loc(), "100")
@@ -630,9 +714,9 @@ def _report(group: _Group, header: Header, msh: _Seg, institution: str) -> LabRe
         message_id=header.control_id or None, location=obr.loc())
 
 
-def parse_reports(message: hl7lib.Message, header: Header, institution: str) -> list[LabReport]:
+def parse_reports(message: ParsedMessage, header: Header, institution: str) -> list[LabReport]:
     """Every report of a parsed ORU^R01, or an Hl7Error naming the first problem (nothing partial)."""
-    msh = _Seg(message.segment("MSH"), 1)
+    msh = message.msh
     reports: list[LabReport] = []
     seen: dict[str, str] = {}
     for group in _groups(message):
@@ -682,8 +766,12 @@ _DEFAULT_SEPARATORS = "|^~\\&"
 
 
 def _escape(text: str, seps: str) -> str:
+    """Text for one field of the ACK: separators and the escape character as escape sequences, line breaks
+    as a blank (HL7 v2 escape sequences \\F\\ \\S\\ \\R\\ \\T\\ \\E\\)."""
+    if not any(ch in text for ch in seps) and "\r" not in text and "\n" not in text:
+        return text  # the usual case (control IDs, event codes, "1 result(s) committed")
     f, c, r, e, s = seps
-    text = re.sub(r"[\r\n]+", " ", text)
+    text = _LINE_BREAKS.sub(" ", text)
     text = text.replace(e, f"{e}E{e}")
     for char, code in ((f, "F"), (c, "S"), (r, "R"), (s, "T")):
         text = text.replace(char, f"{e}{code}{e}")
@@ -759,47 +847,141 @@ class StoredAck:
 
 
 class AckJournal:
-    """Durable positive ACKs by (MSH-3, MSH-4, MSH-10): SQLite in WAL mode with synchronous=FULL.
+    """Positive ACKs by (MSH-3, MSH-4, MSH-10): SQLite in WAL mode with synchronous=NORMAL, group-committed.
 
-    Written after the publish and before the ACK is sent, so a sender that missed the ACK and resends gets
+    Recorded after the publish and before the ACK is sent, so a sender that missed the ACK and resends gets
     the same ACK and nothing is published twice. Only positive ACKs are kept (a refusal must be retried).
     Rows older than ``retention_days`` are pruned when the journal opens; ACKs hold no patient data.
+
+    Durability: the journal holds no result data, Kafka does (the ACK is only built once the broker
+    acknowledged the publish); the journal only saves a resend from being processed again. So ``put`` does
+    not wait for the disk: it hands the row to a writer thread, which commits whatever has queued up in one
+    transaction (one commit per batch, not per message, and no SQLite work on the ACK path), and ``get``
+    sees queued rows at once. The commit is not fsynced either (WAL, synchronous=NORMAL: the WAL is synced
+    at checkpoints, and the database cannot be corrupted by a crash). What a crash can cost: the rows queued
+    or committed in the last moments before it (a process crash: the few not yet committed; a power loss:
+    also those since the last checkpoint). A resend of one of those messages is then processed and
+    published again instead of getting its stored ACK, and the store's UNIQUE natural keys absorb the
+    duplicate events. An fsync or a commit per message before the ACK would buy nothing but ACK latency.
     """
+
+    _UPSERT = ("INSERT INTO hl7_acks VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sending_application, sending_facility,"
+               " control_id) DO UPDATE SET digest = excluded.digest, ack_code = excluded.ack_code, ack = excluded.ack,"
+               " stored_at = excluded.stored_at")
 
     def __init__(self, path: Path, retention_days: float = 30.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(
+        self._lock = threading.Lock()  # guards the queue and pending rows below (never held across SQLite calls)
+        self._changed = threading.Condition(self._lock)
+        db = self._connect()
+        db.execute(
             "CREATE TABLE IF NOT EXISTS hl7_acks (sending_application TEXT NOT NULL, sending_facility TEXT NOT NULL,"
             " control_id TEXT NOT NULL, digest TEXT NOT NULL, ack_code TEXT NOT NULL, ack BLOB NOT NULL,"
             " stored_at REAL NOT NULL, PRIMARY KEY (sending_application, sending_facility, control_id))")
-        self._db.execute("DELETE FROM hl7_acks WHERE stored_at < ?", (time.time() - retention_days * 86400,))
+        db.execute("DELETE FROM hl7_acks WHERE stored_at < ?", (time.time() - retention_days * 86400,))
+        # Idle reading connections, one per concurrent reader (WAL: readers never wait for the writer). A
+        # shared connection behind a lock made the connection threads queue up: the holder, back from SQLite,
+        # waits for the GIL while the others wait for it.
+        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._readers.put(db)
+        self._queued: list[tuple[tuple[str, str, str], StoredAck]] = []  # put(), not yet taken by the writer
+        self._pending: dict[tuple[str, str, str], StoredAck] = {}  # put() but not yet committed: get() sees them
+        self._writing = 0  # rows taken by the writer and not yet committed
+        self._closing = False
+        self._writer = threading.Thread(target=self._write_loop, args=(self._connect(),), name="hl7-ack-journal",
+                                        daemon=True)
+        self._writer.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # no fsync per commit: see the class docstring
+        return db
+
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        try:
+            db = self._readers.get_nowait()
+        except queue.Empty:
+            db = self._connect()
+        try:
+            yield db
+        finally:
+            self._readers.put(db)
 
     def get(self, key: tuple[str, str, str]) -> StoredAck | None:
         with self._lock:
-            row = self._db.execute(
+            queued = self._pending.get(key)
+        if queued is not None:
+            return queued
+        # A row leaves _pending only once committed, so a row missed above is found here.
+        with self._reader() as db:
+            row = db.execute(
                 "SELECT digest, ack_code, ack, stored_at FROM hl7_acks WHERE sending_application = ? AND "
                 "sending_facility = ? AND control_id = ?", key).fetchone()
         return StoredAck(row[0], row[1], bytes(row[2]), row[3]) if row else None
 
     def put(self, key: tuple[str, str, str], digest: str, code: str, ack: bytes) -> None:
+        """Record a positive ACK; visible to ``get`` at once, committed by the writer thread shortly after."""
+        stored = StoredAck(digest, code, ack, time.time())
         with self._lock:
-            self._db.execute(
-                "INSERT INTO hl7_acks VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sending_application, sending_facility,"
-                " control_id) DO UPDATE SET digest = excluded.digest, ack_code = excluded.ack_code, ack = excluded.ack,"
-                " stored_at = excluded.stored_at", (*key, digest, code, ack, time.time()))
+            if self._closing:
+                raise sqlite3.ProgrammingError("the ACK journal is closed")
+            self._pending[key] = stored
+            self._queued.append((key, stored))
+            self._changed.notify_all()
+
+    def _write_loop(self, db: sqlite3.Connection) -> None:
+        """Commit queued rows, all that queued up meanwhile in one transaction, until closed and drained."""
+        try:
+            while True:
+                with self._lock:
+                    while not self._queued and not self._closing:
+                        self._changed.wait()
+                    if not self._queued:
+                        return
+                    batch, self._queued = self._queued, []
+                    self._writing = len(batch)
+                try:
+                    with db:  # one transaction for the batch
+                        db.execute("BEGIN")
+                        db.executemany(self._UPSERT, [(*key, a.digest, a.code, a.ack, a.stored_at) for key, a in batch])
+                except sqlite3.Error as exc:  # those resends would be republished, which the store absorbs
+                    log.error("hl7: ACK journal write of %d row(s) failed: %s", len(batch), exc)
+                with self._lock:
+                    for key, stored in batch:
+                        if self._pending.get(key) is stored:
+                            del self._pending[key]  # committed (a later put for the same key stays pending)
+                    self._writing = 0
+                    self._changed.notify_all()
+        finally:
+            db.close()
+
+    def flush(self) -> None:
+        """Wait until everything ``put`` so far is committed."""
+        with self._lock:
+            while self._queued or self._writing:
+                self._changed.wait()
 
     def count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM hl7_acks").fetchone()[0])
+        self.flush()
+        with self._reader() as db:
+            return int(db.execute("SELECT count(*) FROM hl7_acks").fetchone()[0])
 
     def close(self) -> None:
+        """Commit what is queued, stop the writer and close the database (readers must have finished)."""
         with self._lock:
-            self._db.close()
+            if self._closing:
+                return
+            self._closing = True
+            self._changed.notify_all()
+        self._writer.join()
+        while True:
+            try:
+                self._readers.get_nowait().close()
+            except queue.Empty:
+                return
 
 
 class _KeyLocks:
@@ -875,6 +1057,8 @@ class Hl7Receiver:
 
     def _log(self, peer: str, outcome: Outcome) -> None:
         level = logging.INFO if outcome.accepted or not outcome.code else logging.WARNING
+        if not log.isEnabledFor(level):  # scrubbing costs regex passes per message; skip it when not logged
+            return
         where = f" at {outcome.error.location}" if outcome.error and outcome.error.location else ""
         log.log(level, "hl7 %s: control=%s %s%s%s: %s", peer, scrub(outcome.control_id or "-"), outcome.code or "-",
                 " (duplicate, stored ACK replayed)" if outcome.duplicate else "", where, scrub(outcome.text))
@@ -914,19 +1098,23 @@ class Hl7Receiver:
         with self._locks.hold(header.key):
             return self._process(message, header, codec)
 
-    def _digest(self, message: hl7lib.Message) -> str:
-        msh = message.segment("MSH")
-        saved = msh[7] if len(msh) > 7 else None
-        if saved is not None:
-            msh[7] = msh.create_field([""])
-        try:
-            body = str(message).encode("utf-8")
-        finally:
-            if saved is not None:
-                msh[7] = saved
-        return hmac.new(self.pseudonymizer.key, b"hrx-hl7-ack:" + body, hashlib.sha256).hexdigest()
+    def _digest(self, message: ParsedMessage) -> str:
+        """Keyed HMAC of the message without MSH-7 (a resend carries a new send time, the same content).
 
-    def _process(self, message: hl7lib.Message, header: Header, codec: str) -> Outcome:
+        Hashes the normalized text with MSH-7 emptied, plus a final CR: byte for byte what python-hl7's
+        ``str(message)`` gave before (digests already in the journal still match their resends).
+        """
+        text = message.text
+        f = text[3]
+        end = text.find("\r")
+        head, rest = (text, "") if end < 0 else (text[:end], text[end:])
+        parts = head.split(f, 7)  # [MSH, MSH-2, MSH-3, …, MSH-7, the rest of MSH]
+        if len(parts) > 6:
+            parts[6] = ""
+        body = f.join(parts) + rest + "\r"
+        return hmac.new(self.pseudonymizer.key, b"hrx-hl7-ack:" + body.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def _process(self, message: ParsedMessage, header: Header, codec: str) -> Outcome:
         digest = self._digest(message)
         if self.journal is not None:
             stored = self.journal.get(header.key)

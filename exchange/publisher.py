@@ -46,7 +46,10 @@ class Publisher:
                         bootstrap_servers=self.bootstrap, client_id=self.client_id, acks="all",
                         enable_idempotence=False, linger_ms=0, retries=3, retry_backoff_ms=200,
                         max_block_ms=int(self.timeout_s * 1000), request_timeout_ms=int(self.timeout_s * 1000),
-                        delivery_timeout_ms=int(self.timeout_s * 1000) + 2000)
+                        delivery_timeout_ms=int(self.timeout_s * 1000) + 2000,
+                        # Nothing reads the client's metrics; recording them is ~11% of kafka-python's time
+                        # per send (measured on the MLLP path, where every message waits for its ack).
+                        metrics_enabled=False)
                 except KafkaError as exc:
                     raise BrokerUnavailable(f"Kafka at {self.bootstrap} is unreachable: {exc}") from exc
             return self._producer

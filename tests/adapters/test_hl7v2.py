@@ -5,12 +5,15 @@ in a thread; the end-to-end ones add the real tansu broker and the engine writin
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import socket
 import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import hl7 as hl7lib
 import pytest
@@ -301,6 +304,90 @@ def test_receiver_original_mode_and_duplicates(receiver) -> None:  # type: ignor
     assert receiver.journal.count() == 1  # refusals are never journaled, so the resend is processed
     receiver.publisher.down = False
     assert receiver.handle(renumber(CHAOYANG, 1)).code == "AA"
+
+
+def test_ack_journal_skips_the_fsync_but_survives_a_restart(receiver) -> None:  # type: ignore[no-untyped-def]
+    """WAL + synchronous=NORMAL, written by a group-committing thread: no fsync and no SQLite write before the
+    ACK (the results are durable in Kafka, not here). A queued ACK is replayed at once, and a committed one
+    by a new process (close() commits the queue)."""
+    journal = receiver.journal
+    with journal._reader() as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL (FULL is 2)
+    first = receiver.handle(CHAOYANG)
+    assert receiver.handle(CHAOYANG).ack == first.ack  # whether or not the writer has committed it yet
+    journal.close()
+    reopened = AckJournal(journal.path)
+    try:
+        assert reopened.count() == 1
+        again = Hl7Receiver("bj-chaoyang-001", receiver.book, receiver.pseudonymizer, receiver.publisher,
+                            reopened).handle(CHAOYANG)
+        assert again.duplicate and again.ack == first.ack and len(receiver.publisher.records) == 1
+    finally:
+        reopened.close()
+
+
+def test_ack_journal_group_commit_keeps_the_latest_ack_per_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    journal = AckJournal(tmp_path / "acks.db")
+    rows = [(("LIS", "F", f"C{i % 50}"), f"d{i}") for i in range(2000)]
+
+    def put(share: list[tuple[tuple[str, str, str], str]]) -> None:
+        for key, digest in share:
+            journal.put(key, digest, "AA", b"ack")
+
+    workers = [threading.Thread(target=put, args=(rows[n::8],)) for n in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    journal.put(("LIS", "F", "C0"), "last", "CA", b"last ack")  # a reused control ID: the newest ACK wins
+    assert journal.get(("LIS", "F", "C0")).digest == "last"
+    assert journal.count() == 50 and journal._pending == {}  # count() waits for the writer
+    journal.close()
+    reopened = AckJournal(tmp_path / "acks.db")
+    try:
+        stored = reopened.get(("LIS", "F", "C0"))
+        assert (stored.digest, stored.code, stored.ack) == ("last", "CA", b"last ack")
+    finally:
+        reopened.close()
+
+
+def _python_hl7_reps(seg, n: int) -> list[list[list[str]]]:  # type: ignore[no-untyped-def]
+    """Field n of a python-hl7 segment as repetitions → components → subcomponents, unescaped."""
+    if n >= len(seg):
+        return []
+    def text(value: str) -> str:
+        return hl7lib.util.unescape(seg, value).replace("\r", "\n")
+    return [[[text(rep)]] if isinstance(rep, str) else
+            [[text(comp)] if isinstance(comp, str) else [text(str(s)) for s in comp] for comp in rep]
+            for rep in seg[n]]
+
+
+ODD = ("MSH|^~\\&|A\\F\\B|FAC^X&Y|R|R|20240101||ORU^R01|C1|P|2.5.1\r"
+       "PID|1||1^^^&2.16&ISO^NNCHN~2^^^X||N\\S\\M^\\T\\x\\.br\\y||\r"
+       "OBX|1|ST|A^B&C&^L~D||x\\E\\y\\X41\\z^^~||||F|\rZZZ\rNTE|  ")
+
+
+@pytest.mark.parametrize("text", [decode(raw)[0] for raw in (CHAOYANG, CORRECTION, WUHAN_GBK, XUHUI)] + [
+    ODD, "MSH|^~|A|B|||20240101||ORU^R01|C2|P|2.5\rOBX|1|a&b^c~d&e",  # MSH-2 short: defaults for the rest
+    "MSH#$%!@#A#B#C#D#20240101##ORU$R01#C3#P#2.4\rOBX#1#NM#X$Y@Z%W#5$6%7",  # other separators
+])
+def test_the_segment_split_gives_python_hl7s_tree(text: str) -> None:
+    """Every field reads the same as through python-hl7's parser (repetitions, components, subcomponents,
+    escapes), and the duplicate digest is the one computed from python-hl7's rendering before."""
+    message, _ = parse_header(text)
+    theirs = hl7lib.parse(message.text)
+    assert [str(s[0]) for s in theirs] == [s.name for s in message.segments]
+    for seg, ours in zip(theirs, message.segments, strict=True):
+        assert len(seg) == len(ours.fields)
+        for n in range(3 if ours.name == "MSH" else 1, len(seg) + 2):
+            assert ours.reps(n) == _python_hl7_reps(seg, n), (ours.loc(n), text)
+            assert ours.raw(n) == (str(seg[n]) if n < len(seg) else "")
+    msh = theirs.segment("MSH")
+    if len(msh) > 7:
+        msh[7] = msh.create_field([""])
+    before = hmac.new(TEST_KEY, b"hrx-hl7-ack:" + str(theirs).encode(), hashlib.sha256).hexdigest()
+    assert Hl7Receiver._digest(SimpleNamespace(pseudonymizer=SimpleNamespace(key=TEST_KEY)), message) == before
 
 
 @pytest.mark.parametrize("msh15_16, outcome, code, sent", [
