@@ -14,9 +14,11 @@ Rules implemented:
   ``--max-pending-studies`` are waiting, or the spool cannot commit — new instances get 0xA700, so the
   sender keeps them and retries. Never a 0x0000 without a committed record.
 - Unusable data sets: 0xC000 undecodable/truncated (pydicom reads truncated values silently, so every
-  top-level element's length is checked against the bytes received), 0xA900 SOP class / Type 1 identifiers
-  wrong, 0xC010 no resident ID, 0xC011 invalid resident ID, 0xC012 patient differs from the study's
-  earlier instances; each with an ErrorComment (≤ 64 characters, scrubbed); nothing is spooled or published.
+  top-level element's length is checked against the bytes received, and a value of undefined length must
+  end with its sequence delimiter), 0xA900 SOP class / Type 1 identifiers wrong, 0xC010 no resident ID,
+  0xC011 invalid resident ID, 0xC012 patient differs from the study's earlier instances; each with an
+  ErrorComment (≤ 64 characters, scrubbed); nothing is spooled or published. Only the header elements the
+  record needs are decoded (never the pixel data).
 - Duplicates: the SOP Instance UID is the spool's primary key; a resent instance gets 0x0000 and changes
   nothing (no new event, no new version).
 - Completeness: a study is published once no new instance arrived for ``--stable-seconds`` (default 30).

@@ -57,6 +57,11 @@ CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+#: Bytes the write-ahead log is grown to when the spool opens (about SQLite's automatic checkpoint interval
+#: of 1000 pages): see :meth:`Spool._preallocate_wal`.
+WAL_PREALLOCATE = 4 << 20
+
+
 class SpoolUnavailable(RuntimeError):
     """The spool cannot commit (disk full, read-only, I/O error, backlog limit): answer 0xA700."""
 
@@ -99,8 +104,34 @@ class Spool:
             if new:
                 os.chmod(self.directory / "index.db", 0o600)
                 fsync_dir(self.directory)
+            self._preallocate_wal()
         except (OSError, sqlite3.Error) as exc:
             raise SpoolUnavailable(f"spool {self.directory} is unusable: {exc}") from exc
+
+    def _preallocate_wal(self) -> None:
+        """Grow the write-ahead log to :data:`WAL_PREALLOCATE` bytes, then rewind it (nothing is truncated).
+
+        Every commit fsyncs the WAL (synchronous=FULL). While the WAL grows, each of those syncs must also
+        commit the file's new size to the file system journal: a second device flush per C-STORE. Once the
+        WAL has its size, later commits overwrite it in place (SQLite rewinds it after a checkpoint and,
+        with ``journal_size_limit`` at its default, never shrinks it) and the sync flushes the data only —
+        the steady state of a long-running spool, here from the first instance after a start. Measured
+        (300 commits, ext4 on a shared virtual disk under another writer's fsyncs): 0.2–0.7 → 0.1–0.2 ms;
+        ``Spool.add`` inside the SCP during bench 4 (median of 303): 0.44–0.47 → 0.40 ms.
+        The pages it wrote stay in the database file's free list and are reused by later inserts.
+        """
+        wal = self.directory / "index.db-wal"
+        if wal.exists() and wal.stat().st_size >= WAL_PREALLOCATE:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("INSERT INTO state VALUES ('wal-preallocation', zeroblob(?))", (WAL_PREALLOCATE,))
+            self._db.execute("DELETE FROM state WHERE name = 'wal-preallocation'")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("PRAGMA wal_checkpoint(RESTART)")
 
     def close(self) -> None:
         with self._lock:

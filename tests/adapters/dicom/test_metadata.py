@@ -12,6 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from adapters.dicom.metadata import (
+    HEADER_KEYWORDS,
     STATUS_BAD_RESIDENT_ID,
     STATUS_CANNOT_UNDERSTAND,
     STATUS_NO_RESIDENT_ID,
@@ -212,4 +213,108 @@ def test_mixed_plain_and_contrast_series_and_mr_mapping(tmp_path, book, pseudony
     mr = by_modality["MR"]
     assert mr["item"]["unified_code"] == "I0070" and mr["result_id"] == mr["study"]["study_instance_uid"]
     assert mr["status"] == "preliminary" and mr["report"] is None  # images without a report
+    spool.close()
+
+
+# -- decode: the header only, every element checked -------------------------------------------------------
+
+def _encode(ds: Dataset, implicit: bool = False) -> bytes:
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    out = DicomBytesIO()
+    out.is_little_endian, out.is_implicit_VR = True, implicit
+    write_dataset(out, ds)
+    return out.getvalue()
+
+
+class _Recording(Dataset):
+    """A data set that notes which of its top-level keywords were asked for."""
+
+    def __init__(self, ds: Dataset) -> None:
+        super().__init__(ds)
+        object.__setattr__(self, "asked", set())
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        if name != "asked" and name[:1].isupper():
+            self.asked.add(name)
+        return super().__getattr__(name)
+
+    def __contains__(self, name) -> bool:  # type: ignore[no-untyped-def]
+        if isinstance(name, str):
+            self.asked.add(name)
+        return super().__contains__(name)
+
+
+def _pdf(path: Path) -> Path:
+    ds = pydicom.dcmread(dd.CT_SMALL, stop_before_pixels=True)
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientID, ds.IssuerOfPatientID = dd.RID_CT, "NNCHN"
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.104.1"
+    ds.Modality, ds.DocumentTitle = "DOC", "CT 报告"
+    ds.EncapsulatedDocument = b"%PDF-1.4\n%%EOF\n"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_instance_record_reads_only_the_header_keywords_decode_keeps(tmp_path, pseudonymizer) -> None:  # type: ignore[no-untyped-def]
+    ct = dd.ct_study(tmp_path / "ct", slices=1)
+    for path in [*ct.files, dd.mr_study(tmp_path / "mr").files[0], _pdf(tmp_path / "pdf.dcm")]:
+        full = _Recording(pydicom.dcmread(path))
+        instance_record(full, pseudonymizer)
+        assert full.asked <= HEADER_KEYWORDS, f"{path.name}: read, not kept: {full.asked - HEADER_KEYWORDS}"
+        header = decode(*_encoded(path))
+        assert {e.keyword for e in header} <= HEADER_KEYWORDS and "PixelData" not in header
+        # the record from the header alone is the record from the whole data set
+        assert instance_record(header, pseudonymizer) == instance_record(pydicom.dcmread(path), pseudonymizer)
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_undefined_lengths_are_walked_and_checked(tmp_path, pseudonymizer, implicit) -> None:  # type: ignore[no-untyped-def]
+    sr = pydicom.dcmread(dd.ct_study(tmp_path, slices=1).files[-1])
+    sr["ContentSequence"].is_undefined_length = True
+    for item in sr.ContentSequence:
+        item.is_undefined_length_sequence_item = True
+    body = _encode(sr, implicit)
+    ts = "1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1"
+    # sequence and item delimiters: the walk hands this element to pydicom (before: 0xC000 for a valid set)
+    assert b"\xfe\xff\xdd\xe0" in body and b"\xfe\xff\x0d\xe0" in body
+    record = instance_record(decode(body, ts), pseudonymizer)
+    assert record.report and record.report["impression"] == "右肺上叶磨玻璃结节，建议随访。"
+    for cut in (1, 8, 40):  # into the sequence delimiter, the last item's delimiter, the last item
+        with pytest.raises(DicomError) as exc:
+            decode(body[:-cut], ts)
+        assert exc.value.status == STATUS_CANNOT_UNDERSTAND  # "truncated" or, from pydicom, "undecodable"
+    with pytest.raises(DicomError) as stray:
+        decode(body + b"\x00" * 3, ts)
+    assert "stray" in stray.value.comment
+
+
+def test_encapsulated_pixel_data_is_checked_to_its_delimiter(tmp_path, pseudonymizer) -> None:  # type: ignore[no-untyped-def]
+    from pydicom.encaps import encapsulate
+
+    ds = pydicom.dcmread(dd.ct_study(tmp_path, slices=1, with_report=False).files[0])
+    ds.PixelData = encapsulate([b"\xff\xd8" + b"\x00" * 998 + b"\xff\xd9"])
+    ds["PixelData"].VR, ds["PixelData"].is_undefined_length = "OB", True
+    body = _encode(ds)
+    ts = "1.2.840.10008.1.2.4.50"  # JPEG Baseline: explicit VR little endian, encapsulated pixel data
+    assert instance_record(decode(body, ts), pseudonymizer).modality == "CT"
+    with pytest.raises(DicomError) as exc:
+        decode(body[:-12], ts)  # the sequence delimiter and the end of the fragment are missing
+    assert exc.value.status == STATUS_CANNOT_UNDERSTAND
+
+
+def test_the_spool_preallocates_its_write_ahead_log(tmp_path, pseudonymizer) -> None:  # type: ignore[no-untyped-def]
+    from adapters.dicom.spool import WAL_PREALLOCATE
+
+    study = dd.ct_study(tmp_path / "ct", slices=2, with_report=False)
+    spool = Spool(tmp_path / "spool")
+    wal = tmp_path / "spool" / "index.db-wal"
+    assert wal.stat().st_size >= WAL_PREALLOCATE  # commits overwrite it in place from the first instance
+    assert spool.add(_record(study.files[0], pseudonymizer))
+    assert wal.stat().st_size >= WAL_PREALLOCATE and spool.get_state("wal-preallocation") is None
+    spool.close()
+    spool = Spool(tmp_path / "spool")  # reopened (the WAL was checkpointed away at close): grown again
+    assert wal.stat().st_size >= WAL_PREALLOCATE
+    assert spool.counts()["instances"] == 1 and spool.add(_record(study.files[1], pseudonymizer))
     spool.close()

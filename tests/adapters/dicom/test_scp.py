@@ -1,6 +1,7 @@
 """The storage SCP against real peers: dcmtk's storescu/echoscu, the tansu broker, the engine and both stores."""
 from __future__ import annotations
 
+import copy
 import threading
 import uuid
 
@@ -10,7 +11,14 @@ import pytest
 from pynetdicom import AE
 from sqlalchemy import func, select
 
-from adapters.dicom.scp import DicomReceiver, Retrieval, ScpConfig
+from adapters.dicom.scp import (
+    _LOGGED_EVENTS,
+    DUL_LOOP_DELAY,
+    DicomReceiver,
+    Retrieval,
+    ScpConfig,
+    _SharedUidContext,
+)
 from adapters.dicom.spool import Spool
 from adapters.pipeline import ResultPipeline
 from exchange.broker import EmbeddedBroker, ensure_topics
@@ -198,3 +206,27 @@ def test_broker_down_with_the_spool_acknowledges_durably_and_publishes_after_rec
         engine_publisher.close()
         publisher.close()
         revived.stop()
+
+
+def test_associations_run_with_the_tuned_pynetdicom_settings(tmp_path, book, pseudonymizer, start_receiver) -> None:  # type: ignore[no-untyped-def]
+    receiver = start_receiver(ResultPipeline(book, pseudonymizer, FakePublisher()))
+    server = receiver._server
+    assert server is not None
+    # contexts are copied per association without re-validating their UIDs: equal, yet independent lists
+    assert all(isinstance(cx, _SharedUidContext) for cx in server.contexts)
+    copied = copy.deepcopy(server.contexts)
+    assert [vars(c) for c in copied] == [vars(c) for c in server.contexts]
+    assert copied[0].transfer_syntax is not server.contexts[0].transfer_syntax
+    ae = AE(ae_title="TUNING")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate("127.0.0.1", receiver.port, ae_title="HRX")
+    assert assoc.is_established
+    try:
+        [acceptor] = wait_for(lambda: server.active_associations)
+        assert acceptor.dul._run_loop_delay == DUL_LOOP_DELAY
+        for target in (server, acceptor):  # pynetdicom's own logging handlers are unbound
+            for event in _LOGGED_EVENTS:
+                assert all(h.__module__ != "pynetdicom._handlers" for h, _ in target.get_handlers(event))
+        assert assoc.send_c_echo().Status == 0x0000
+    finally:
+        assoc.release()
