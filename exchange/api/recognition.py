@@ -57,8 +57,8 @@ def patient_pseudonym(context: Context, patient: PatientRef) -> str:
 
 
 def _recognition(answer: Answer) -> dict[str, Any]:
-    """One answer as the check shows it. Datetimes and the Reason dataclasses are left to orjson, which writes
-    them in C (RFC 3339 exactly as ``isoformat()``; ``{"zh": …, "en": …}``)."""
+    """One answer as the check shows it. Datetimes are left to orjson, which writes them in C, exactly as
+    ``isoformat()`` would (RFC 3339); reasons are already ``{"zh": …, "en": …}`` dicts."""
     return {"status": answer.status.value, "tier": answer.tier, "catalogue_id": answer.catalogue_id,
             "catalogue_version": answer.catalogue_version, "valid_until": answer.valid_until, "via": answer.via,
             "reasons": answer.reasons}
@@ -72,6 +72,25 @@ class _Entries:
         self.book = context.book
         self._results: dict[int, dict[str, Any]] = {}
         self._values: dict[int, list[dict[str, Any]]] = {}
+        self._items: dict[tuple[str | None, str], dict[str, Any]] = {}
+        self._shared: dict[int, dict[str, Any]] = {}  # answers memoized across results: one dict each
+
+    def _item(self, code: str | None, local_code: str) -> dict[str, Any]:
+        found = self._items.get((code, local_code))
+        if found is None:
+            item = self.book.items.get(code) if code else None
+            found = self._items[(code, local_code)] = {
+                "code": code, "name_zh": item.name_zh if item else None, "name_en": item.name_en if item else None,
+                "local_code": local_code}
+        return found
+
+    def _recognition(self, answer: Answer) -> dict[str, Any]:
+        if answer.valid_until is not None:  # depends on the report time: this result's own answer
+            return _recognition(answer)
+        found = self._shared.get(id(answer))
+        if found is None:
+            found = self._shared[id(answer)] = _recognition(answer)
+        return found
 
     def _result(self, result: StoredResult) -> dict[str, Any]:
         found = self._results.get(result.pk)
@@ -94,18 +113,14 @@ class _Entries:
         return found
 
     def __call__(self, result: StoredResult, answer: Answer) -> dict[str, Any]:
-        item = self.book.items.get(answer.item_code) if answer.item_code else None
-        entry: dict[str, Any] = {
-            "result": self._result(result),
-            "item": {"code": answer.item_code, "name_zh": item.name_zh if item else None,
-                     "name_en": item.name_en if item else None, "local_code": result.local_code},
-            "recognition": _recognition(answer),
-        }
+        entry: dict[str, Any] = {"result": self._result(result), "item": self._item(answer.item_code, result.local_code),
+                                 "recognition": self._recognition(answer)}
         if result.kind == "lab":
             values = self._all_values(result)
             if answer.item_code is None or result.unified_code == answer.item_code:
                 entry["values"] = values  # the report's own item (or unmapped): every value of the report
             else:
+                item = self.book.items.get(answer.item_code)
                 wanted = {answer.item_code, *(item.components if item else ())}
                 entry["values"] = [v for v in values if v["item"] in wanted]
         else:
