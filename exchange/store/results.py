@@ -215,9 +215,7 @@ def _append(conn: Connection, batch: _Batch, report: IngestReport) -> bool:
                     _copy(cur, "results", _RESULT_FIELDS, results)
                     _copy(cur, "observations", _OBSERVATION_FIELDS, observations)
                 else:
-                    bind = _time_binder(conn)
-                    cur.executemany(_sqlite_insert("results", _RESULT_FIELDS),
-                                    [_with_times(row, bind) for row in results])
+                    cur.executemany(_sqlite_insert("results", _RESULT_FIELDS), [_with_times(row) for row in results])
                     cur.executemany(_sqlite_insert("observations", _OBSERVATION_FIELDS), observations)
             finally:
                 cur.close()
@@ -243,19 +241,19 @@ def _sqlite_insert(table: str, fields: Sequence[str]) -> str:
     return f"INSERT INTO {table} ({', '.join(fields)}) VALUES ({', '.join('?' * len(fields))})"
 
 
-def _time_binder(conn: Connection) -> Any:
-    """How the store's datetime columns are written on this dialect (for rows given to the raw driver)."""
-    column_type = Result.__table__.c.reported_at.type
-    return column_type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+def sqlite_time(moment: datetime | None) -> str | None:
+    """A datetime as the store's columns hold it on SQLite: UTC, ``YYYY-MM-DD HH:MM:SS.ffffff`` (SQLAlchemy's
+    SQLite DATETIME format; a test compares the two). Used where rows go to the driver directly: one C call
+    instead of SQLAlchemy's two Python-level processors (≈ 25 µs per lab event)."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-def _with_times(row: tuple[Any, ...], bind: Any) -> tuple[Any, ...]:
-    """The row with its datetimes as the store's column type binds them (the raw driver is used here)."""
-    if bind is None:
-        return row
+def _with_times(row: tuple[Any, ...]) -> tuple[Any, ...]:
     values = list(row)
     for i in _TIME_FIELDS:
-        values[i] = bind(values[i])
+        values[i] = sqlite_time(values[i])
     return tuple(values)
 
 
@@ -273,7 +271,6 @@ def _move_heads(conn: Connection, heads: list[dict[str, Any]]) -> int:
             "ON CONFLICT (issuer, result_id) DO UPDATE SET version = excluded.version, "
             "result_pk = excluded.result_pk, patient = excluded.patient, reported_at = excluded.reported_at "
             "WHERE h.version < excluded.version RETURNING h.version", (orjson.dumps(heads).decode(),)).all())
-    bind = _time_binder(conn)
     # Positional rows straight to the driver's executemany: its summed row count is the number of heads moved
     # (an upsert whose WHERE is false changes nothing), and no RETURNING row has to be built per head.
     return conn.exec_driver_sql(
@@ -282,7 +279,7 @@ def _move_heads(conn: Connection, heads: list[dict[str, Any]]) -> int:
         "result_pk = excluded.result_pk, patient = excluded.patient, reported_at = excluded.reported_at "
         "WHERE result_heads.version < excluded.version",
         [(h["issuer"], h["result_id"], h["version"], h["result_pk"], h["patient"],
-          bind(h["reported_at"]) if bind else h["reported_at"]) for h in heads]).rowcount
+          sqlite_time(h["reported_at"])) for h in heads]).rowcount
 
 
 def _head_upsert(conn: Connection) -> Any:

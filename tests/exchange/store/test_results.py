@@ -142,3 +142,21 @@ def test_times_read_back_in_utc_whatever_the_session_zone(database_url) -> None:
     assert shown.reported_at == reported and shown.reported_at.utcoffset() == timedelta(0)
     assert shown.reported_at.isoformat() == "2026-03-01T01:30:00+00:00"
     assert shown.reported_at.tzinfo is UTC or shown.reported_at.tzinfo == UTC
+
+
+def test_sqlite_time_is_what_the_column_type_writes() -> None:
+    """Rows given straight to the SQLite driver must hold the same text as SQLAlchemy writes for the column."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from sqlalchemy.dialects import sqlite
+
+    from exchange.store.results import sqlite_time
+
+    dialect = sqlite.dialect()
+    column_type = Result.__table__.c.reported_at.type
+    bind = column_type.dialect_impl(dialect).bind_processor(dialect)
+    for moment in (datetime(2026, 3, 1, 9, 30, tzinfo=timezone(timedelta(hours=8))),
+                   datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+                   datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=-5, minutes=-30)))):
+        assert sqlite_time(moment) == bind(moment)
+    assert sqlite_time(None) is None
