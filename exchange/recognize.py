@@ -86,13 +86,12 @@ class Prior(NamedTuple):
 class RecognitionMemo:
     """What depends only on the (immutable) code book, kept for the life of a process: the catalogues shared
     by an issuer and a requester for an item under a given set of catalogues in force, how each of them lists
-    the item (window, QC level, the EQA validity windows that satisfy it, the grade condition) and the answers
+    the item (window, the EQA validity windows that satisfy its QC level, the grade condition) and the answers
     that do not depend on the report time. A new code book means a new memo (the API builds both at start-up)."""
 
     def __init__(self) -> None:
         self.shared: dict[tuple[Any, ...], list[Any]] = {}
         self.listing: dict[tuple[Any, ...], list[Listed]] = {}
-        self.qc: dict[tuple[str, str, str], list[tuple[date, date]]] = {}
         self.answers: dict[tuple[Any, ...], Answer] = {}
         #: (requester, catalogues in force) → a small number, so that per-result keys hash quickly.
         self.scopes: dict[tuple[Any, ...], int] = {}
@@ -103,9 +102,7 @@ class Listed:
     """How one shared catalogue lists an item for one (issuer, requester) pair: the per-result rule inputs."""
 
     catalogue: Any
-    valid_days: int
     window: timedelta
-    qc_level: str | None
     qc_windows: tuple[tuple[date, date], ...] | None  # None: the catalogue waives QC
     qc_failure: Reason
     grade_ok: bool
@@ -147,8 +144,7 @@ class Recognizer:
                     continue
                 level = entry.qc_level  # resolved by codes/: the item's, else the catalogue's, else the tier's
                 found.append(Listed(
-                    c, entry.valid_days, timedelta(days=entry.valid_days), level,
-                    None if level is None else tuple(self._qc_windows(issuer, item, level)),
+                    c, timedelta(days=entry.valid_days), None if level is None else _qc_windows(issuer, item, level),
                     Reason(f"{c.id}：出具机构在报告时未持有覆盖该项目的{level}级及以上室间质评合格证书",
                            f"{c.id}: the issuer held no {level}-level (or higher) EQA certificate for this item "
                            "when it reported"),
@@ -161,27 +157,6 @@ class Recognizer:
             self.memo.listing[key] = found
         return found
 
-    def _qc_windows(self, issuer: Any, item: Any, required: str) -> list[tuple[date, date]]:
-        """Validity windows of the issuer's EQA certificates satisfying ``required`` for ``item``."""
-        key = (issuer.id, item.code, required)
-        windows = self.memo.qc.get(key)
-        if windows is None:
-            far = date.max
-            windows = self.memo.qc[key] = [(c.valid_from, c.valid_to or far) for c in issuer.qc
-                                           if c.satisfies(required, item, c.valid_from)]
-        return windows
-
-    def qc_ok(self, issuer: Any, item: Any, required: str | None, on: datetime) -> bool:
-        """EQA held on the report date at the required level or higher; ``None`` is a catalogue's QC waiver.
-
-        The certificates that could satisfy (issuer, item, level) are found once; per result only their
-        validity dates are compared with the report date.
-        """
-        if required is None:
-            return True
-        day = on.date()
-        return any(start <= day <= end for start, end in self._qc_windows(issuer, item, required))
-
     def __call__(self, prior: Prior) -> Answer:
         return _recognize(self, prior)
 
@@ -189,6 +164,13 @@ class Recognizer:
 def recognize(book: Any, prior: Prior, requester_id: str, at: datetime) -> Answer:
     """Apply the rules to one prior item for ``requester_id`` at ``at``; every status carries its reasons."""
     return Recognizer(book, requester_id, at)(prior)
+
+
+def _qc_windows(issuer: Any, item: Any, required: str) -> tuple[tuple[date, date], ...]:
+    """Validity windows of the issuer's EQA certificates at ``required`` level or higher covering ``item``:
+    a result passes QC when its report date falls in one of them (found once per listing, compared per result)."""
+    return tuple((c.valid_from, c.valid_to or date.max) for c in issuer.qc
+                 if c.satisfies(required, item, c.valid_from))
 
 
 def _recognize(ctx: Recognizer, prior: Prior) -> Answer:

@@ -113,7 +113,8 @@ class _Entries:
         return found
 
     def __call__(self, result: StoredResult, answer: Answer) -> dict[str, Any]:
-        entry: dict[str, Any] = {"result": self._result(result), "item": self._item(answer.item_code, result.local_code),
+        entry: dict[str, Any] = {"result": self._result(result),
+                                 "item": self._item(answer.item_code, result.local_code),
                                  "recognition": self._recognition(answer)}
         if result.kind == "lab":
             values = self._all_values(result)

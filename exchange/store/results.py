@@ -366,9 +366,7 @@ def record_dead_letter(conn: Connection, topic: str, partition: int, offset: int
 _RESULT_COLUMNS = (Result.id, Result.issuer, Result.result_id, Result.version, Result.kind, Result.status,
                    Result.patient, Result.unified_code, Result.local_code, Result.collected_at, Result.reported_at,
                    case((Result.kind == "imaging", Result.event), else_=None).label("event"))
-_OBSERVATION_COLUMNS = (Observation.result_pk, Observation.seq, Observation.unified_code, Observation.local_code,
-                        Observation.local_system, Observation.value, Observation.value_text, Observation.unit,
-                        Observation.ref_low, Observation.ref_high, Observation.ref_text, Observation.interpretation)
+_OBSERVATION_COLUMNS = tuple(Observation.__table__.c[name] for name in _OBSERVATION_FIELDS)
 
 
 def current_results(conn: Connection, patient: str) -> list[StoredResult]:
