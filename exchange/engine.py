@@ -118,10 +118,6 @@ class ResultEngine:
             self.ready.clear()
             consumer.close(autocommit=False)
 
-    def process(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> dict[TopicPartition, OffsetAndMetadata]:
-        """Store one polled batch; returns the offsets that may be committed once it is durable."""
-        return self.store(self.prepare(batch))
-
     def prepare(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> PreparedBatch:
         """Parse and validate one polled batch (no I/O)."""
         prepared = PreparedBatch()

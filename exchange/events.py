@@ -5,7 +5,6 @@ contract between adapters and the engine, whichever language either side is writ
 """
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import UTC, datetime
 from functools import cache
