@@ -16,7 +16,7 @@ from exchange.api.app import ApiError, Context, context_of
 from exchange.audit import Actor
 from exchange.decisions import result_ref
 from exchange.patient_id import InvalidResidentId
-from exchange.recognize import Answer, Prior, RecognitionMemo, Recognizer, best, items_of
+from exchange.recognize import Answer, RecognitionMemo, Recognizer, best, items_of
 from exchange.store import StoredResult, current_results
 from exchange.store.models import Presentation
 from exchange.store.results import insert_ignoring
@@ -65,69 +65,59 @@ def _recognition(answer: Answer) -> dict[str, Any]:
 
 
 class _Entries:
-    """Builds answer entries (for orjson: datetimes are left as they are); the part describing a result is
-    built once even when it has several items."""
+    """Builds answer entries (for orjson: datetimes are left as they are). What describes a result (its part
+    and its values) is built once even when it speaks for several items; so is each item and each answer that
+    does not depend on the report time."""
 
     def __init__(self, context: Context) -> None:
         self.book = context.book
-        self._results: dict[int, dict[str, Any]] = {}
-        self._values: dict[int, list[dict[str, Any]]] = {}
+        self._results: dict[int, tuple[dict[str, Any], list[dict[str, Any]] | None]] = {}
         self._items: dict[tuple[str | None, str], dict[str, Any]] = {}
         self._shared: dict[int, dict[str, Any]] = {}  # answers memoized across results: one dict each
 
     def _item(self, code: str | None, local_code: str) -> dict[str, Any]:
-        found = self._items.get((code, local_code))
-        if found is None:
-            item = self.book.items.get(code) if code else None
-            found = self._items[(code, local_code)] = {
-                "code": code, "name_zh": item.name_zh if item else None, "name_en": item.name_en if item else None,
-                "local_code": local_code}
+        item = self.book.items.get(code) if code else None
+        found = self._items[(code, local_code)] = {
+            "code": code, "name_zh": item.name_zh if item else None, "name_en": item.name_en if item else None,
+            "local_code": local_code}
         return found
 
-    def _recognition(self, answer: Answer) -> dict[str, Any]:
-        if answer.valid_until is not None:  # depends on the report time: this result's own answer
-            return _recognition(answer)
-        found = self._shared.get(id(answer))
-        if found is None:
-            found = self._shared[id(answer)] = _recognition(answer)
-        return found
-
-    def _result(self, result: StoredResult) -> dict[str, Any]:
-        found = self._results.get(result.pk)
-        if found is None:
-            issuer = self.book.institutions.get(result.issuer)
-            found = self._results[result.pk] = {
-                "ref": result_ref(result.issuer, result.result_id), "issuer": result.issuer,
+    def _describe(self, result: StoredResult) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+        issuer = self.book.institutions.get(result.issuer)
+        part = {"ref": result_ref(result.issuer, result.result_id), "issuer": result.issuer,
                 "issuer_name": issuer.name_zh if issuer else None, "result_id": result.result_id,
                 "version": result.version, "kind": result.kind, "status": result.status,
                 "reported_at": result.reported_at, "collected_at": result.collected_at}
-        return found
-
-    def _all_values(self, result: StoredResult) -> list[dict[str, Any]]:
-        found = self._values.get(result.pk)
-        if found is None:
-            found = self._values[result.pk] = [
-                {"item": o.unified_code, "local_code": o.local_code, "value": o.value, "value_text": o.value_text,
-                 "unit": o.unit, "reference_range": {"low": o.ref_low, "high": o.ref_high, "text": o.ref_text},
-                 "interpretation": o.interpretation} for o in result.observations]
+        values = [{"item": o.unified_code, "local_code": o.local_code, "value": o.value, "value_text": o.value_text,
+                   "unit": o.unit, "reference_range": {"low": o.ref_low, "high": o.ref_high, "text": o.ref_text},
+                   "interpretation": o.interpretation} for o in result.observations] if result.kind == "lab" else None
+        found = self._results[result.pk] = (part, values)
         return found
 
     def __call__(self, result: StoredResult, answer: Answer) -> dict[str, Any]:
-        entry: dict[str, Any] = {"result": self._result(result),
-                                 "item": self._item(answer.item_code, result.local_code),
-                                 "recognition": self._recognition(answer)}
-        if result.kind == "lab":
-            values = self._all_values(result)
-            if answer.item_code is None or result.unified_code == answer.item_code:
-                entry["values"] = values  # the report's own item (or unmapped): every value of the report
-            else:
-                item = self.book.items.get(answer.item_code)
-                wanted = {answer.item_code, *(item.components if item else ())}
-                entry["values"] = [v for v in values if v["item"] in wanted]
+        code = answer.item_code
+        described = self._results.get(result.pk)
+        part, values = described if described is not None else self._describe(result)
+        item = self._items.get((code, result.local_code))
+        if answer.valid_until is not None:  # depends on the report time: this result's own answer
+            recognition = _recognition(answer)
         else:
-            entry["report"] = result.event.get("report")
-            entry["retrieval"] = result.event.get("retrieval")
-            entry["study"] = result.event.get("study")
+            recognition = self._shared.get(id(answer))
+            if recognition is None:
+                recognition = self._shared[id(answer)] = _recognition(answer)
+        entry: dict[str, Any] = {"result": part, "item": item if item is not None else self._item(code, result.local_code),
+                                 "recognition": recognition}
+        if values is None:  # imaging: the report, the retrieval pointer and the study from the stored event
+            event = result.event
+            entry["report"] = event.get("report")
+            entry["retrieval"] = event.get("retrieval")
+            entry["study"] = event.get("study")
+        elif code is None or code == result.unified_code:
+            entry["values"] = values  # the report's own item (or unmapped): every value of the report
+        else:
+            listed = self.book.items.get(code)
+            wanted = {code, *(listed.components if listed else ())}
+            entry["values"] = [v for v in values if v["item"] in wanted]
         return entry
 
 
@@ -135,11 +125,11 @@ def _evaluate(book: Any, stored: list[StoredResult], requester: str, at: datetim
               memo: RecognitionMemo | None = None) -> tuple[list[tuple[Answer, StoredResult]], list[str]]:
     evaluated: list[tuple[Answer, StoredResult]] = []
     problems: list[str] = []
-    recognizer = Recognizer(book, requester, at, memo)
+    answer_for = Recognizer(book, requester, at, memo).answer
     for result in stored:
         for code, present in items_of(result):
             try:
-                answer = recognizer(Prior(result.issuer, code, result.status, result.reported_at, present))
+                answer = answer_for(result.issuer, code, result.status, result.reported_at, present)
             except Exception as exc:  # noqa: BLE001 - one bad row must not hide the others: flag it instead
                 problems.append(f"{result.issuer}/{result.result_id}: {exc!r}")
                 continue

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import Connection, String, case, func, literal, select
+from sqlalchemy import Connection, String, bindparam, case, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from exchange.events import parse_timestamp
@@ -369,23 +369,40 @@ _RESULT_COLUMNS = (Result.id, Result.issuer, Result.result_id, Result.version, R
 _OBSERVATION_COLUMNS = tuple(Observation.__table__.c[name] for name in _OBSERVATION_FIELDS)
 
 
+_CURRENT_RESULTS = (select(*_RESULT_COLUMNS, *_OBSERVATION_COLUMNS[1:])
+                    .join(ResultHead, ResultHead.result_pk == Result.id)
+                    .outerjoin(Observation, Observation.result_pk == Result.id)
+                    .where(ResultHead.patient == bindparam("patient"))
+                    .order_by(ResultHead.reported_at.desc(), Result.id.desc(), Observation.seq))
+_compiled_for: dict[str, tuple[str, dict[str, Any]]] = {}
+
+
+def _patient_rows(conn: Connection, patient: str) -> Sequence[Sequence[Any]]:
+    if conn.dialect.name != "postgresql":
+        return conn.execute(_CURRENT_RESULTS, {"patient": patient}).all()
+    # On PostgreSQL the rows are fetched by psycopg itself, in binary, inside the same transaction: no column
+    # here needs a Python-side conversion (sessions run in UTC, see exchange.store.db.connect), and
+    # SQLAlchemy's per-row result processing cost a third of this read (measured at 500 results: ≈ 8.5 → 5 ms).
+    found = _compiled_for.get(conn.dialect.name)
+    if found is None:
+        compiled = _CURRENT_RESULTS.compile(dialect=conn.dialect)
+        found = _compiled_for[conn.dialect.name] = (str(compiled), dict(compiled.params))
+    sql, params = found
+    with conn.connection.driver_connection.cursor(binary=True) as cursor:  # type: ignore[union-attr]
+        return cursor.execute(sql, {**params, "patient": patient}).fetchall()
+
+
 def current_results(conn: Connection, patient: str) -> list[StoredResult]:
     """The head version of every result of ``patient``, newest first, with observations.
 
     One indexed query by patient (results through their heads, each joined to its observations), so the cost
     grows with the patient's history, not with the size of the store, and a check pays one round trip.
     """
-    rows = conn.execute(
-        select(*_RESULT_COLUMNS, *_OBSERVATION_COLUMNS[1:])
-        .join(ResultHead, ResultHead.result_pk == Result.id)
-        .outerjoin(Observation, Observation.result_pk == Result.id)
-        .where(ResultHead.patient == patient)
-        .order_by(ResultHead.reported_at.desc(), Result.id.desc(), Observation.seq)).all()
     results: list[StoredResult] = []
     width = len(_RESULT_COLUMNS)  # the result's columns are StoredResult's fields, in order
     last = None
     observations: list[StoredObservation] = []
-    for row in rows:
+    for row in _patient_rows(conn, patient):
         if row[0] != last:
             if last is not None:
                 results[-1].observations = tuple(observations)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from codes import CodeBook, default_codes_dir, load_codebook
-from exchange.recognize import FINAL_STATUSES, Prior, Status, recognize
+from exchange.recognize import FINAL_STATUSES, Prior, RecognitionMemo, Recognizer, Status, _stamp, recognize
 
 CST = timezone(timedelta(hours=8))
 T = datetime(2026, 3, 10, 8, 0, tzinfo=CST)
@@ -157,3 +157,28 @@ def test_never_recognizable_outside_scope_window_or_status(world, requester, iss
     assert catalogue.covers(inst[requester], world, world.items[item])
     assert catalogue.item(item) is not None and at <= reported + timedelta(days=catalogue.item(item).valid_days)
     assert set(world.items[item].components) <= present
+
+
+SHARED = RecognitionMemo()  # one memo for every example below, as one API process keeps it
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(requester=st.sampled_from(INSTITUTIONS), issuer=st.sampled_from(INSTITUTIONS),
+       item=st.sampled_from(ITEMS), status=st.sampled_from(STATUSES),
+       reported=st.datetimes(min_value=datetime(2024, 6, 1), max_value=datetime(2026, 12, 31),
+                             timezones=st.just(CST)),
+       age=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=120)),
+       present=st.sampled_from([frozenset(), LIVER, LIVER - {"L0007"}]))
+def test_a_memo_kept_across_checks_answers_as_a_fresh_one(world, requester, issuer, item, status, reported, age,
+                                                          present) -> None:  # type: ignore[no-untyped-def]
+    """What the process-wide memo keeps (plans per issuer, item and status; listings) never changes an answer,
+    whatever was asked before: the same prior, a panel with and without its components, other moments."""
+    at = reported + age
+    prior = Prior(issuer, item, status, reported, present)
+    assert Recognizer(world, requester, at, SHARED)(prior) == recognize(world, prior, requester, at)
+
+
+@pytest.mark.parametrize("moment", [T, datetime(2026, 3, 10, 0, 0, 0, 5, tzinfo=UTC),
+                                    datetime(2025, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-3)))])
+def test_expiry_stamps_are_isoformat(moment: datetime) -> None:
+    assert _stamp(moment) == moment.isoformat()

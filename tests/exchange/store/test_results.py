@@ -160,3 +160,35 @@ def test_sqlite_time_is_what_the_column_type_writes() -> None:
                    datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=-5, minutes=-30)))):
         assert sqlite_time(moment) == bind(moment)
     assert sqlite_time(None) is None
+
+
+
+def test_a_patients_read_gives_exact_values_and_types(database) -> None:  # type: ignore[no-untyped-def]
+    """On PostgreSQL the patient read bypasses SQLAlchemy's row processing (psycopg, binary): it must give
+    exactly what SQLAlchemy's own read of the same statement gives, value for value and type for type."""
+    from datetime import UTC, datetime, timedelta
+
+    from exchange.store import StoredObservation
+    from exchange.store.results import _CURRENT_RESULTS, _patient_rows
+
+    patient = "e" * 64
+    reported = datetime(2026, 11, 1, 8, 0, 0, 123456, tzinfo=UTC)
+    observations = [
+        {"seq": 0, "item": {"unified_code": "L0001", "local_code": "GLU"}, "value_type": "quantity", "value": 4.25,
+         "unit": "mmol/L", "reference_range": {"low": 3.9, "high": 6.1, "text": None}, "interpretation": "N"},
+        {"seq": 1, "item": {"unified_code": None, "local_code": "NOTE"}, "value_type": "text",
+         "value_text": "溶血 (hemolysed)", "reference_range": {"text": "阴性"}}]
+    with database.begin() as conn:
+        ingest(conn, [Delivery(lab_event(patient=patient, reported_at=reported, observations=observations))])
+    with database.connect() as conn:
+        fast = [tuple(row) for row in _patient_rows(conn, patient)]
+        generic = [tuple(row) for row in conn.execute(_CURRENT_RESULTS, {"patient": patient}).all()]
+        (shown,) = current_results(conn, patient)
+    assert fast == generic and len(fast) == 2
+    assert [[type(v) for v in row] for row in fast] == [[type(v) for v in row] for row in generic]
+    assert (shown.reported_at, shown.collected_at) == (reported, reported - timedelta(hours=2))
+    assert shown.reported_at.utcoffset() == timedelta(0)
+    assert shown.event_json is None  # a lab result's event is not read for a listing
+    assert shown.observations == (
+        StoredObservation(0, "L0001", "GLU", None, 4.25, None, "mmol/L", 3.9, 6.1, None, "N"),
+        StoredObservation(1, None, "NOTE", None, None, "溶血 (hemolysed)", None, None, None, "阴性", None))
