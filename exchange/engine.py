@@ -22,7 +22,7 @@ from kafka.structs import OffsetAndMetadata
 from sqlalchemy import Engine as Database
 from sqlalchemy.exc import SQLAlchemyError
 
-from exchange import events
+from exchange import collector, events
 from exchange.broker import BrokerUnavailable
 from exchange.config import RESULT_TOPICS, TOPIC_DEADLETTER
 from exchange.dead_letter import dead_letter_event
@@ -72,16 +72,17 @@ class ResultEngine:
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; broker or database outages are waited out, never skipped."""
         backoff = 0.5
-        while not stop.is_set():
-            try:
-                self._consume(stop)
-                backoff = 0.5
-            except (KafkaError, BrokerUnavailable, SQLAlchemyError, OSError) as exc:
-                self.stats.errors += 1
-                self.stats.last_error = repr(exc)
-                log.warning("engine: %s; resuming from the last committed offsets in %.1fs", exc, backoff)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+        with collector.tuned():  # a batch is thousands of short-lived containers: see exchange.collector
+            while not stop.is_set():
+                try:
+                    self._consume(stop)
+                    backoff = 0.5
+                except (KafkaError, BrokerUnavailable, SQLAlchemyError, OSError) as exc:
+                    self.stats.errors += 1
+                    self.stats.last_error = repr(exc)
+                    log.warning("engine: %s; resuming from the last committed offsets in %.1fs", exc, backoff)
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
 
     def _consume(self, stop: threading.Event) -> None:
         consumer = KafkaConsumer(

@@ -1,7 +1,6 @@
 """Application factory and the shared context every route uses."""
 from __future__ import annotations
 
-import gc
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +13,7 @@ from sqlalchemy import Engine as Database
 
 from adapters.pipeline import ResultPipeline
 from codes import CodeBook
-from exchange import outbox
+from exchange import collector, outbox
 from exchange.patient_id import Pseudonymizer
 from exchange.recognize import RecognitionMemo
 from exchange.publisher import Publisher
@@ -49,24 +48,14 @@ def create_app(context: Context) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # The code book is large and lives as long as the process: moving it out of the collector's view
-        # removes the full-collection pauses that otherwise dominate the check's tail latency.
-        gc.collect()
-        gc.freeze()
-        # A check over a long history allocates tens of thousands of short-lived containers, nearly all freed
-        # by reference counting; at the default threshold (700) the collector ran dozens of times per check
-        # for nothing (measured: ≈ 4 ms of a 30 ms check at 500 results). A larger young generation keeps
-        # cycle collection for the garbage that needs it.
-        thresholds = gc.get_threshold()
-        gc.set_threshold(20_000, 20, 20)
         # Decisions and feedback are stored first; this relay publishes what the broker missed.
         stop = threading.Event()
         relay = threading.Thread(target=outbox.run_relay, args=(context.database, context.publisher, stop),
                                  name="outbox", daemon=True)
         relay.start()
-        yield
+        with collector.tuned():  # the code book out of the collector's view; no collections per check
+            yield
         stop.set()
-        gc.set_threshold(*thresholds)
 
     app = FastAPI(title="HR Exchange", version="0.1.0", lifespan=lifespan,
                   description="检查检验结果互认 — mutual recognition of lab and imaging results between hospitals.")

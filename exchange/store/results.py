@@ -143,7 +143,8 @@ def ingest(conn: Connection, deliveries: Iterable[Delivery]) -> IngestReport:
 _RESULT_FIELDS = ("id", "issuer", "result_id", "version", "kind", "status", "patient", "unified_code", "local_code",
                   "mapping_version", "collected_at", "reported_at", "stored_at", "event", "source_topic",
                   "source_partition", "source_offset")
-_TIME_FIELDS = tuple(_RESULT_FIELDS.index(f) for f in ("collected_at", "reported_at", "stored_at"))
+_COLLECTED_AT, _STORED_AT = _RESULT_FIELDS.index("collected_at"), _RESULT_FIELDS.index("stored_at")
+assert _RESULT_FIELDS[_COLLECTED_AT:_STORED_AT + 1] == ("collected_at", "reported_at", "stored_at")  # _sqlite_rows
 _ISSUER, _RESULT_ID, _VERSION, _PATIENT, _REPORTED_AT = (_RESULT_FIELDS.index(f) for f in (
     "issuer", "result_id", "version", "patient", "reported_at"))
 
@@ -207,7 +208,8 @@ def _append(conn: Connection, batch: _Batch, report: IngestReport) -> bool:
             else:
                 first = conn.exec_driver_sql("SELECT coalesce(max(id), 0) + 1 FROM results").scalar_one()
                 ids = range(first, first + n)
-            results = [(pk, *row[1:]) for pk, row in zip(ids, batch.rows)]
+            results = ([(pk, *row[1:]) for pk, row in zip(ids, batch.rows)] if postgres
+                       else _sqlite_rows(ids, batch.rows))
             observations = [o for pk, event in zip(ids, batch.events) for o in observation_values(pk, event)]
             cur = raw.cursor()  # type: ignore[union-attr]
             try:
@@ -215,7 +217,7 @@ def _append(conn: Connection, batch: _Batch, report: IngestReport) -> bool:
                     _copy(cur, "results", _RESULT_FIELDS, results)
                     _copy(cur, "observations", _OBSERVATION_FIELDS, observations)
                 else:
-                    cur.executemany(_sqlite_insert("results", _RESULT_FIELDS), [_with_times(row) for row in results])
+                    cur.executemany(_sqlite_insert("results", _RESULT_FIELDS), results)
                     cur.executemany(_sqlite_insert("observations", _OBSERVATION_FIELDS), observations)
             finally:
                 cur.close()
@@ -250,11 +252,11 @@ def sqlite_time(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-def _with_times(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    values = list(row)
-    for i in _TIME_FIELDS:
-        values[i] = sqlite_time(values[i])
-    return tuple(values)
+def _sqlite_rows(ids: Iterable[int], rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """``results`` rows for SQLite's driver: ids filled in, times as text; ``stored_at`` is one moment per batch."""
+    stored_at = sqlite_time(rows[0][_STORED_AT]) if rows else None
+    return [(pk, *row[1:_COLLECTED_AT], sqlite_time(row[_COLLECTED_AT]), sqlite_time(row[_COLLECTED_AT + 1]),
+             stored_at, *row[_STORED_AT + 1:]) for pk, row in zip(ids, rows)]
 
 
 def _move_heads(conn: Connection, heads: list[dict[str, Any]]) -> int:
