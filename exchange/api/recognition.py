@@ -17,7 +17,7 @@ from exchange.audit import Actor
 from exchange.decisions import result_ref
 from exchange.patient_id import InvalidResidentId
 from exchange.recognize import Answer, RecognitionMemo, Recognizer, best, items_of
-from exchange.store import StoredResult, current_results
+from exchange.store import StoredResult, current_results, pipelined
 from exchange.store.models import Presentation
 from exchange.store.results import insert_ignoring
 
@@ -145,6 +145,18 @@ def _shown(evaluated: list[tuple[Answer, StoredResult]], items: list[str] | None
     return [c for c in chosen if c is not None]
 
 
+_PRESENTATION_FIELDS = ("check_id", "requesting_institution", "encounter_key", "patient", "result_issuer", "result_id",
+                        "result_version", "item_code", "tier", "trigger", "presented_at")
+_PRESENTATION_ONCE = ("requesting_institution", "encounter_key", "result_issuer", "result_id", "item_code")
+# PostgreSQL: the rows as one JSON document (one statement, no reply awaited: it can travel in a pipeline).
+_PRESENT_PG = (
+    f"INSERT INTO {Presentation.__tablename__} ({', '.join(_PRESENTATION_FIELDS)}) "
+    f"SELECT {', '.join(_PRESENTATION_FIELDS)} FROM json_to_recordset(%s::json) AS x("
+    + ", ".join(f"{name} {'int' if name == 'result_version' else 'timestamptz' if name == 'presented_at' else 'text'}"
+                for name in _PRESENTATION_FIELDS)
+    + f") ON CONFLICT ({', '.join(_PRESENTATION_ONCE)}) DO NOTHING")
+
+
 def _present(conn: Any, check_id: str, body: CheckRequest, pseudonym: str,
              shown: list[tuple[Answer, StoredResult]]) -> None:
     """Record what was presented: the denominator of the recognition rate, once per encounter."""
@@ -154,34 +166,16 @@ def _present(conn: Any, check_id: str, body: CheckRequest, pseudonym: str,
              "result_issuer": r.issuer, "result_id": r.result_id, "result_version": r.version,
              "item_code": a.item_code, "tier": a.tier, "trigger": "order" if body.items is not None else "encounter",
              "presented_at": now} for a, r in shown]
-    if rows:
-        conn.execute(insert_ignoring(conn, Presentation.__table__, ["requesting_institution", "encounter_key",
-                                                                     "result_issuer", "result_id", "item_code"]),
-                     rows)
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.connection.driver_connection.execute(_PRESENT_PG, (orjson.dumps(rows).decode(),))
+    else:
+        conn.execute(insert_ignoring(conn, Presentation.__table__, list(_PRESENTATION_ONCE)), rows)
 
 
-@router.post("/recognition/check", summary="Which prior results may the requesting institution reuse now?",
-             response_class=Response, responses={200: {"content": {"application/json": {}}}})
-def check(body: CheckRequest, request: Request, who: Actor = Depends(actor)) -> Response:  # noqa: B008
-    """Encounter reminder (no ``items``) or order-time duplicate reminder (``items``); the read is audited."""
-    context = context_of(request)
-    book = context.book
-    if body.requesting_institution not in book.institutions:
-        raise ApiError("requesting_institution", f"unknown institution {body.requesting_institution!r}")
-    for i, code in enumerate(body.items or ()):
-        if code not in book.items:
-            raise ApiError(f"items[{i}]", f"unknown unified item code {code!r}")
-    pseudonym = patient_pseudonym(context, body.patient)
-    at = body.at or datetime.now(UTC)
-    check_id = str(uuid.uuid4())
-    with context.database.begin() as conn:  # the read, its audit record and the presentations: one transaction
-        stored = current_results(conn, pseudonym)
-        evaluated, problems = _evaluate(book, stored, body.requesting_institution, at, context.recognition_memo)
-        shown = _shown(evaluated, body.items)
-        audit.record(conn, who, "recognition.check", pseudonym, {
-            "check_id": check_id, "requesting_institution": body.requesting_institution,
-            "items": body.items, "results": len(stored), "recognizable": len(shown)})
-        _present(conn, check_id, body, pseudonym, shown)
+def _answer(context: Context, body: CheckRequest, check_id: str, pseudonym: str, at: datetime,
+            evaluated: list[tuple[Answer, StoredResult]], problems: list[str]) -> bytes:
     entry = _Entries(context)
     response: dict[str, Any] = {"check_id": check_id, "patient": {"pseudonym": pseudonym},
                                 "requesting_institution": body.requesting_institution, "at": at.isoformat()}
@@ -204,4 +198,33 @@ def check(body: CheckRequest, request: Request, who: Actor = Depends(actor)) -> 
         response["incomplete_reason"] = "; ".join(problems)
     # Serialized directly: the answer is plain JSON types, and FastAPI's generic encoder costs more than the
     # whole recognition for a long history.
-    return Response(orjson.dumps(response), media_type="application/json")
+    return orjson.dumps(response)
+
+
+@router.post("/recognition/check", summary="Which prior results may the requesting institution reuse now?",
+             response_class=Response, responses={200: {"content": {"application/json": {}}}})
+def check(body: CheckRequest, request: Request, who: Actor = Depends(actor)) -> Response:  # noqa: B008
+    """Encounter reminder (no ``items``) or order-time duplicate reminder (``items``); the read is audited."""
+    context = context_of(request)
+    book = context.book
+    if body.requesting_institution not in book.institutions:
+        raise ApiError("requesting_institution", f"unknown institution {body.requesting_institution!r}")
+    for i, code in enumerate(body.items or ()):
+        if code not in book.items:
+            raise ApiError(f"items[{i}]", f"unknown unified item code {code!r}")
+    pseudonym = patient_pseudonym(context, body.patient)
+    at = body.at or datetime.now(UTC)
+    check_id = str(uuid.uuid4())
+    with context.database.begin() as conn:  # the read, its audit record and the presentations: one transaction
+        stored = current_results(conn, pseudonym)
+        evaluated, problems = _evaluate(book, stored, body.requesting_institution, at, context.recognition_memo)
+        shown = _shown(evaluated, body.items)
+        # The audit and presentation rows travel to PostgreSQL while the answer is built; the answer goes out
+        # only once they are committed with the read (a failed write raises here and nothing is shown).
+        with pipelined(conn):
+            audit.record(conn, who, "recognition.check", pseudonym, {
+                "check_id": check_id, "requesting_institution": body.requesting_institution,
+                "items": body.items, "results": len(stored), "recognizable": len(shown)})
+            _present(conn, check_id, body, pseudonym, shown)
+            answer = _answer(context, body, check_id, pseudonym, at, evaluated, problems)
+    return Response(answer, media_type="application/json")

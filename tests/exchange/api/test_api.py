@@ -166,3 +166,26 @@ def test_the_collector_is_tuned_only_while_the_api_runs(book, database, pseudony
     with TestClient(create_app(context)):
         assert gc.get_threshold() == collector.THRESHOLDS  # no collections for a long check's short-lived containers
     assert gc.get_threshold() == before
+
+
+def test_a_check_whose_audit_write_fails_shows_nothing_and_records_nothing(book, database, pseudonymizer,
+                                                                           monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """On PostgreSQL the check's writes are pipelined: their errors arrive late, but still before the answer."""
+    import exchange.api.recognition as recognition
+    from exchange.store.models import AuditRecord
+
+    def failing(conn, *args) -> None:  # type: ignore[no-untyped-def]
+        if conn.dialect.name == "postgresql":  # sent without waiting, as the real presentation rows are
+            conn.connection.driver_connection.execute("INSERT INTO no_such_table VALUES (1)")
+        else:
+            conn.exec_driver_sql("INSERT INTO no_such_table VALUES (1)")
+
+    monkeypatch.setattr(recognition, "_present", failing)
+    context = Context(book=book, database=database, pseudonymizer=pseudonymizer,
+                      publisher=Publisher("127.0.0.1:9"), bootstrap="127.0.0.1:9", engine_group="hrx-engine")
+    with TestClient(create_app(context), raise_server_exceptions=False) as client:
+        response = client.post("/api/v1/recognition/check", json={
+            "patient": {"resident_id": RESIDENT_ID}, "requesting_institution": "bj-chaoyang-001", "at": AT})
+    assert response.status_code == 500 and "results" not in response.text
+    with database.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(AuditRecord)).scalar_one() == 0
