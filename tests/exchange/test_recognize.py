@@ -134,15 +134,16 @@ def test_a_panel_needs_every_component_in_the_report(world) -> None:  # type: ig
 INSTITUTIONS = ["bj-a1", "bj-a2", "bj-b1", "bj-c1", "tj-t1", "he-s1", "sd-q1", "zj-h1", "zj-h2", "zj-h3", "sc-c1"]
 ITEMS = ["L0032", "L0033", "L0045", "L0264", "L0001", "I0001", None]
 STATUSES = ["preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error"]
+#: A prior and the moment of the check: requester, issuer, item, status, report time and age at the check.
+PRIORS = {"requester": st.sampled_from(INSTITUTIONS), "issuer": st.sampled_from(INSTITUTIONS),
+          "item": st.sampled_from(ITEMS), "status": st.sampled_from(STATUSES),
+          "reported": st.datetimes(min_value=datetime(2024, 6, 1), max_value=datetime(2026, 12, 31),
+                                   timezones=st.just(CST)),
+          "age": st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=120))}
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(requester=st.sampled_from(INSTITUTIONS), issuer=st.sampled_from(INSTITUTIONS),
-       item=st.sampled_from(ITEMS), status=st.sampled_from(STATUSES),
-       reported=st.datetimes(min_value=datetime(2024, 6, 1), max_value=datetime(2026, 12, 31),
-                             timezones=st.just(CST)),
-       age=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=120)),
-       present=st.frozensets(st.sampled_from(sorted(LIVER)), max_size=12))
+@given(**PRIORS, present=st.frozensets(st.sampled_from(sorted(LIVER)), max_size=12))
 def test_never_recognizable_outside_scope_window_or_status(world, requester, issuer, item, status, reported, age,
                                                            present) -> None:  # type: ignore[no-untyped-def]
     at = reported + age
@@ -163,12 +164,7 @@ SHARED = RecognitionMemo()  # one memo for every example below, as one API proce
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(requester=st.sampled_from(INSTITUTIONS), issuer=st.sampled_from(INSTITUTIONS),
-       item=st.sampled_from(ITEMS), status=st.sampled_from(STATUSES),
-       reported=st.datetimes(min_value=datetime(2024, 6, 1), max_value=datetime(2026, 12, 31),
-                             timezones=st.just(CST)),
-       age=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=120)),
-       present=st.sampled_from([frozenset(), LIVER, LIVER - {"L0007"}]))
+@given(**PRIORS, present=st.sampled_from([frozenset(), LIVER, LIVER - {"L0007"}]))
 def test_a_memo_kept_across_checks_answers_as_a_fresh_one(world, requester, issuer, item, status, reported, age,
                                                           present) -> None:  # type: ignore[no-untyped-def]
     """What the process-wide memo keeps (plans per issuer, item and status; listings) never changes an answer,
