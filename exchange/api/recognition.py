@@ -219,12 +219,16 @@ def check(body: CheckRequest, request: Request, who: Actor = Depends(actor)) -> 
         stored = current_results(conn, pseudonym)
         evaluated, problems = _evaluate(book, stored, body.requesting_institution, at, context.recognition_memo)
         shown = _shown(evaluated, body.items)
-        # The audit and presentation rows travel to PostgreSQL while the answer is built; the answer goes out
-        # only once they are committed with the read (a failed write raises here and nothing is shown).
-        with pipelined(conn):
+        # The answer goes out only once the audit and presentation rows are committed with the read (a failed
+        # write raises here and nothing is shown). PostgreSQL: the rows are sent first and travel while the
+        # answer is built. SQLite: the answer is built before the first write, which holds the database's
+        # only write lock (the engine's too) until the commit.
+        with pipelined(conn) as overlapping:
+            answer = None if overlapping else _answer(context, body, check_id, pseudonym, at, evaluated, problems)
             audit.record(conn, who, "recognition.check", pseudonym, {
                 "check_id": check_id, "requesting_institution": body.requesting_institution,
                 "items": body.items, "results": len(stored), "recognizable": len(shown)})
             _present(conn, check_id, body, pseudonym, shown)
-            answer = _answer(context, body, check_id, pseudonym, at, evaluated, problems)
+            if answer is None:
+                answer = _answer(context, body, check_id, pseudonym, at, evaluated, problems)
     return Response(answer, media_type="application/json")

@@ -42,16 +42,16 @@ def connect(url: str) -> Engine:
 
 
 @contextmanager
-def pipelined(conn: Connection) -> Iterator[None]:
+def pipelined(conn: Connection) -> Iterator[bool]:
     """On PostgreSQL, statements sent to the driver inside the block do not wait for their replies (libpq's
     pipeline mode): the server works while this process goes on, and any error is raised when the block ends,
     before the transaction can commit. Only driver-level statements without results belong inside (SQLAlchemy
-    statements read a reply at once). Elsewhere the block simply runs."""
+    statements read a reply at once). Elsewhere the block simply runs. Yields whether statements are pipelined."""
     if conn.dialect.name != "postgresql":
-        yield
+        yield False
         return
     with conn.connection.driver_connection.pipeline():  # type: ignore[union-attr]
-        yield
+        yield True
 
 
 def migrate(engine: Engine) -> None:

@@ -189,3 +189,37 @@ def test_a_check_whose_audit_write_fails_shows_nothing_and_records_nothing(book,
     assert response.status_code == 500 and "results" not in response.text
     with database.connect() as conn:
         assert conn.execute(select(func.count()).select_from(AuditRecord)).scalar_one() == 0
+
+
+def test_on_sqlite_the_answer_is_built_without_holding_the_write_lock(book, database, pseudonymizer,
+                                                                      monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A long answer must not keep the engine from writing: SQLite has one write lock, taken by the check's
+    first write (its audit row) and held until the commit."""
+    import sqlite3
+
+    import exchange.api.recognition as recognition
+
+    build = recognition._answer
+    writable: list[bool] = []
+
+    def building(*args):  # type: ignore[no-untyped-def]
+        if database.dialect.name == "sqlite":
+            other = sqlite3.connect(database.url.database, timeout=0.2, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")  # what the engine's next batch does
+                other.execute("ROLLBACK")
+                writable.append(True)
+            except sqlite3.OperationalError:
+                writable.append(False)
+            finally:
+                other.close()
+        return build(*args)
+
+    monkeypatch.setattr(recognition, "_answer", building)
+    context = Context(book=book, database=database, pseudonymizer=pseudonymizer,
+                      publisher=Publisher("127.0.0.1:9"), bootstrap="127.0.0.1:9", engine_group="hrx-engine")
+    with TestClient(create_app(context)) as client:
+        response = client.post("/api/v1/recognition/check", json={
+            "patient": {"resident_id": RESIDENT_ID}, "requesting_institution": "bj-chaoyang-001", "at": AT})
+    assert response.status_code == 200 and response.json()["complete"] is True
+    assert writable == ([True] if database.dialect.name == "sqlite" else [])
