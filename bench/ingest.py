@@ -127,8 +127,8 @@ def ours(bootstrap: str, url: str, n: int, topics: tuple[str, ...]) -> tuple[flo
     marks: dict[str, float] = {}
 
     class TimedEngine(ResultEngine):
-        # The engine validates batch N+1 while batch N is written: time each stage, and the whole from the
-        # first polled batch to the commit of the n-th event.
+        # On PostgreSQL the engine validates batch N+1 while batch N is written (on SQLite one after the
+        # other): time each stage, and the whole from the first polled batch to the commit of the n-th event.
         def prepare(self, batch):  # type: ignore[no-untyped-def]
             began = time.perf_counter()
             marks.setdefault("first", began)
