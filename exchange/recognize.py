@@ -112,6 +112,10 @@ class Listed:
     grade_failure: Reason
     expired_zh: str  # the "past its window" reason up to the expiry time, which each result appends
     expired_en: str
+    #: The failure whatever the report date, if any: no EQA certificate at all for the item, or QC waived and
+    #: the grade condition unmet. A listing made only of such failures is answered once, in the plan.
+    fails: Reason | None = None
+    fails_qc: bool = False
 
 
 #: How the rules go for one (issuer, item, status) under one scope: the item's panel components, then for a
@@ -133,6 +137,9 @@ class Recognizer:
         scope = (requester_id, tuple((c.id, c.version) for c in self.in_force))
         self._scope = self.memo.scopes.setdefault(scope, len(self.memo.scopes))
         self._plans = self.memo.plans.setdefault(self._scope, {})
+        self._reported: datetime | None = None  # see _judge
+        self._day: date | None = None
+        self._expiries: dict[str, tuple[datetime, Reason | None]] = {}
 
     def shared(self, issuer: Any, item: Any) -> list[Any]:
         key = (self._scope, issuer.id, item.code)
@@ -153,16 +160,18 @@ class Recognizer:
                 if entry is None or (item.components and not components_present):
                     continue
                 level = entry.qc_level  # resolved by codes/: the item's, else the catalogue's, else the tier's
-                found.append(Listed(
-                    c, timedelta(days=entry.valid_days), None if level is None else _qc_windows(issuer, item, level),
-                    Reason(f"{c.id}：出具机构在报告时未持有覆盖该项目的{level}级及以上室间质评合格证书",
-                           f"{c.id}: the issuer held no {level}-level (or higher) EQA certificate for this item "
-                           "when it reported"),
-                    c.grade_allows(self.requester.grade, issuer.grade),
-                    Reason(f"{c.id}：机构等级条件不满足（{issuer.grade} → {self.requester.grade}）",
-                           f"{c.id}: grade condition not met ({issuer.grade} → {self.requester.grade})"),
-                    f"{c.id}：已超过互认时限 {entry.valid_days} 天（",
-                    f"{c.id}: past its {entry.valid_days}-day window (expired "))
+                windows = None if level is None else _qc_windows(issuer, item, level)
+                grade_ok = c.grade_allows(self.requester.grade, issuer.grade)
+                qc_failure = Reason(f"{c.id}：出具机构在报告时未持有覆盖该项目的{level}级及以上室间质评合格证书",
+                                    f"{c.id}: the issuer held no {level}-level (or higher) EQA certificate for this "
+                                    "item when it reported")
+                grade_failure = Reason(f"{c.id}：机构等级条件不满足（{issuer.grade} → {self.requester.grade}）",
+                                       f"{c.id}: grade condition not met ({issuer.grade} → {self.requester.grade})")
+                fails = qc_failure if windows == () else grade_failure if windows is None and not grade_ok else None
+                found.append(Listed(c, timedelta(days=entry.valid_days), windows, qc_failure, grade_ok, grade_failure,
+                                    f"{c.id}：已超过互认时限 {entry.valid_days} 天（",
+                                    f"{c.id}: past its {entry.valid_days}-day window (expired ",
+                                    fails, fails is qc_failure))
             found.sort(key=lambda listed: TIERS.index(listed.catalogue.tier))
             self.memo.listing[key] = found
         return found
@@ -211,7 +220,12 @@ def _plan(ctx: Recognizer, issuer_id: str, item_code: str | None, status: str) -
     components = frozenset(item.components)
 
     def listed(panel_complete: bool) -> Answer | list[Listed]:
-        return ctx.listing(issuer, item, panel_complete) or _not_listed(ctx, issuer, item)
+        found = ctx.listing(issuer, item, panel_complete)
+        if not found:
+            return _not_listed(ctx, issuer, item)
+        if all(listed.fails is not None for listed in found):
+            return _failing(item.code, found)
+        return found
 
     complete = listed(True)
     return components, complete, listed(False) if components else complete
@@ -219,12 +233,21 @@ def _plan(ctx: Recognizer, issuer_id: str, item_code: str | None, status: str) -
 
 def _judge(ctx: Recognizer, listing: list[Listed], code: str | None, reported_at: datetime) -> Answer:
     """The per-result part of the rules: QC at the report date, the grade condition, the window."""
-    day = reported_at.date()
+    if reported_at is not ctx._reported:  # a result's items come in a row and share its expiries
+        ctx._reported, ctx._day, ctx._expiries = reported_at, reported_at.date(), {}
+    day, expiries = ctx._day, ctx._expiries
     recognizing: list[tuple[Any, datetime]] = []
     expired: list[datetime] = []
     failures: list[Reason] = []
     qc_failed = grade_failed = False
     for listed in listing:
+        if listed.fails is not None:
+            failures.append(listed.fails)
+            if listed.fails_qc:
+                qc_failed = True
+            else:
+                grade_failed = True
+            continue
         windows = listed.qc_windows
         if windows is not None:
             for start, end in windows:
@@ -238,11 +261,20 @@ def _judge(ctx: Recognizer, listing: list[Listed], code: str | None, reported_at
             grade_failed = True
             failures.append(listed.grade_failure)
             continue
-        until = reported_at + listed.window
-        if ctx.at > until:
+        # The expiry and its reason depend only on the catalogue and its window (both named by the reason's
+        # text), the report time and the moment of the check.
+        found = expiries.get(listed.expired_zh)
+        if found is None:
+            until = reported_at + listed.window
+            reason = None
+            if ctx.at > until:
+                stamp = _stamp(until)
+                reason = Reason(listed.expired_zh + stamp + " 到期）", listed.expired_en + stamp + ")")
+            found = expiries[listed.expired_zh] = (until, reason)
+        until, reason = found
+        if reason is not None:
             expired.append(until)
-            stamp = _stamp(until)
-            failures.append(Reason(listed.expired_zh + stamp + " 到期）", listed.expired_en + stamp + ")"))
+            failures.append(reason)
             continue
         recognizing.append((listed.catalogue, until))
     if recognizing:
@@ -266,6 +298,13 @@ def _judge(ctx: Recognizer, listing: list[Listed], code: str | None, reported_at
         status = Status.NOT_IN_CATALOGUE
     return Answer(code, status, first.tier, first.id, first.version, max(expired) if expired else None,
                   reasons=tuple(failures))
+
+
+def _failing(code: str, listing: list[Listed]) -> Answer:
+    """What ``_judge`` answers, whatever the report date, when every listing fails regardless of it."""
+    first = listing[0].catalogue
+    return Answer(code, Status.QC_NOT_MET if any(listed.fails_qc for listed in listing) else Status.OUT_OF_SCOPE,
+                  first.tier, first.id, first.version, None, reasons=tuple(listed.fails for listed in listing))
 
 
 def _unusable(issuer_id: str, item: Any, status: str) -> Answer:

@@ -58,8 +58,9 @@ def patient_pseudonym(context: Context, patient: PatientRef) -> str:
 
 def _recognition(answer: Answer) -> dict[str, Any]:
     """One answer as the check shows it. Datetimes are left to orjson, which writes them in C, exactly as
-    ``isoformat()`` would (RFC 3339); reasons are already ``{"zh": …, "en": …}`` dicts."""
-    return {"status": answer.status.value, "tier": answer.tier, "catalogue_id": answer.catalogue_id,
+    ``isoformat()`` would (RFC 3339); the status is a ``StrEnum`` and reasons are already ``{"zh": …, "en": …}``
+    dicts, which orjson writes as they are."""
+    return {"status": answer.status, "tier": answer.tier, "catalogue_id": answer.catalogue_id,
             "catalogue_version": answer.catalogue_version, "valid_until": answer.valid_until, "via": answer.via,
             "reasons": answer.reasons}
 
@@ -72,7 +73,9 @@ class _Entries:
     def __init__(self, context: Context) -> None:
         self.book = context.book
         self._results: dict[int, tuple[dict[str, Any], list[dict[str, Any]] | None]] = {}
+        self._last: tuple[Any, tuple[dict[str, Any], list[dict[str, Any]] | None]] = (None, ({}, None))
         self._items: dict[tuple[str | None, str], dict[str, Any]] = {}
+        self._wanted: dict[str, frozenset[str]] = {}  # an item and its panel components
         self._shared: dict[int, dict[str, Any]] = {}  # answers memoized across results: one dict each
 
     def _item(self, code: str | None, local_code: str) -> dict[str, Any]:
@@ -83,21 +86,26 @@ class _Entries:
         return found
 
     def _describe(self, result: StoredResult) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
-        issuer = self.book.institutions.get(result.issuer)
-        part = {"ref": result_ref(result.issuer, result.result_id), "issuer": result.issuer,
-                "issuer_name": issuer.name_zh if issuer else None, "result_id": result.result_id,
-                "version": result.version, "kind": result.kind, "status": result.status,
-                "reported_at": result.reported_at, "collected_at": result.collected_at}
-        values = [{"item": o.unified_code, "local_code": o.local_code, "value": o.value, "value_text": o.value_text,
-                   "unit": o.unit, "reference_range": {"low": o.ref_low, "high": o.ref_high, "text": o.ref_text},
-                   "interpretation": o.interpretation} for o in result.observations] if result.kind == "lab" else None
-        found = self._results[result.pk] = (part, values)
+        found = self._results.get(result.pk)
+        if found is None:
+            issuer = self.book.institutions.get(result.issuer)
+            part = {"ref": result_ref(result.issuer, result.result_id), "issuer": result.issuer,
+                    "issuer_name": issuer.name_zh if issuer else None, "result_id": result.result_id,
+                    "version": result.version, "kind": result.kind, "status": result.status,
+                    "reported_at": result.reported_at, "collected_at": result.collected_at}
+            values = [{"item": o.unified_code, "local_code": o.local_code, "value": o.value,
+                       "value_text": o.value_text, "unit": o.unit,
+                       "reference_range": {"low": o.ref_low, "high": o.ref_high, "text": o.ref_text},
+                       "interpretation": o.interpretation}
+                      for o in result.observations] if result.kind == "lab" else None
+            found = self._results[result.pk] = (part, values)
+        self._last = (result, found)
         return found
 
     def __call__(self, result: StoredResult, answer: Answer) -> dict[str, Any]:
         code = answer.item_code
-        described = self._results.get(result.pk)
-        part, values = described if described is not None else self._describe(result)
+        last, described = self._last  # a result's items come in a row
+        part, values = described if last is result else self._describe(result)
         item = self._items.get((code, result.local_code))
         if answer.valid_until is not None:  # depends on the report time: this result's own answer
             recognition = _recognition(answer)
@@ -115,8 +123,10 @@ class _Entries:
         elif code is None or code == result.unified_code:
             entry["values"] = values  # the report's own item (or unmapped): every value of the report
         else:
-            listed = self.book.items.get(code)
-            wanted = {code, *(listed.components if listed else ())}
+            wanted = self._wanted.get(code)
+            if wanted is None:
+                listed = self.book.items.get(code)
+                wanted = self._wanted[code] = frozenset((code, *(listed.components if listed else ())))
             entry["values"] = [v for v in values if v["item"] in wanted]
         return entry
 

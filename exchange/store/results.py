@@ -371,7 +371,9 @@ _RESULT_COLUMNS = (Result.id, Result.issuer, Result.result_id, Result.version, R
 _OBSERVATION_COLUMNS = tuple(Observation.__table__.c[name] for name in _OBSERVATION_FIELDS)
 
 
-_CURRENT_RESULTS = (select(*_RESULT_COLUMNS, *_OBSERVATION_COLUMNS[1:])
+# The patient is the query's own argument: not shipped back with each of its rows.
+_CURRENT_COLUMNS = tuple(column for column in _RESULT_COLUMNS if column is not Result.patient)
+_CURRENT_RESULTS = (select(*_CURRENT_COLUMNS, *_OBSERVATION_COLUMNS[1:])
                     .join(ResultHead, ResultHead.result_pk == Result.id)
                     .outerjoin(Observation, Observation.result_pk == Result.id)
                     .where(ResultHead.patient == bindparam("patient"))
@@ -401,7 +403,7 @@ def current_results(conn: Connection, patient: str) -> list[StoredResult]:
     grows with the patient's history, not with the size of the store, and a check pays one round trip.
     """
     results: list[StoredResult] = []
-    width = len(_RESULT_COLUMNS)  # the result's columns are StoredResult's fields, in order
+    width = len(_CURRENT_COLUMNS)  # StoredResult's fields, in order, without the patient (the sixth)
     last = None
     observations: list[StoredObservation] = []
     for row in _patient_rows(conn, patient):
@@ -409,7 +411,7 @@ def current_results(conn: Connection, patient: str) -> list[StoredResult]:
             if last is not None:
                 results[-1].observations = tuple(observations)
             last, observations = row[0], []
-            results.append(StoredResult(*row[:width]))
+            results.append(StoredResult(*row[:6], patient, *row[6:width]))
         if row[width] is not None:  # no seq: a result without observations (imaging without a coded finding)
             observations.append(StoredObservation(*row[width:]))
     if results:

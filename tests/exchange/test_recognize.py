@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -10,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from codes import CodeBook, default_codes_dir, load_codebook
-from exchange.recognize import FINAL_STATUSES, Prior, RecognitionMemo, Recognizer, Status, _stamp, recognize
+from exchange.recognize import (FINAL_STATUSES, Prior, RecognitionMemo, Recognizer, Status, _failing, _judge, _stamp,
+                                recognize)
 
 CST = timezone(timedelta(hours=8))
 T = datetime(2026, 3, 10, 8, 0, tzinfo=CST)
@@ -178,3 +180,67 @@ def test_a_memo_kept_across_checks_answers_as_a_fresh_one(world, requester, issu
                                     datetime(2025, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-3)))])
 def test_expiry_stamps_are_isoformat(moment: datetime) -> None:
     assert _stamp(moment) == moment.isoformat()
+
+
+def _judged(recognizer: Recognizer, listing: list, item: str, reported: datetime):  # type: ignore[no-untyped-def]
+    """``_judge`` on the listing with its date-independent failures forgotten: every rule applied in full."""
+    return _judge(recognizer, [replace(listed, fails=None, fails_qc=False) for listed in listing], item, reported)
+
+
+def test_a_listing_failing_whatever_the_date_is_answered_in_the_plan(world) -> None:  # type: ignore[no-untyped-def]
+    # Hebei's hospital holds no region-level EQA certificate: the region catalogue fails it at any date.
+    recognizer = Recognizer(world, "tj-t1", T + timedelta(days=1))
+    listing = recognizer.listing(world.institutions["he-s1"], world.items["L0032"], True)
+    assert listing and all(listed.fails is not None for listed in listing)
+    assert recognizer.answer("he-s1", "L0032", "final", T) == _failing("L0032", listing) == _judged(
+        recognizer, listing, "L0032", T)
+    # The same catalogue with QC waived and its grade condition unmet, alone and after the QC failure.
+    grade = replace(listing[0], qc_windows=None, grade_ok=False, fails=listing[0].grade_failure, fails_qc=False)
+    for mixed in ([grade], [listing[0], grade], [grade, listing[0]]):
+        assert _failing("L0032", mixed) == _judged(recognizer, mixed, "L0032", T)
+    assert _failing("L0032", [grade]).status is Status.OUT_OF_SCOPE
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(**PRIORS, present=st.sampled_from([frozenset(), LIVER, LIVER - {"L0007"}]))
+def test_every_answer_is_what_the_full_rules_say(world, requester, issuer, item, status, reported, age,
+                                                 present) -> None:  # type: ignore[no-untyped-def]
+    """The shortcuts (a plan's date-independent answer; a result's shared expiries) never change an answer:
+    it is what judging every listing in full says."""
+    at = reported + age
+    recognizer = Recognizer(world, requester, at)
+    got = recognizer.answer(issuer, item, status, reported, present)
+    if item is None or status not in FINAL_STATUSES:
+        return
+    listing = recognizer.listing(world.institutions[issuer], world.items[item],
+                                 set(world.items[item].components) <= present)
+    if listing:  # otherwise nothing is judged: no shared catalogue lists it
+        assert got == _judged(Recognizer(world, requester, at), listing, item, reported)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(requester=PRIORS["requester"], reported=PRIORS["reported"], age=PRIORS["age"],
+       earlier=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=40)),
+       priors=st.lists(st.tuples(PRIORS["issuer"], PRIORS["item"], PRIORS["status"], st.booleans()), min_size=1,
+                       max_size=10))
+def test_one_recognizer_answers_many_results_as_fresh_ones(world, requester, reported, age, earlier,
+                                                           priors) -> None:  # type: ignore[no-untyped-def]
+    """A check asks one recognizer about every item of every result, a result's items in a row (the same report
+    time): what it shares between them never changes an answer."""
+    at = reported + age
+    recognizer = Recognizer(world, requester, at)
+    other = reported - earlier
+    for issuer, item, status, second in priors:
+        prior = Prior(issuer, item, status, other if second else reported)
+        assert recognizer(prior) == recognize(world, prior, requester, at)
+
+
+@pytest.mark.parametrize("items", [("L0032", "L0045"), ("L0045", "L0032")])
+def test_a_results_items_keep_their_own_windows_under_one_catalogue(world, items) -> None:  # type: ignore[no-untyped-def]
+    """province-bj (v2) lists L0032 for 20 days and L0045 for 7: ten days on, the same report is recognizable
+    under it for L0032 and only under region-jjj (60 days) for L0045, in whichever order they are asked."""
+    at = T + timedelta(days=10)
+    recognizer = Recognizer(world, "bj-b1", at)
+    got = {item: recognizer(Prior("bj-a1", item, "final", T)) for item in items}
+    assert got == {item: recognize(world, Prior("bj-a1", item, "final", T), "bj-b1", at) for item in items}
+    assert (got["L0032"].via, got["L0045"].via) == (("province-bj", "region-jjj"), ("region-jjj",))
