@@ -112,10 +112,14 @@ class Listed:
     grade_failure: Reason
     expired_zh: str  # the "past its window" reason up to the expiry time, which each result appends
     expired_en: str
-    #: The failure whatever the report date, if any: no EQA certificate at all for the item, or QC waived and
-    #: the grade condition unmet. A listing made only of such failures is answered once, in the plan.
-    fails: Reason | None = None
-    fails_qc: bool = False
+
+    @property
+    def fails(self) -> Reason | None:
+        """The failure whatever the report date, if any: no EQA certificate at all for the item, or QC waived
+        and the grade condition unmet. A listing made only of such failures is answered once, in the plan."""
+        if self.qc_windows == ():
+            return self.qc_failure
+        return self.grade_failure if self.qc_windows is None and not self.grade_ok else None
 
 
 #: How the rules go for one (issuer, item, status) under one scope: the item's panel components, then for a
@@ -160,18 +164,16 @@ class Recognizer:
                 if entry is None or (item.components and not components_present):
                     continue
                 level = entry.qc_level  # resolved by codes/: the item's, else the catalogue's, else the tier's
-                windows = None if level is None else _qc_windows(issuer, item, level)
-                grade_ok = c.grade_allows(self.requester.grade, issuer.grade)
-                qc_failure = Reason(f"{c.id}：出具机构在报告时未持有覆盖该项目的{level}级及以上室间质评合格证书",
-                                    f"{c.id}: the issuer held no {level}-level (or higher) EQA certificate for this "
-                                    "item when it reported")
-                grade_failure = Reason(f"{c.id}：机构等级条件不满足（{issuer.grade} → {self.requester.grade}）",
-                                       f"{c.id}: grade condition not met ({issuer.grade} → {self.requester.grade})")
-                fails = qc_failure if windows == () else grade_failure if windows is None and not grade_ok else None
-                found.append(Listed(c, timedelta(days=entry.valid_days), windows, qc_failure, grade_ok, grade_failure,
-                                    f"{c.id}：已超过互认时限 {entry.valid_days} 天（",
-                                    f"{c.id}: past its {entry.valid_days}-day window (expired ",
-                                    fails, fails is qc_failure))
+                found.append(Listed(
+                    c, timedelta(days=entry.valid_days), None if level is None else _qc_windows(issuer, item, level),
+                    Reason(f"{c.id}：出具机构在报告时未持有覆盖该项目的{level}级及以上室间质评合格证书",
+                           f"{c.id}: the issuer held no {level}-level (or higher) EQA certificate for this item "
+                           "when it reported"),
+                    c.grade_allows(self.requester.grade, issuer.grade),
+                    Reason(f"{c.id}：机构等级条件不满足（{issuer.grade} → {self.requester.grade}）",
+                           f"{c.id}: grade condition not met ({issuer.grade} → {self.requester.grade})"),
+                    f"{c.id}：已超过互认时限 {entry.valid_days} 天（",
+                    f"{c.id}: past its {entry.valid_days}-day window (expired "))
             found.sort(key=lambda listed: TIERS.index(listed.catalogue.tier))
             self.memo.listing[key] = found
         return found
@@ -241,13 +243,6 @@ def _judge(ctx: Recognizer, listing: list[Listed], code: str | None, reported_at
     failures: list[Reason] = []
     qc_failed = grade_failed = False
     for listed in listing:
-        if listed.fails is not None:
-            failures.append(listed.fails)
-            if listed.fails_qc:
-                qc_failed = True
-            else:
-                grade_failed = True
-            continue
         windows = listed.qc_windows
         if windows is not None:
             for start, end in windows:
@@ -303,8 +298,9 @@ def _judge(ctx: Recognizer, listing: list[Listed], code: str | None, reported_at
 def _failing(code: str, listing: list[Listed]) -> Answer:
     """What ``_judge`` answers, whatever the report date, when every listing fails regardless of it."""
     first = listing[0].catalogue
-    return Answer(code, Status.QC_NOT_MET if any(listed.fails_qc for listed in listing) else Status.OUT_OF_SCOPE,
-                  first.tier, first.id, first.version, None, reasons=tuple(listed.fails for listed in listing))
+    status = Status.QC_NOT_MET if any(listed.qc_windows == () for listed in listing) else Status.OUT_OF_SCOPE
+    return Answer(code, status, first.tier, first.id, first.version, None,
+                  reasons=tuple(listed.fails for listed in listing))
 
 
 def _unusable(issuer_id: str, item: Any, status: str) -> Answer:

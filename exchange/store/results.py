@@ -372,7 +372,8 @@ _OBSERVATION_COLUMNS = tuple(Observation.__table__.c[name] for name in _OBSERVAT
 
 
 # The patient is the query's own argument: not shipped back with each of its rows.
-_CURRENT_COLUMNS = tuple(column for column in _RESULT_COLUMNS if column is not Result.patient)
+_PATIENT_AT = next(i for i, column in enumerate(_RESULT_COLUMNS) if column is Result.patient)
+_CURRENT_COLUMNS = _RESULT_COLUMNS[:_PATIENT_AT] + _RESULT_COLUMNS[_PATIENT_AT + 1:]
 _CURRENT_RESULTS = (select(*_CURRENT_COLUMNS, *_OBSERVATION_COLUMNS[1:])
                     .join(ResultHead, ResultHead.result_pk == Result.id)
                     .outerjoin(Observation, Observation.result_pk == Result.id)
@@ -403,7 +404,7 @@ def current_results(conn: Connection, patient: str) -> list[StoredResult]:
     grows with the patient's history, not with the size of the store, and a check pays one round trip.
     """
     results: list[StoredResult] = []
-    width = len(_CURRENT_COLUMNS)  # StoredResult's fields, in order, without the patient (the sixth)
+    width = len(_CURRENT_COLUMNS)  # StoredResult's fields, in order, without the patient
     last = None
     observations: list[StoredObservation] = []
     for row in _patient_rows(conn, patient):
@@ -411,7 +412,7 @@ def current_results(conn: Connection, patient: str) -> list[StoredResult]:
             if last is not None:
                 results[-1].observations = tuple(observations)
             last, observations = row[0], []
-            results.append(StoredResult(*row[:6], patient, *row[6:width]))
+            results.append(StoredResult(*row[:_PATIENT_AT], patient, *row[_PATIENT_AT:width]))
         if row[width] is not None:  # no seq: a result without observations (imaging without a coded finding)
             observations.append(StoredObservation(*row[width:]))
     if results:

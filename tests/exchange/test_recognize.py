@@ -182,22 +182,17 @@ def test_expiry_stamps_are_isoformat(moment: datetime) -> None:
     assert _stamp(moment) == moment.isoformat()
 
 
-def _judged(recognizer: Recognizer, listing: list, item: str, reported: datetime):  # type: ignore[no-untyped-def]
-    """``_judge`` on the listing with its date-independent failures forgotten: every rule applied in full."""
-    return _judge(recognizer, [replace(listed, fails=None, fails_qc=False) for listed in listing], item, reported)
-
-
 def test_a_listing_failing_whatever_the_date_is_answered_in_the_plan(world) -> None:  # type: ignore[no-untyped-def]
     # Hebei's hospital holds no region-level EQA certificate: the region catalogue fails it at any date.
     recognizer = Recognizer(world, "tj-t1", T + timedelta(days=1))
     listing = recognizer.listing(world.institutions["he-s1"], world.items["L0032"], True)
     assert listing and all(listed.fails is not None for listed in listing)
-    assert recognizer.answer("he-s1", "L0032", "final", T) == _failing("L0032", listing) == _judged(
+    assert recognizer.answer("he-s1", "L0032", "final", T) == _failing("L0032", listing) == _judge(
         recognizer, listing, "L0032", T)
     # The same catalogue with QC waived and its grade condition unmet, alone and after the QC failure.
-    grade = replace(listing[0], qc_windows=None, grade_ok=False, fails=listing[0].grade_failure, fails_qc=False)
+    grade = replace(listing[0], qc_windows=None, grade_ok=False)
     for mixed in ([grade], [listing[0], grade], [grade, listing[0]]):
-        assert _failing("L0032", mixed) == _judged(recognizer, mixed, "L0032", T)
+        assert _failing("L0032", mixed) == _judge(recognizer, mixed, "L0032", T)
     assert _failing("L0032", [grade]).status is Status.OUT_OF_SCOPE
 
 
@@ -215,7 +210,7 @@ def test_every_answer_is_what_the_full_rules_say(world, requester, issuer, item,
     listing = recognizer.listing(world.institutions[issuer], world.items[item],
                                  set(world.items[item].components) <= present)
     if listing:  # otherwise nothing is judged: no shared catalogue lists it
-        assert got == _judged(Recognizer(world, requester, at), listing, item, reported)
+        assert got == _judge(Recognizer(world, requester, at), listing, item, reported)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
