@@ -90,11 +90,14 @@ class ResultEngine:
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.max_poll_records,
             session_timeout_ms=self.session_timeout_ms, heartbeat_interval_ms=self.session_timeout_ms // 4)
         log.info("engine: consuming %s in group %s from %s", ", ".join(self.topics), self.group, self.bootstrap)
-        # Two stages. While one batch is written the next one is polled and validated: PostgreSQL works in its
-        # own process, and SQLite's driver releases the GIL inside each statement and during the commit's fsync
-        # (a third of a batch's time on SQLite). Batches are written one at a time, in order, and the offsets of
-        # a batch are committed only after its own SQL transaction committed.
-        writer = ThreadPoolExecutor(1, thread_name_prefix="hrx-engine-store")
+        # PostgreSQL: two stages. While one batch is written (the server works; this process waits without
+        # holding the GIL) the next one is polled and validated. Batches are written one at a time, in order,
+        # and the offsets of a batch are committed only after its own SQL transaction committed. SQLite writes
+        # inside this process: its driver releases the GIL within each row's step, and the next poll's Python work
+        # then takes it back for up to a switch interval each time. Measured (100 k events, alternated): the
+        # write stage 15 → 19 s, ingest 0.64 → 0.57 of the baseline. So each batch is written before the next poll.
+        writer = (ThreadPoolExecutor(1, thread_name_prefix="hrx-engine-store")
+                  if self.database.dialect.name != "sqlite" else None)
         writing: Future[dict[TopicPartition, OffsetAndMetadata]] | None = None
         try:
             while not stop.is_set():
@@ -105,12 +108,15 @@ class ResultEngine:
                 if writing is not None and (prepared is not None or writing.done()):
                     consumer.commit(writing.result())
                     writing = None
-                if prepared is not None:
+                if prepared is not None and writer is None:
+                    consumer.commit(self.store(prepared))
+                elif prepared is not None:
                     writing = writer.submit(self.store, prepared)
             if writing is not None:
                 consumer.commit(writing.result())
         finally:
-            writer.shutdown(wait=True)
+            if writer is not None:
+                writer.shutdown(wait=True)
             self.ready.clear()
             consumer.close(autocommit=False)
 
