@@ -239,15 +239,16 @@ def _append(conn: Connection, batch: _Batch, report: IngestReport) -> bool:
     return True
 
 
-#: In key order, so that the heads' primary-key b-tree is walked once; the count of changed rows is the number
-#: of heads moved (an upsert whose WHERE is false changes nothing).
-_SQLITE_HEADS_OF_IDS = (
-    "INSERT INTO result_heads (issuer, result_id, version, result_pk, patient, reported_at) "
-    "SELECT issuer, result_id, version, id, patient, reported_at FROM results WHERE id BETWEEN ? AND ? "
-    "ORDER BY issuer, result_id "
-    "ON CONFLICT (issuer, result_id) DO UPDATE SET version = excluded.version, "
-    "result_pk = excluded.result_pk, patient = excluded.patient, reported_at = excluded.reported_at "
-    "WHERE result_heads.version < excluded.version")
+#: Every statement that moves heads inserts through these two parts: a head moves only to a higher version (an
+#: upsert whose WHERE is false changes nothing, so a driver's count of changed rows is the number of heads moved).
+_INTO_HEADS = "INSERT INTO result_heads AS h (issuer, result_id, version, result_pk, patient, reported_at) "
+_FORWARD_ONLY = ("ON CONFLICT (issuer, result_id) DO UPDATE SET version = excluded.version, "
+                 "result_pk = excluded.result_pk, patient = excluded.patient, reported_at = excluded.reported_at "
+                 "WHERE h.version < excluded.version")
+
+#: In key order, so that the heads' primary-key b-tree is walked once.
+_SQLITE_HEADS_OF_IDS = (_INTO_HEADS + "SELECT issuer, result_id, version, id, patient, reported_at FROM results "
+                        "WHERE id BETWEEN ? AND ? ORDER BY issuer, result_id " + _FORWARD_ONLY)
 
 
 def _copy(cur: Any, table: str, fields: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
@@ -284,19 +285,13 @@ def _move_heads(conn: Connection, heads: list[dict[str, Any]]) -> int:
         # The batch travels as one JSON document unpacked by json_to_recordset(): one short statement, one C
         # serialization (orjson) instead of a Python adapter call per value; PostgreSQL parses it.
         return len(conn.exec_driver_sql(
-            "INSERT INTO result_heads AS h (issuer, result_id, version, result_pk, patient, reported_at) "
-            "SELECT * FROM json_to_recordset(%s::json) AS x(issuer varchar, result_id varchar, version int, "
-            "result_pk bigint, patient varchar, reported_at timestamptz) "
-            "ON CONFLICT (issuer, result_id) DO UPDATE SET version = excluded.version, "
-            "result_pk = excluded.result_pk, patient = excluded.patient, reported_at = excluded.reported_at "
-            "WHERE h.version < excluded.version RETURNING h.version", (orjson.dumps(heads).decode(),)).all())
+            _INTO_HEADS + "SELECT * FROM json_to_recordset(%s::json) AS x(issuer varchar, result_id varchar, "
+            "version int, result_pk bigint, patient varchar, reported_at timestamptz) " + _FORWARD_ONLY
+            + " RETURNING h.version", (orjson.dumps(heads).decode(),)).all())
     # Positional rows straight to the driver's executemany: its summed row count is the number of heads moved
     # (an upsert whose WHERE is false changes nothing), and no RETURNING row has to be built per head.
     return conn.exec_driver_sql(
-        "INSERT INTO result_heads (issuer, result_id, version, result_pk, patient, reported_at) "
-        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (issuer, result_id) DO UPDATE SET version = excluded.version, "
-        "result_pk = excluded.result_pk, patient = excluded.patient, reported_at = excluded.reported_at "
-        "WHERE result_heads.version < excluded.version",
+        _INTO_HEADS + "VALUES (?, ?, ?, ?, ?, ?) " + _FORWARD_ONLY,
         [(h["issuer"], h["result_id"], h["version"], h["result_pk"], h["patient"],
           sqlite_time(h["reported_at"])) for h in heads]).rowcount
 
