@@ -89,11 +89,12 @@ def test_offsets_wait_for_the_commit_of_their_batch_while_the_next_is_polled_or_
         publisher.publish(Record(TOPIC_LAB, "p", events.encode(lab_event(result_id=f"A{i}"))) for i in range(10))
         assert written.wait(30)  # the first batch's write has begun and is held
         publisher.publish(Record(TOPIC_LAB, "p", events.encode(lab_event(result_id=f"B{i}"))) for i in range(10))
+        # Counted in batches, not events: the first poll may hold only some of the A events.
         if database.dialect.name == "sqlite":
             time.sleep(3)  # a poll would have fetched the second batch by now
-            assert sum(prepared) == 10
+            assert len(prepared) == 1
         else:
-            wait_for(lambda: sum(prepared) == 20)  # the second batch was polled and validated meanwhile
+            wait_for(lambda: len(prepared) >= 2)  # a second batch was polled and validated meanwhile
         assert _count(database, Result) == 0
         assert _committed(broker.bootstrap, engine.group) == 0  # no offset moved while the write is open
         held.set()
