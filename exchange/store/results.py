@@ -289,7 +289,7 @@ def _move_heads(conn: Connection, heads: list[dict[str, Any]]) -> int:
             "version int, result_pk bigint, patient varchar, reported_at timestamptz) " + _FORWARD_ONLY
             + " RETURNING h.version", (orjson.dumps(heads).decode(),)).all())
     # Positional rows straight to the driver's executemany: its summed row count is the number of heads moved
-    # (an upsert whose WHERE is false changes nothing), and no RETURNING row has to be built per head.
+    # (see _FORWARD_ONLY), and no RETURNING row has to be built per head.
     return conn.exec_driver_sql(
         _INTO_HEADS + "VALUES (?, ?, ?, ?, ?, ?) " + _FORWARD_ONLY,
         [(h["issuer"], h["result_id"], h["version"], h["result_pk"], h["patient"],
