@@ -145,8 +145,6 @@ _RESULT_FIELDS = ("id", "issuer", "result_id", "version", "kind", "status", "pat
                   "source_partition", "source_offset")
 _COLLECTED_AT, _STORED_AT = _RESULT_FIELDS.index("collected_at"), _RESULT_FIELDS.index("stored_at")
 assert _RESULT_FIELDS[_COLLECTED_AT:_STORED_AT + 1] == ("collected_at", "reported_at", "stored_at")  # _sqlite_rows
-_ISSUER, _RESULT_ID, _VERSION, _PATIENT, _REPORTED_AT = (_RESULT_FIELDS.index(f) for f in (
-    "issuer", "result_id", "version", "patient", "reported_at"))
 
 
 @dataclass
@@ -185,11 +183,6 @@ class _Batch:
         return cls(rows, events, len(results) < len(rows))
 
 
-def _head(row: tuple[Any, ...], pk: int) -> dict[str, Any]:
-    return {"issuer": row[_ISSUER], "result_id": row[_RESULT_ID], "version": row[_VERSION], "result_pk": pk,
-            "patient": row[_PATIENT], "reported_at": row[_REPORTED_AT]}
-
-
 def _append(conn: Connection, batch: _Batch, report: IngestReport) -> bool:
     """Bulk-load a batch of new versions; False (and nothing written) if the load refused any row."""
     postgres = conn.dialect.name == "postgresql"
@@ -226,14 +219,13 @@ def _append(conn: Connection, batch: _Batch, report: IngestReport) -> bool:
         # redelivery) or anything else it refused. The savepoint is rolled back; the merge path redoes the
         # batch and reports real errors as the rest of the store does.
         return False
+    # The heads come from the rows just written (their pages are still cached) in one statement: no Python
+    # object per head and no second conversion of its report time. On SQLite the ids are a range, ours alone
+    # under BEGIN IMMEDIATE; PostgreSQL's come from the sequence, interleaved with other engines' when several run.
     if postgres:
-        heads = sorted((_head(row, pk) for pk, row in zip(ids, batch.rows)),
-                       key=lambda h: (h["issuer"], h["result_id"]))
-        moved = _move_heads(conn, heads)
+        moved = conn.exec_driver_sql(_HEADS_OF_IDS_PG, (ids,)).rowcount
     else:
-        # The heads come from the rows just written (their pages are still cached) in one statement: no Python
-        # tuple per head and no second formatting of its report time. The ids are ours alone (BEGIN IMMEDIATE).
-        moved = conn.exec_driver_sql(_SQLITE_HEADS_OF_IDS, (ids[0], ids[-1])).rowcount
+        moved = conn.exec_driver_sql(_HEADS_OF_IDS_SQLITE, (ids[0], ids[-1])).rowcount
     report.stored += n
     report.superseded += n - moved
     return True
@@ -246,9 +238,11 @@ _FORWARD_ONLY = ("ON CONFLICT (issuer, result_id) DO UPDATE SET version = exclud
                  "result_pk = excluded.result_pk, patient = excluded.patient, reported_at = excluded.reported_at "
                  "WHERE h.version < excluded.version")
 
-#: In key order, so that the heads' primary-key b-tree is walked once.
-_SQLITE_HEADS_OF_IDS = (_INTO_HEADS + "SELECT issuer, result_id, version, id, patient, reported_at FROM results "
-                        "WHERE id BETWEEN ? AND ? ORDER BY issuer, result_id " + _FORWARD_ONLY)
+#: In key order: the heads' primary-key b-tree is walked once, and concurrent engines lock heads in one order.
+_HEADS_OF_IDS = (_INTO_HEADS + "SELECT issuer, result_id, version, id, patient, reported_at FROM results "
+                 "WHERE {ids} ORDER BY issuer, result_id " + _FORWARD_ONLY)
+_HEADS_OF_IDS_SQLITE = _HEADS_OF_IDS.format(ids="id BETWEEN ? AND ?")
+_HEADS_OF_IDS_PG = _HEADS_OF_IDS.format(ids="id = ANY(%s)")
 
 
 def _copy(cur: Any, table: str, fields: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
