@@ -32,6 +32,8 @@ from typing import Any, Self
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
+from pynetdicom import association as association_module
+from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
@@ -96,6 +98,47 @@ def _drop_standard_log_handlers(target: Any) -> None:
 DUL_LOOP_DELAY = 0.0001
 
 
+#: The one sleep of pynetdicom 3.0.4's association reactor (``Association._run_reactor``): it sleeps this long
+#: before every look at its DIMSE queue, so a request that arrives meanwhile waits for the sleep to end.
+REACTOR_SLEEP = 0.001
+
+
+class _ReactorClock:
+    """Stands in for the ``time`` module inside ``pynetdicom.association`` (see :func:`install_reactor_clock`).
+
+    In an acceptor's reactor thread, its sleep of :data:`REACTOR_SLEEP` becomes a wait on the association's DIMSE
+    queue that ends as soon as a message is queued, and otherwise lasts as long as the sleep: no latency for a
+    request, no more wake-ups than before when idle. Every other call is the ``time`` module's own.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        assoc = threading.current_thread()
+        if seconds != REACTOR_SLEEP or not isinstance(assoc, Association) or not assoc.is_acceptor:
+            time.sleep(seconds)
+            return
+        pending = assoc.dimse.msg_queue
+        with pending.not_empty:
+            if not pending.queue:
+                pending.not_empty.wait(seconds)
+            if pending.queue:  # a wake-up taken here may have been meant for another waiter: pass it on
+                pending.not_empty.notify()
+
+
+def install_reactor_clock() -> None:
+    """Let pynetdicom's association reactors wake up for a DIMSE message instead of sleeping through it.
+
+    Measured (storescu, 300 × 39 KB, one association, medians of 4 runs alternated with 4 without): the bare
+    SCP 519 → 600 instances/s, ours (``hrx adapter dicom-scp``) 359 → 385/s. Installed only over the ``time`` module it replaces, so a pynetdicom that no longer imports it
+    there runs as it is; the clock is process-wide and idempotent.
+    """
+    if association_module.time is time:
+        association_module.time = _ReactorClock()  # type: ignore[assignment]
+
+
 def tune_association(event: evt.Event) -> None:
     """EVT_CONN_OPEN: make a freshly accepted association cheaper per message (see the constants above).
 
@@ -134,8 +177,9 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
     segments at once: a sender that leaves Nagle on (dcmtk with ``TCP_NODELAY=0``) otherwise waits for our
     delayed ACK before the last small segment of every message.
 
-    pynetdicom: no standard logging handlers, presentation contexts copied cheaply per association, and
-    :func:`tune_association` on every accepted connection (the DUL reactor's idle sleep).
+    pynetdicom: no standard logging handlers, presentation contexts copied cheaply per association,
+    :func:`tune_association` on every accepted connection (the DUL reactor's idle sleep) and
+    :func:`install_reactor_clock` (the association reactor's).
     """
 
     tcp_nodelay = True
@@ -146,6 +190,7 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
         shared = [_SharedUidContext.like(cx) for cx in contexts]
         super().__init__(ae, address, ae_title, shared, ssl_context, handlers, **kwargs)
         _drop_standard_log_handlers(self)
+        install_reactor_clock()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         client, address = super().get_request()
