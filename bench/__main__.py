@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from bench.common import Outcome, machine, say, versions
+from bench.common import Outcome, code_version, machine, say, versions
 
 ORDER = ("ingest", "recognition", "fhir", "e2e", "memory", "mllp", "dicom")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -33,7 +33,8 @@ def markdown(record: dict[str, Any]) -> str:
     lines = [f"# HR Exchange benchmarks — {record['date']} ({record['mode']})", "",
              f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, {m['os']}.  ",
              "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val) + ".  ",
-             f"Command: `{record['command']}`; total {record['seconds']:.0f} s.", ""]
+             f"Command: `{record['command']}` at commit {record.get('code') or 'unknown'}; total "
+             f"{record['seconds']:.0f} s.", ""]
     for b in record["benchmarks"]:
         lines += [f"## {b['name']}: {b['title']}", "", f"Status: **{b['status']}** ({b['seconds']:.0f} s; load average "
                   f"before {b.get('loadavg_before')}).", ""]
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                               "mode": "quick" if args.quick else "full",
                               "command": "python -m bench" + (" --quick" if args.quick else "") +
                                          ("" if not args.names else " " + " ".join(args.names)),
-                              "machine": machine(), "versions": versions(), "benchmarks": []}
+                              "code": code_version(), "machine": machine(), "versions": versions(), "benchmarks": []}
     say(f"bench: {record['mode']} run of {', '.join(names)} on {record['machine']['nproc']} CPUs "
         f"({record['machine']['cpu']}), {record['machine']['memory_gib']} GiB")
     for name in names:

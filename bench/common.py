@@ -1,6 +1,7 @@
 """What every benchmark shares: machine and version facts, PostgreSQL databases, statistics, reporting."""
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import statistics
@@ -63,7 +64,21 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {"nproc": os.cpu_count(), "memory_gib": round(mem / 2**30, 1), "cpu": cpu, "os": os_name,
-            "hostname_hash": hex(abs(hash(platform.node())) % 0xFFFF)}
+            # A digest, not hash(): Python salts str hashes per process, so hash() named a new host every run.
+            "hostname_hash": hashlib.sha256(platform.node().encode()).hexdigest()[:8]}
+
+
+def code_version() -> str | None:
+    """The measured code: the checked-out commit, ``-dirty`` when tracked files differ from it; None outside git."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=30,
+                              check=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
 
 
 def _version(dist: str) -> str | None:

@@ -13,9 +13,11 @@ def test_fhir_benchmark_runs_on_tiny_sizes() -> None:
     assert outcome.status == "done"
     assert set(outcome.figures) >= {"parse_only_bundles_per_s", "post_fhir_bundles_per_s"}
     record = {"date": "2026-01-01", "mode": "quick", "command": "test", "seconds": 1.0,
-              "machine": {"nproc": 2, "cpu": "x", "memory_gib": 1, "os": "y"}, "versions": {"python": "3"},
+              "code": "0123456789ab", "machine": {"nproc": 2, "cpu": "x", "memory_gib": 1, "os": "y"},
+              "versions": {"python": "3"},
               "benchmarks": [outcome.as_dict()]}
-    assert "## fhir" in markdown(record)
+    text = markdown(record)
+    assert "## fhir" in text and "at commit 0123456789ab" in text
 
 
 def test_fast_validator_is_never_more_lenient_than_jsonschema() -> None:
@@ -33,3 +35,26 @@ def test_validator_diff_catches_a_lenient_fast_validator(monkeypatch) -> None:  
 
 def test_results_directory_is_in_the_package() -> None:
     assert (Path(fhir.__file__).parent / "results").is_dir()
+
+
+def test_results_name_the_commit_they_measured(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+
+    from bench import common
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=bench", "-c", "user.email=bench@example.org",
+                               *args], capture_output=True, text=True, check=True).stdout.strip()
+
+    monkeypatch.setattr(common, "ROOT", tmp_path)
+    assert common.code_version() is None  # not a checkout
+    git("init", "-q")
+    (tmp_path / "engine.py").write_text("fast = True\n")
+    git("add", "engine.py")
+    git("commit", "-q", "-m", "measured")
+    head = git("rev-parse", "--short=12", "HEAD")
+    assert common.code_version() == head
+    (tmp_path / "notes.txt").write_text("untracked files do not make a run dirty\n")
+    assert common.code_version() == head
+    (tmp_path / "engine.py").write_text("fast = False\n")
+    assert common.code_version() == head + "-dirty"
