@@ -43,8 +43,9 @@ def test_results_name_the_commit_they_measured(tmp_path, monkeypatch) -> None:  
     from bench import common
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=bench", "-c", "user.email=bench@example.org",
-                               *args], capture_output=True, text=True, check=True).stdout.strip()
+        identity = ["-c", "user.name=bench", "-c", "user.email=bench@example.org"]
+        return subprocess.run(["git", "-C", str(tmp_path), *identity, *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
 
     monkeypatch.setattr(common, "ROOT", tmp_path)
     assert common.code_version() is None  # not a checkout

@@ -245,7 +245,8 @@ class _ReactorProbe(Association):
         association_module.time.sleep(scp.REACTOR_SLEEP)
 
 
-def test_the_association_reactor_wakes_for_a_dimse_message_instead_of_sleeping(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_association_reactor_wakes_for_a_dimse_message_instead_of_sleeping(  # type: ignore[no-untyped-def]
+        monkeypatch) -> None:
     scp.install_reactor_clock()
     scp.install_reactor_clock()  # idempotent: the clock does not wrap itself
     clock = association_module.time
