@@ -49,7 +49,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import click
 import yaml
 
-from exchange.patient_id import InvalidResidentId, normalize_resident_id, scrub
+from schemas.resident_id import InvalidResidentId, normalize_resident_id, scrub
+from codes.calendar import BEIJING
+from schemas.statuses import STATUS_RANK
 
 if TYPE_CHECKING:
     from adapters.pipeline import Code, LabObservation, LabReport, ResultPipeline, Value
@@ -62,7 +64,6 @@ BATCH_REPORTS = 200
 PROGRESS_ROWS = 5000
 DEAD_LETTER_BATCH = 500
 LOINC = "http://loinc.org"
-RANK = {"preliminary": 1, "final": 2, "amended": 3, "corrected": 3, "cancelled": 4, "entered-in-error": 4}
 VALUE_KINDS = ("quantity", "text", "coded", "none")
 FIELDS = ("resident_id", "sex", "birth_date", "birth_year", "report_id", "version", "panel_code", "panel_name",
           "item_code", "item_name", "loinc_code", "value_type", "result", "unit", "reference_range", "ref_low",
@@ -75,7 +76,6 @@ DELIMITER_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "bar"}
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _QUANTITY = re.compile(rf"^(<=|>=|<|>|≤|≥)?\s*({_NUMBER})$")
 _COMPARATOR = {"≤": "<=", "≥": ">="}
-_SHANGHAI = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 
 class ProfileError(ValueError):
@@ -128,7 +128,7 @@ class Profile:
             return ZoneInfo(self.timezone)
         except ZoneInfoNotFoundError:
             if self.timezone == "Asia/Shanghai":  # no tz database installed: China has no DST since 1991
-                return _SHANGHAI
+                return BEIJING
             raise ProfileError(f"profile {self.name}: unknown time zone {self.timezone!r}") from None
 
     def header(self, name: str) -> str:
@@ -525,7 +525,7 @@ def parse_row(table: Table, line: int, cells_list: list[str], profile: Profile) 
             cells.error("status", "the report status is empty")
     else:
         status = profile.default_status
-    version = RANK.get(status or "", 0)
+    version = STATUS_RANK.get(status or "", 0)
     raw_version = cells.get("version")
     if raw_version:
         if raw_version.isdigit() and int(raw_version) > 0:
@@ -752,7 +752,7 @@ def import_file(path: Path | str, institution: str, profile: Profile, pipeline: 
     first line, each batch acknowledged before the next; dead letters go last.
     """
     from adapters.pipeline import AdapterError
-    from exchange.broker import BrokerUnavailable
+    from adapters.publish import BrokerUnavailable
 
     path = Path(path)
     summary = ImportSummary(file=str(path), dry_run=dry_run or pipeline.publisher is None)
@@ -764,7 +764,7 @@ def import_file(path: Path | str, institution: str, profile: Profile, pipeline: 
     letters: list[dict[str, Any]] = []
 
     def dead(error: str, line: int | None, payload: str | None) -> None:
-        from exchange.dead_letter import dead_letter_event
+        from schemas.dead_letter import dead_letter_event
 
         letters.append(dead_letter_event(error, payload, file=str(path), line=line, adapter="csv",
                                          institution=institution))
@@ -861,9 +861,9 @@ def _progress(factory: Progress | None, total: int, label: str) -> Iterator[Call
 
 def _send_letters(summary: ImportSummary, letters: list[dict[str, Any]], pipeline: ResultPipeline,
                   unavailable: type[Exception]) -> None:
-    from exchange import events
-    from exchange.config import TOPIC_DEADLETTER
-    from exchange.publisher import Record
+    from schemas import events
+    from schemas.topics import TOPIC_DEADLETTER
+    from adapters.publish import Record
 
     if summary.dry_run or not letters or pipeline.publisher is None:
         return
@@ -939,7 +939,7 @@ def csv(file: Path, institution: str, profile_name: str, encoding: str | None, d
     from adapters.pipeline import ResultPipeline
     from exchange import runtime
     from exchange.config import Settings
-    from exchange.publisher import Publisher
+    from adapters.publish import Publisher
 
     if delimiter is not None and delimiter not in DELIMITERS:
         raise click.BadParameter("use auto, comma, tab, semicolon or bar", param_hint="--delimiter")

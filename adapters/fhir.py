@@ -22,6 +22,8 @@ from fhir.resources.R4B.bundle import Bundle
 from pydantic import ValidationError
 
 from adapters.pipeline import AdapterError, Code, LabObservation, LabReport, Patient, Value
+from codes.loinc import is_loinc_system
+from schemas.statuses import STATUS_RANK
 
 INSTITUTION_SYSTEM = "urn:hrx:institution"
 #: OID 2.16.156.10011.1.3: 中华人民共和国居民身份证号码 in the Chinese national health data standards.
@@ -30,7 +32,6 @@ UCUM = "http://unitsofmeasure.org"
 _STATUS = {"registered": "preliminary", "partial": "preliminary", "preliminary": "preliminary",
            "final": "final", "amended": "amended", "corrected": "corrected", "appended": "amended",
            "cancelled": "cancelled", "entered-in-error": "entered-in-error"}
-_RANK = {"preliminary": 1, "final": 2, "amended": 3, "corrected": 3, "cancelled": 4, "entered-in-error": 4}
 
 
 def parse_bundle(data: Any) -> list[LabReport]:
@@ -109,7 +110,7 @@ def _codes(concept: Any, where: str) -> list[Code]:
     if not codes:
         raise AdapterError("no coding with a code", f"{where}.code")
     # A hospital's own code first: its mapping table knows its exact method and unit.
-    return sorted(codes, key=lambda c: c.system == "http://loinc.org")
+    return sorted(codes, key=lambda c: is_loinc_system(c.system))
 
 
 def _value(obs: Any) -> Value:
@@ -151,7 +152,7 @@ def _report(report: Any, where: str, index: dict[str, tuple[Any, str]], bundle_i
     if status is None:
         raise AdapterError(f"status {report.status!r} is not a DiagnosticReport status", f"{where}.status")
     version_id = report.meta.versionId if report.meta else None
-    version = int(version_id) if version_id and str(version_id).isdigit() and int(version_id) > 0 else _RANK[status]
+    version = int(version_id) if version_id and str(version_id).isdigit() and int(version_id) > 0 else STATUS_RANK[status]
     reported = _moment(report.issued)
     if reported is None:
         raise AdapterError("DiagnosticReport.issued (with a time zone) is required", f"{where}.issued")

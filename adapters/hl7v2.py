@@ -40,7 +40,7 @@ Rules implemented:
 - Patient: the resident ID (居民身份证号) is the PID-3 repetition whose identifier type (CX.5) is
   ``NNCHN`` or whose assigning authority (CX.4) is OID 2.16.156.10011.1.3; missing → 101, invalid (GB
   11643 check) → 102, both naming PID-3 and the repetition. It is pseudonymized by the pipeline and never
-  logged: everything logged passes :func:`exchange.patient_id.scrub`, python-hl7's own warnings (which echo
+  logged: everything logged passes :func:`schemas.resident_id.scrub`, python-hl7's own warnings (which echo
   field content) are reduced to their templates.
 - Time stamps (YYYYMMDD[HHMM[SS[.S]]][±ZZZZ]) without an offset are China Standard Time (+08:00, no DST
   since 1991). reported_at: OBR-22, else MSH-7; collected_at: OBR-7, else SPM-17.
@@ -107,13 +107,15 @@ from hl7 import util as _hl7_util
 
 from adapters import mllp
 from adapters.pipeline import AdapterError, Code, LabObservation, LabReport, Patient, ResultPipeline, Value
-from exchange.broker import BrokerUnavailable
-from exchange.patient_id import InvalidResidentId, normalize_resident_id, scrub
+from adapters.publish import BrokerUnavailable
+from schemas.resident_id import InvalidResidentId, normalize_resident_id, scrub
+from codes.calendar import BEIJING
+from codes.loinc import is_loinc_system
+from schemas.statuses import STATUS_RANK
 
 log = logging.getLogger(__name__)
 
 #: China Standard Time: HL7 time stamps without an offset are read in this zone.
-CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
 SUPPORTED_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1")
 RESIDENT_ID_TYPE = "NNCHN"  # HL7 table 0203: national person identifier, China
 RESIDENT_ID_OID = "2.16.156.10011.1.3"  # 中华人民共和国居民身份证号码
@@ -139,7 +141,6 @@ _OBX_STATUS = {"P": "preliminary", "R": "preliminary", "S": "preliminary", "I": 
                "F": "final", "U": "final", "C": "corrected", "X": "cancelled", "W": "entered-in-error"}
 _OBR_STATUS = {"P": "preliminary", "A": "preliminary", "R": "preliminary", "I": "preliminary",
                "S": "preliminary", "O": "preliminary", "F": "final", "C": "corrected", "X": "cancelled"}
-_RANK = {"preliminary": 1, "final": 2, "amended": 3, "corrected": 3, "cancelled": 4, "entered-in-error": 4}
 _VERSION_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
@@ -148,7 +149,7 @@ def report_version(status: str, result_time: datetime) -> int:
 
     Orders repeated corrections by their result time (OBR-22) where HL7 v2 has no version field.
     """
-    rank = _RANK[status]
+    rank = STATUS_RANK[status]
     if rank < 3:
         return rank
     minutes = int((result_time - _VERSION_EPOCH).total_seconds() // 60)
@@ -459,7 +460,7 @@ def _timestamp(seg: _Seg, n: int) -> datetime | None:
         raise Hl7Error(f"{value!r} is not an HL7 time stamp (YYYYMMDD[HHMM[SS]][+ZZZZ])", seg.loc(n), "102") from None
     if moment is None:
         return None
-    return moment.replace(tzinfo=CHINA) if moment.tzinfo is None else moment
+    return moment.replace(tzinfo=BEIJING) if moment.tzinfo is None else moment
 
 
 def _codes(seg: _Seg, n: int) -> list[Code]:
@@ -473,7 +474,7 @@ def _codes(seg: _Seg, n: int) -> list[Code]:
             raise Hl7Error(f"code of {len(code)} characters (at most 64)", seg.loc(n), "102")
         system = system.strip()
         codes.append(Code(code, None if system.upper() in ("", "L", "LOCAL") else system, (text or None) and text[:256]))
-    return sorted(codes, key=lambda c: (c.system or "").upper() in ("LN", "HTTP://LOINC.ORG"))
+    return sorted(codes, key=lambda c: is_loinc_system(c.system))
 
 
 def _patient(pid: _Seg) -> Patient:
@@ -622,7 +623,7 @@ def _report_status(obr: _Seg, obx_statuses: list[tuple[_Seg, str | None]]) -> st
     if unanimous in _VOID:
         return unanimous
     if report is not None:
-        if unanimous is not None and _RANK[unanimous] > _RANK[report]:
+        if unanimous is not None and STATUS_RANK[unanimous] > STATUS_RANK[report]:
             return unanimous
         return report
     missing = next((seg for seg, s in obx_statuses if s is None), None)
@@ -630,7 +631,7 @@ def _report_status(obr: _Seg, obx_statuses: list[tuple[_Seg, str | None]]) -> st
         raise Hl7Error("result status is required in OBX-11 when OBR-25 is empty", missing.loc(11) if missing
                        else obr.loc(25), "101")
     live = [s for s in given if s not in _VOID] or given
-    return max(live, key=lambda s: _RANK[s])
+    return max(live, key=lambda s: STATUS_RANK[s])
 
 
 @dataclass
@@ -814,7 +815,7 @@ def build_ack(header: Header | None, code: str, error: Hl7Error | None, codec: s
         (header.receiving_application if header else "") or "HRX",
         (header.receiving_facility if header else "") or _escape(institution, seps),
         header.sending_application if header else "", header.sending_facility if header else "",
-        datetime.now(CHINA).strftime("%Y%m%d%H%M%S%z"), "", msg_type, control,
+        datetime.now(BEIJING).strftime("%Y%m%d%H%M%S%z"), "", msg_type, control,
         (header.processing_id if header else "") or "P", version, "", "", "", "", "",
         header.charset if header else ""]
     segments = [("MSH" + f + seps[1:] + f + f.join(fields)).rstrip(f)]
@@ -1222,7 +1223,7 @@ def hl7_command(files: tuple[Path, ...], listen: str | None, institution: str, m
     """HL7 v2 ORU^R01: an MLLP listener (--listen HOST:PORT) or FILES (batches). Exit 1 if any message was refused."""
     from exchange import runtime
     from exchange.config import Settings
-    from exchange.publisher import Publisher
+    from adapters.publish import Publisher
 
     if bool(listen) == bool(files):
         raise click.UsageError("give either --listen HOST:PORT or FILE arguments")

@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from codes import CodeBook
-from exchange import events
-from exchange.patient_id import InvalidResidentId, Pseudonymizer
-from exchange.publisher import Publisher, Record
+from schemas.statuses import STATUSES
+from schemas import events
+from schemas.resident_id import InvalidResidentId
+from adapters.pseudonymize import Pseudonymizer
+from adapters.publish import Publisher, Record
 
-LOINC_SYSTEMS = ("http://loinc.org", "LN")
-STATUSES = ("preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error")
 
 
 class AdapterError(ValueError):
@@ -156,8 +156,7 @@ class ResultPipeline:
             raise AdapterError("no code given")
         code, mapping = codes[0], None
         for candidate in codes:
-            system = candidate.system if candidate.system in LOINC_SYSTEMS else None
-            mapping = self.book.map_code(institution, candidate.code, system, candidate.qualifier)
+            mapping = self.book.map_code(institution, candidate.code, candidate.system, candidate.qualifier)
             if mapping is not None:
                 code = candidate
                 break

@@ -79,7 +79,7 @@ def make_instances(directory: Path, n: int, studies: int, tag: int) -> list[Path
     import pydicom
     from pydicom.uid import generate_uid
 
-    from exchange.patient_id import make_resident_id
+    from schemas.resident_id import make_resident_id
 
     directory.mkdir(parents=True, exist_ok=True)
     ds = pydicom.dcmread(ct_small())
@@ -349,7 +349,7 @@ def run(quick: bool = False) -> Outcome:
     from importlib import metadata
 
     from exchange.broker import EmbeddedBroker, ensure_topics
-    from exchange.config import DEFAULT_PARTITIONS
+    from schemas.topics import DEFAULT_PARTITIONS
 
     title = "DICOM receive: instances/s, storescu (one association) → our SCP vs Orthanc and storescp"
     missing = [tool for tool in ("storescu", "storescp", "echoscu", "Orthanc") if shutil.which(tool) is None]

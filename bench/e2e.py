@@ -54,7 +54,7 @@ def _resident(n: int) -> str:
     """A valid synthetic resident ID, one per n (birth date and sequence number vary)."""
     from datetime import date, timedelta
 
-    from exchange.patient_id import make_resident_id
+    from schemas.resident_id import make_resident_id
 
     born = date(1940, 1, 1) + timedelta(days=(n // 1000) % 25_000)
     return make_resident_id(f"310115{born:%Y%m%d}{n % 1000:03d}")
@@ -160,7 +160,7 @@ def _load(source: str, payloads: list[tuple[bytes, str | None]], rate: float, ap
 
 def run(quick: bool = False) -> Outcome:
     from exchange.broker import EmbeddedBroker, ensure_topics, free_port
-    from exchange.config import DEFAULT_PARTITIONS
+    from schemas.topics import DEFAULT_PARTITIONS
 
     seconds = 5 if quick else 15
     out = Outcome("e2e", "End to end: FHIR / HL7 in → answer from the check endpoint (p50/p95 latency)")

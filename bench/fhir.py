@@ -22,7 +22,7 @@ from bench.data import EPOCH, lab_codes
 
 def bundles(n: int, seed: int = 66) -> list[dict[str, Any]]:
     from exchange.demo import lab_bundle
-    from exchange.patient_id import make_resident_id
+    from schemas.resident_id import make_resident_id
 
     rng = random.Random(seed)
     table = lab_codes()
@@ -47,9 +47,9 @@ def run(quick: bool = False, n: int | None = None) -> Outcome:
     from codes import load_codebook
     from exchange.api import Context, create_app
     from exchange.broker import EmbeddedBroker, ensure_topics
-    from exchange.config import DEFAULT_PARTITIONS
-    from exchange.patient_id import Pseudonymizer
-    from exchange.publisher import Publisher
+    from schemas.topics import DEFAULT_PARTITIONS
+    from adapters.pseudonymize import Pseudonymizer
+    from adapters.publish import Publisher
     from exchange.store import connect, migrate
 
     n = n or (200 if quick else 2000)

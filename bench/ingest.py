@@ -121,7 +121,7 @@ def baseline(bootstrap: str, topic: str, url: str, n: int) -> float:
 def ours(bootstrap: str, url: str, n: int, topics: tuple[str, ...]) -> tuple[float, dict[str, Any]]:
     """The real engine in a thread; returns seconds from its first batch to the SQL commit of the n-th event."""
     from exchange.engine import ResultEngine
-    from exchange.publisher import Publisher
+    from adapters.publish import Publisher
     from exchange.store import connect
 
     marks: dict[str, float] = {}
@@ -170,7 +170,7 @@ def run(quick: bool = False, n: int | None = None, workdir: Path | None = None) 
     import tempfile
 
     from exchange.broker import EmbeddedBroker, ensure_topics
-    from exchange.config import DEFAULT_PARTITIONS, TOPIC_LAB
+    from schemas.topics import DEFAULT_PARTITIONS, TOPIC_LAB
     from exchange.store import connect, migrate
 
     n = n or (20_000 if quick else 100_000)

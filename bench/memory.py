@@ -33,7 +33,7 @@ def run(quick: bool = False) -> Outcome:
     from bench.ingest import produce
     from bench.data import lab_event
     from exchange.broker import EmbeddedBroker, ensure_topics
-    from exchange.config import DEFAULT_PARTITIONS, TOPIC_LAB
+    from schemas.topics import DEFAULT_PARTITIONS, TOPIC_LAB
     import random
 
     size = 100_000 if quick else 1_000_000
@@ -78,7 +78,7 @@ def _imports() -> None:
 
 def _engine(url: str, bootstrap: str, n: int) -> dict[str, Any]:
     from exchange.engine import ResultEngine
-    from exchange.publisher import Publisher
+    from adapters.publish import Publisher
     from exchange.store import connect
 
     database = connect(url)
@@ -102,8 +102,8 @@ def _api(url: str, target_map: dict[str, list[str]], checks: int) -> dict[str, A
     from bench.recognition import REQUESTER
     from codes import load_codebook
     from exchange.api import Context, create_app
-    from exchange.patient_id import Pseudonymizer
-    from exchange.publisher import Publisher
+    from adapters.pseudonymize import Pseudonymizer
+    from adapters.publish import Publisher
     from exchange.store import connect
 
     database = connect(url)

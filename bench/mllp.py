@@ -70,9 +70,9 @@ def run(quick: bool = False) -> Outcome:
         return Outcome("mllp", "HL7 MLLP messages/s", status="not-done", notes=[f"adapters not importable: {exc}"])
     from codes import load_codebook
     from exchange.broker import EmbeddedBroker, ensure_topics
-    from exchange.config import DEFAULT_PARTITIONS
-    from exchange.patient_id import Pseudonymizer
-    from exchange.publisher import Publisher
+    from schemas.topics import DEFAULT_PARTITIONS
+    from adapters.pseudonymize import Pseudonymizer
+    from adapters.publish import Publisher
 
     n = 300 if quick else 2000
     out = Outcome("mllp", "HL7 v2 MLLP: messages/s with ACK after the Kafka publish vs a bare AA server")

@@ -148,8 +148,8 @@ def measure(url: str, target_map: dict[int, list[str]], requests: dict[int, int]
 
     from codes import load_codebook
     from exchange.api import Context, create_app
-    from exchange.patient_id import Pseudonymizer
-    from exchange.publisher import Publisher
+    from adapters.pseudonymize import Pseudonymizer
+    from adapters.publish import Publisher
     from exchange.store import connect, current_results
 
     _reset_writes(url)

@@ -51,7 +51,7 @@ def mutate(event: dict[str, Any], path: tuple, new: Any, delete: bool = False) -
 
 
 def run(samples: int = 3) -> tuple[int, list[str]]:
-    from exchange import events
+    from schemas import events
 
     fast_of = getattr(events, "_fast_validator", None)
     if fast_of is None:

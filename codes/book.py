@@ -10,9 +10,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping as TMapping, Sequence
 
-from codes.loader import SHANGHAI, Data, load_dir, province_of
+from codes.calendar import BEIJING
+from codes.loinc import is_loinc_system
+from codes.loader import Data, load_dir, province_of
 from codes.model import (
-    LOINC_SYSTEMS, Alliance, Catalogue, CodeError, Institution, Item, Mapping, MappingTable, Region,
+    Alliance, Catalogue, CodeError, Institution, Item, Mapping, MappingTable, Region,
 )
 
 ENV_VAR = "HRX_CODES_DIR"
@@ -114,7 +116,7 @@ class CodeBook:
         """Catalogue versions with effective_from <= at < effective_to (one per id; validation
         rejects overlapping versions). A naive ``at`` is taken as Asia/Shanghai time."""
         if at.tzinfo is None:
-            at = at.replace(tzinfo=SHANGHAI)
+            at = at.replace(tzinfo=BEIJING)
         return [c for c in self.catalogues if c.in_force(at)]
 
     def catalogue_versions(self, catalogue_id: str) -> list[Catalogue]:
@@ -155,7 +157,7 @@ class CodeBook:
             return None
         code = code.strip()
         qual = (qualifier or "").strip()
-        is_loinc = system is not None and system.strip() in LOINC_SYSTEMS
+        is_loinc = is_loinc_system(system)
         table = self.mapping_table(institution_id, version)
         if table is not None:
             sys_key = "LN" if is_loinc else "local"

@@ -17,7 +17,7 @@ import click
 
 from codes.book import ENV_VAR, default_codes_dir, load_codebook
 from codes.importer import import_published
-from codes.loader import SHANGHAI
+from codes.calendar import BEIJING
 from codes.model import TIERS, CodeError
 from codes.tools import coverage, diff, diff_as_dict, validate
 
@@ -60,9 +60,9 @@ def _load(ctx: click.Context):
 
 def _parse_at(value: str | None) -> datetime:
     if not value:
-        return datetime.now(SHANGHAI)
+        return datetime.now(BEIJING)
     parsed = datetime.fromisoformat(value) if len(value) > 10 else datetime.combine(date.fromisoformat(value), datetime.min.time())
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=SHANGHAI)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=BEIJING)
 
 
 @click.group(name="catalogue", help="互认目录工具：校验、覆盖率、导入、版本比较。")

@@ -14,9 +14,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Iterator
-from zoneinfo import ZoneInfo
 
-from codes.loinc import loinc_problem
+from codes.calendar import BEIJING
+from codes.loinc import is_loinc_system, loinc_problem
 from codes.model import (
     CATEGORIES, EXAM_CATEGORIES, GRADE_ALIASES, GRADES, KINDS, LAB_CATEGORIES, LAB_KINDS, QC_LEVELS,
     TECHNIQUES, TIER_QC_LEVEL, TIERS, Alliance, Catalogue, CatalogueItem, GradeOverlay, Institution, Item,
@@ -26,7 +26,6 @@ from codes.names import normalize_name
 from codes.sources import DUP_KEYS, SourceError, csv_header, csv_rows, line_of, load_yaml
 from codes.ucum import UcumError, validate_ucum
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 ITEM_FIELDS = (
     "code", "name_zh", "name_en", "kind", "category", "specimen", "loinc", "unit", "modality", "body_part",
@@ -79,18 +78,18 @@ def to_datetime(value: Any) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=SHANGHAI)
+        return value if value.tzinfo else value.replace(tzinfo=BEIJING)
     if isinstance(value, date):
-        return datetime.combine(value, time(0), tzinfo=SHANGHAI)
+        return datetime.combine(value, time(0), tzinfo=BEIJING)
     if isinstance(value, str):
         text = value.strip()
         try:
             if len(text) == 10:
-                return datetime.combine(date.fromisoformat(text), time(0), tzinfo=SHANGHAI)
+                return datetime.combine(date.fromisoformat(text), time(0), tzinfo=BEIJING)
             parsed = datetime.fromisoformat(text)
         except ValueError as exc:
             raise ValueError(f"not an ISO date or datetime: {value!r}") from exc
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=SHANGHAI)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=BEIJING)
     raise ValueError(f"not a date: {value!r}")
 
 
@@ -527,7 +526,7 @@ def load_mapping_table(path: Path, institution_id: str, data: Data, problems: li
     rows: dict[tuple[str, str, str], MappingRow] = {}
     for line, row in csv_rows(path):
         system = (row.get("system") or "local").strip()
-        system = "LN" if system.upper() in ("LN", "LOINC", "HTTP://LOINC.ORG") else system
+        system = "LN" if is_loinc_system(system) else system
         local, qual = row.get("local_code", ""), row.get("qualifier", "")
         target = row.get("unified_code", "")
         if not local:

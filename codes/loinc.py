@@ -12,6 +12,16 @@ import re
 
 _LOINC_RE = re.compile(r"^(\d{1,7})-(\d)$")
 
+#: Every name under which senders write the LOINC code system: FHIR's URI, HL7 v2 table 0396's "LN", the
+#: HL7 OID, and the spellings found in hospitals' own tables. Matched case-insensitively.
+LOINC_SYSTEMS: frozenset[str] = frozenset({"http://loinc.org", "LN", "LOINC", "urn:oid:2.16.840.1.113883.6.1"})
+_LOINC_FOLDED = frozenset(s.casefold() for s in LOINC_SYSTEMS)
+
+
+def is_loinc_system(system: str | None) -> bool:
+    """Whether ``system`` names the LOINC code system (any accepted spelling, any case, blanks ignored)."""
+    return system is not None and system.strip().casefold() in _LOINC_FOLDED
+
 
 def loinc_check_digit(body: str) -> int:
     """Check digit for the part of a LOINC code before the hyphen (``"14749"`` -> 6)."""

@@ -50,7 +50,6 @@ TIER_QC_LEVEL: TMapping[str, str] = {
     "alliance": "city", "city": "city", "province": "province", "region": "region", "national": "national",
 }
 
-LOINC_SYSTEMS: frozenset[str] = frozenset({"http://loinc.org", "LN", "LOINC", "loinc", "urn:oid:2.16.840.1.113883.6.1"})
 
 
 class CodeError(Exception):

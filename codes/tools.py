@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from codes.book import CodeBook, default_codes_dir
-from codes.loader import Data, SHANGHAI, check_catalogue_versions, load_dir, load_mapping_table, parse_catalogue
+from codes.calendar import BEIJING
+from codes.loader import Data, check_catalogue_versions, load_dir, load_mapping_table, parse_catalogue
 from codes.model import Catalogue, Problem, TIERS
 
 # 2024 guidance (国卫医政发〔2024〕37号) targets: alliances recognise all items; a city more than 200
@@ -112,9 +113,9 @@ def coverage(book: CodeBook, at: datetime | None = None) -> list[CoverageRow]:
 
     Catalogues of the same tier and scope are unioned. Alliance target: every item of the code book.
     """
-    at = at or datetime.now(SHANGHAI)
+    at = at or datetime.now(BEIJING)
     if at.tzinfo is None:
-        at = at.replace(tzinfo=SHANGHAI)
+        at = at.replace(tzinfo=BEIJING)
     groups: dict[tuple[str, str], list[Catalogue]] = {}
     for cat in book.catalogues_in_force(at):
         groups.setdefault((cat.tier, cat.scope), []).append(cat)

@@ -16,11 +16,9 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from adapters.publish import BrokerUnavailable
+
 log = logging.getLogger(__name__)
-
-
-class BrokerUnavailable(RuntimeError):
-    """The broker did not answer or did not acknowledge in time."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -52,7 +52,7 @@ def engine() -> None:
     """Run one engine consumer (Kafka result topics → store) until SIGTERM/SIGINT."""
     from exchange import runtime
     from exchange.engine import ResultEngine
-    from exchange.publisher import Publisher
+    from adapters.publish import Publisher
 
     settings = Settings.from_env()
     bootstrap = runtime.require_bootstrap(settings)
@@ -84,7 +84,7 @@ def serve(port: int | None) -> None:
 
     from exchange import runtime
     from exchange.api import Context, create_app
-    from exchange.publisher import Publisher
+    from adapters.publish import Publisher
     from exchange.up import settings_with
 
     from exchange.broker import ensure_topics
@@ -110,8 +110,8 @@ def adapter_fhir(files: tuple[Path, ...]) -> None:
     from adapters.fhir import bundle_events
     from adapters.pipeline import AdapterError, ResultPipeline
     from exchange import runtime
-    from exchange.broker import BrokerUnavailable
-    from exchange.publisher import Publisher
+    from adapters.publish import BrokerUnavailable
+    from adapters.publish import Publisher
 
     settings = Settings.from_env()
     publisher = Publisher(runtime.require_bootstrap(settings))
@@ -179,7 +179,7 @@ def codes_remap(everything: bool) -> None:
 def pseudonym(resident_id: str) -> None:
     """Print the pseudonym of RESIDENT_ID under the configured key (nothing is stored or logged)."""
     from exchange import runtime
-    from exchange.patient_id import InvalidResidentId
+    from schemas.resident_id import InvalidResidentId
 
     try:
         click.echo(runtime.pseudonymizer(Settings.from_env()).pseudonym(resident_id))

@@ -22,11 +22,12 @@ from kafka.structs import OffsetAndMetadata
 from sqlalchemy import Engine as Database
 from sqlalchemy.exc import SQLAlchemyError
 
-from exchange import collector, events
-from exchange.broker import BrokerUnavailable
-from exchange.config import RESULT_TOPICS, TOPIC_DEADLETTER
-from exchange.dead_letter import dead_letter_event
-from exchange.publisher import Publisher, Record
+from exchange import collector
+from schemas import events
+from adapters.publish import BrokerUnavailable
+from schemas.topics import RESULT_TOPICS, TOPIC_DEADLETTER
+from schemas.dead_letter import dead_letter_event
+from adapters.publish import Publisher, Record
 from exchange.store import Delivery, ingest, record_dead_letter
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ from sqlalchemy import Engine as Database
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from exchange import events
-from exchange.broker import BrokerUnavailable
-from exchange.config import TOPIC_DECISIONS, TOPIC_FEEDBACK
-from exchange.publisher import Publisher, Record
+from schemas import events
+from adapters.publish import BrokerUnavailable
+from schemas.topics import TOPIC_DECISIONS, TOPIC_FEEDBACK
+from adapters.publish import Publisher, Record
 from exchange.store.models import Decision, Feedback
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-TIERS = ("alliance", "city", "province", "region", "national")
+from codes.model import TIERS
+
 FINAL_STATUSES = frozenset({"final", "amended", "corrected"})
 TIER_NAMES = {"alliance": ("医联体", "alliance"), "city": ("市域", "city"), "province": ("省域", "province"),
               "region": ("区域", "region"), "national": ("全国", "national")}

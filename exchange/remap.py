@@ -18,7 +18,7 @@ from sqlalchemy import delete, or_, select, update
 from adapters.pipeline import (Code, ImagingReport, LabObservation, Patient, ResultPipeline, Study, Value,
                                infer_report_item)
 from codes import CodeBook
-from exchange.events import parse_timestamp
+from schemas.events import parse_timestamp
 from exchange.store.models import Observation, Result
 from exchange.store.results import observation_rows
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine as Database
 
 from exchange.config import Settings
-from exchange.patient_id import Pseudonymizer
+from adapters.pseudonymize import Pseudonymizer
 from exchange.store import connect, migrate
 
 if TYPE_CHECKING:

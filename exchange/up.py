@@ -16,7 +16,7 @@ from exchange import runtime
 from exchange.api import Context, create_app
 from exchange.broker import EmbeddedBroker, ensure_topics
 from exchange.config import Settings
-from exchange.publisher import Publisher
+from adapters.publish import Publisher
 from exchange.remap import remap
 
 log = logging.getLogger("hrx.up")

@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from exchange.broker import EmbeddedBroker, ensure_topics
-from exchange.config import DEFAULT_PARTITIONS
-from exchange.patient_id import Pseudonymizer
+from schemas.topics import DEFAULT_PARTITIONS
+from adapters.pseudonymize import Pseudonymizer
 
 PG_ADMIN_URL = os.environ.get("HRX_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 TEST_KEY = b"hrx-test-pseudonym-key-0123456789abcdef"
@@ -102,7 +102,7 @@ def pseudonymizer() -> Pseudonymizer:
 def engine_thread(broker: EmbeddedBroker, database: Engine) -> Iterator[object]:
     """A ResultEngine consuming in a background thread for the duration of a test."""
     from exchange.engine import ResultEngine
-    from exchange.publisher import Publisher
+    from adapters.publish import Publisher
 
     publisher = Publisher(broker.bootstrap)
     # 6 s is Apache Kafka's minimum session timeout; on tansu a shorter one also makes joining faster.

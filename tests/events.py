@@ -5,7 +5,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from exchange.events import timestamp
+from schemas.events import timestamp
 
 
 def lab_event(*, issuer: str = "test-hospital", result_id: str = "R1", version: int = 1, status: str = "final",

@@ -35,7 +35,7 @@ def _pipeline(settings: Settings):  # type: ignore[no-untyped-def]
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     from adapters.pipeline import ResultPipeline
     from exchange import runtime
-    from exchange.publisher import Publisher
+    from adapters.publish import Publisher
 
     bootstrap = runtime.require_bootstrap(settings)
     publisher = Publisher(bootstrap, client_id="hrx-dicom")

@@ -28,14 +28,15 @@ from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, STANDARD_VR
 from pydicom.values import convert_string
 
 from adapters.pipeline import Code, ImagingReport, Patient, Study
-from exchange.patient_id import InvalidResidentId, Pseudonymizer, scrub
+from schemas.resident_id import InvalidResidentId, scrub
+from adapters.pseudonymize import Pseudonymizer
+from codes.calendar import BEIJING
 
 log = logging.getLogger(__name__)
 
 #: Issuer values that mark a patient identifier as the resident ID (居民身份证号): the HL7 v2-0203 type code
 #: for a Chinese national person identifier and the OID of 中华人民共和国居民身份证号码.
 RESIDENT_ID_ISSUERS = frozenset({"NNCHN", "2.16.156.10011.1.3", "urn:oid:2.16.156.10011.1.3"})
-CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
 
 SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
@@ -267,7 +268,7 @@ def _moment(day: Any, time_: Any, offset: Any) -> datetime | None:
             moment = moment.replace(hour=hh, minute=mm, second=min(ss, 59), microsecond=micro)
         except ValueError:
             pass
-    zone = CHINA_STANDARD_TIME
+    zone = BEIJING
     off = str(offset or "").strip()
     if len(off) == 5 and off[0] in "+-" and off[1:].isdigit():
         delta = timedelta(hours=int(off[1:3]), minutes=int(off[3:5]))

@@ -54,7 +54,8 @@ from adapters.dicom.spool import (
     broker_reachable,
 )
 from adapters.pipeline import ResultPipeline
-from exchange.patient_id import Pseudonymizer, scrub
+from adapters.pseudonymize import Pseudonymizer
+from schemas.resident_id import scrub
 
 log = logging.getLogger(__name__)
 

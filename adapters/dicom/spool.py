@@ -36,12 +36,12 @@ from adapters.dicom.metadata import (
     utcnow,
 )
 from adapters.pipeline import AdapterError, ResultPipeline
-from exchange import events
-from exchange.broker import BrokerUnavailable
-from exchange.config import TOPIC_DEADLETTER
-from exchange.dead_letter import dead_letter_event
-from exchange.patient_id import scrub
-from exchange.publisher import Record
+from schemas import events
+from adapters.publish import BrokerUnavailable
+from schemas.topics import TOPIC_DEADLETTER
+from schemas.dead_letter import dead_letter_event
+from schemas.resident_id import scrub
+from adapters.publish import Record
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from sqlalchemy import Engine as Database
 from adapters.pipeline import ResultPipeline
 from codes import CodeBook
 from exchange import collector, outbox
-from exchange.patient_id import Pseudonymizer
+from adapters.pseudonymize import Pseudonymizer
 from exchange.recognize import RecognitionMemo
-from exchange.publisher import Publisher
+from adapters.publish import Publisher
 
 
 class ApiError(Exception):

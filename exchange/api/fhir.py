@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from adapters.fhir import bundle_events, operation_outcome
 from adapters.pipeline import AdapterError
 from exchange.api.app import Context, context_of
-from exchange.broker import BrokerUnavailable
+from adapters.publish import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["adapters"])

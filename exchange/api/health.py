@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from exchange.api.app import context_of
 from exchange.broker import consumer_lag
-from exchange.config import RESULT_TOPICS
+from schemas.topics import RESULT_TOPICS
 
 router = APIRouter(prefix="/api/v1", tags=["operations"])
 

@@ -15,7 +15,7 @@ from exchange.api.actor import actor
 from exchange.api.app import ApiError, Context, context_of
 from exchange.audit import Actor
 from exchange.decisions import result_ref
-from exchange.patient_id import InvalidResidentId
+from schemas.resident_id import InvalidResidentId
 from exchange.recognize import Answer, RecognitionMemo, Recognizer, best, items_of
 from exchange.store import StoredResult, current_results, pipelined
 from exchange.store.models import Presentation

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from adapters.fhir import INSTITUTION_SYSTEM, RESIDENT_ID_SYSTEMS
-from exchange.patient_id import make_resident_id
+from schemas.resident_id import make_resident_id
 
 log = logging.getLogger("hrx.demo")
 UCUM = "http://unitsofmeasure.org"

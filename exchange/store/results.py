@@ -18,7 +18,7 @@ import orjson
 from sqlalchemy import Connection, String, bindparam, case, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from exchange.events import parse_timestamp
+from schemas.events import parse_timestamp
 from exchange.store.models import DeadLetter, Observation, Result, ResultHead
 
 

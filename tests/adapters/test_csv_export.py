@@ -16,11 +16,11 @@ from sqlalchemy import func, select
 from adapters.csv_export import (ImportSummary, Profile, ProfileError, RowProgress, available_profiles, import_file,
                                  load_profile)
 from adapters.pipeline import ResultPipeline
-from exchange import events
+from schemas import events
 from exchange.broker import EmbeddedBroker, ensure_topics
-from exchange.config import DEFAULT_PARTITIONS, TOPIC_DEADLETTER, TOPIC_LAB
-from exchange.patient_id import make_resident_id
-from exchange.publisher import Publisher
+from schemas.topics import DEFAULT_PARTITIONS, TOPIC_DEADLETTER, TOPIC_LAB
+from schemas.resident_id import make_resident_id
+from adapters.publish import Publisher
 from exchange.store.models import Result
 from tests.conftest import TEST_KEY, wait_for
 

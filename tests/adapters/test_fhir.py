@@ -9,7 +9,7 @@ import pytest
 
 from adapters.fhir import bundle_events, operation_outcome, parse_bundle
 from adapters.pipeline import AdapterError, ResultPipeline
-from exchange import events
+from schemas import events
 
 BUNDLE = json.loads((Path(__file__).parent.parent / "data/fhir/lab-bundle.json").read_text("utf-8"))
 RESIDENT_ID = "110105198003120024"

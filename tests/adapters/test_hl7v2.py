@@ -24,10 +24,11 @@ from adapters import mllp
 from adapters.hl7v2 import (AckJournal, report_version, Hl7Error, Hl7Receiver, build_ack, charset_of, decode, parse_header,
                             parse_message, split_batch, ucum_unit)
 from adapters.pipeline import ResultPipeline
-from exchange import events
-from exchange.broker import BrokerUnavailable, EmbeddedBroker, ensure_topics
-from exchange.config import DEFAULT_PARTITIONS
-from exchange.publisher import Publisher
+from schemas import events
+from adapters.publish import BrokerUnavailable
+from exchange.broker import EmbeddedBroker, ensure_topics
+from schemas.topics import DEFAULT_PARTITIONS
+from adapters.publish import Publisher
 from tests.conftest import TEST_KEY, wait_for
 
 DATA = Path(__file__).parent.parent / "data" / "hl7"

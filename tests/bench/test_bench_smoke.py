@@ -26,7 +26,7 @@ def test_fast_validator_is_never_more_lenient_than_jsonschema() -> None:
 
 
 def test_validator_diff_catches_a_lenient_fast_validator(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from exchange import events
+    from schemas import events
 
     monkeypatch.setattr(events, "_fast_validator", lambda name: lambda event: True)
     checked, problems = validator_diff.run(samples=1)

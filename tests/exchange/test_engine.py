@@ -5,10 +5,10 @@ import orjson
 from kafka import KafkaConsumer
 from sqlalchemy import func, select
 
-from exchange import events
-from exchange.config import TOPIC_DEADLETTER, TOPIC_LAB
-from exchange.patient_id import make_resident_id
-from exchange.publisher import Publisher, Record
+from schemas import events
+from schemas.topics import TOPIC_DEADLETTER, TOPIC_LAB
+from schemas.resident_id import make_resident_id
+from adapters.publish import Publisher, Record
 from exchange.store.models import DeadLetter, Result
 from tests.conftest import wait_for
 from tests.events import lab_event

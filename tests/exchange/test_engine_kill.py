@@ -10,9 +10,9 @@ import time
 
 from sqlalchemy import func, select
 
-from exchange import events
-from exchange.config import TOPIC_LAB
-from exchange.publisher import Publisher, Record
+from schemas import events
+from schemas.topics import TOPIC_LAB
+from adapters.publish import Publisher, Record
 from exchange.store.models import Observation, Result
 from tests.conftest import wait_for
 from tests.events import lab_event

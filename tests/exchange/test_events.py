@@ -2,9 +2,9 @@ import pytest
 from jsonschema import Draft202012Validator
 
 import schemas
-from exchange import events
-from exchange.dead_letter import dead_letter_event
-from exchange.patient_id import make_resident_id
+from schemas import events
+from schemas.dead_letter import dead_letter_event
+from schemas.resident_id import make_resident_id
 from tests.events import lab_event
 
 

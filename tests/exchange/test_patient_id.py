@@ -3,8 +3,9 @@ import stat
 
 import pytest
 
-from exchange.patient_id import (InvalidResidentId, Pseudonymizer, check_character, make_resident_id,
-                                 normalize_resident_id, scrub)
+from schemas.resident_id import InvalidResidentId, check_character, make_resident_id, normalize_resident_id, scrub
+
+from adapters.pseudonymize import Pseudonymizer
 
 # GB 11643 example number from the standard's own worked example (11010519491231002X).
 STANDARD_EXAMPLE = "11010519491231002X"

@@ -8,7 +8,7 @@ from pathlib import Path
 from adapters.pipeline import Code, LabObservation, LabReport, Patient, ResultPipeline, Value
 from codes import default_codes_dir, load_codebook
 from exchange.decisions import find_result
-from exchange.patient_id import make_resident_id
+from schemas.resident_id import make_resident_id
 from exchange.remap import remap
 from exchange.store import Delivery, current_results, ingest, unmapped_codes
 

@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from exchange.patient_id import make_resident_id
+from schemas.resident_id import make_resident_id
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 CT_SMALL = TEST_FILES / "CT_small.dcm"

@@ -25,7 +25,7 @@ from adapters.dicom.metadata import (
 )
 from adapters.dicom.spool import Spool, StudyAssembler
 from adapters.pipeline import ResultPipeline
-from exchange import events
+from schemas import events
 
 from . import dicomdata as dd
 from .conftest import INSTITUTION, FakePublisher

@@ -27,8 +27,8 @@ from adapters.dicom.scp import (
 from adapters.dicom.spool import Spool
 from adapters.pipeline import ResultPipeline
 from exchange.broker import EmbeddedBroker, ensure_topics
-from exchange.config import DEFAULT_PARTITIONS
-from exchange.publisher import Publisher
+from schemas.topics import DEFAULT_PARTITIONS
+from adapters.publish import Publisher
 from exchange.store.models import Result
 from tests.conftest import wait_for
 

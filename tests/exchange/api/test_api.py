@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from exchange.api import Context, create_app
-from exchange.publisher import Publisher
+from adapters.publish import Publisher
 from exchange.store.models import Result
 from tests.conftest import wait_for
 

@@ -12,7 +12,7 @@ from codes import default_codes_dir
 from exchange import runtime
 from exchange.api import Context, create_app
 from exchange.config import Settings
-from exchange.publisher import Publisher
+from adapters.publish import Publisher
 
 AT = "2026-11-21T10:00:00+08:00"
 

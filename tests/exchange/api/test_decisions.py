@@ -11,9 +11,9 @@ from kafka import KafkaConsumer
 
 from adapters.pipeline import Code, LabObservation, LabReport, Patient, ResultPipeline, Value
 from exchange.api import Context, create_app
-from exchange.config import TOPIC_DECISIONS, TOPIC_FEEDBACK
-from exchange.patient_id import make_resident_id
-from exchange.publisher import Publisher
+from schemas.topics import TOPIC_DECISIONS, TOPIC_FEEDBACK
+from schemas.resident_id import make_resident_id
+from adapters.publish import Publisher
 from exchange.store import Delivery, ingest
 from tests.conftest import wait_for
 

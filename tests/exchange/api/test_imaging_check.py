@@ -7,8 +7,8 @@ from fastapi.testclient import TestClient
 
 from adapters.pipeline import ImagingReport, Patient, ResultPipeline, Study
 from exchange.api import Context, create_app
-from exchange.patient_id import make_resident_id
-from exchange.publisher import Publisher
+from schemas.resident_id import make_resident_id
+from adapters.publish import Publisher
 from exchange.store import Delivery, ingest
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from exchange import events
-from exchange.patient_id import scrub
+from schemas import events
+from schemas.resident_id import scrub
 
 MAX_PAYLOAD = 1 << 20
 

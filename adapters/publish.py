@@ -1,10 +1,10 @@
-"""Publishing events to Kafka and waiting for the broker's acknowledgement.
+"""The publish step: sending events to Kafka and waiting for the broker's acknowledgement.
 
 ``acks='all'`` so that an acknowledged event is on every in-sync replica. ``linger_ms=0``: every caller waits
 for its acknowledgement (HL7 ACK, HTTP answer), so holding a send back to batch it only adds latency; sends
 queued while a request is in flight are still batched (a lone MLLP sender: 200 → 330 messages/s). The idempotent producer is off:
 tansu answers every idempotent send with UnknownError, and duplicates from producer retries are absorbed by
-the store's UNIQUE natural keys anyway (DOMAIN.md §8).
+the store's UNIQUE natural keys anyway (docs/rules.md, "Delivery").
 """
 from __future__ import annotations
 
@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from exchange.broker import BrokerUnavailable
 
 log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker did not answer or did not acknowledge in time."""
 
 
 @dataclass(frozen=True)

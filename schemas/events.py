@@ -20,10 +20,7 @@ except ImportError:  # pragma: no cover - without it every event goes through js
     jsonschema_rs = None
 
 import schemas
-from exchange.config import TOPIC_IMAGING, TOPIC_LAB
-
-SCHEMA_OF_TOPIC = {TOPIC_LAB: "lab-result.v1", TOPIC_IMAGING: "imaging-result.v1"}
-TOPIC_OF_SCHEMA = {"hr.lab-result.v1": TOPIC_LAB, "hr.imaging-result.v1": TOPIC_IMAGING}
+from schemas.topics import SCHEMA_OF_TOPIC, TOPIC_OF_SCHEMA  # noqa: F401 - part of this module's API
 
 
 class InvalidEvent(ValueError):
