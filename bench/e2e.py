@@ -87,7 +87,7 @@ def _hl7_payloads(n: int, tag: int) -> list[tuple[bytes, str | None]]:
 
 def _load(source: str, payloads: list[tuple[bytes, str | None]], rate: float, api: str, hl7_port: int,
           senders: int) -> dict[str, Any]:
-    from adapters.mllp import MLLPClient
+    from adapters.hl7 import MLLPClient
 
     pending: queue.Queue[tuple[str, float]] = queue.Queue()
     latencies: list[float] = []

@@ -2,7 +2,7 @@
 against a bare MLLP server in the same run (same framing server, same python-hl7 parse, answers AA without
 mapping, pseudonymizing, publishing or journaling).
 
-Ours: ``adapters.hl7v2.Hl7Receiver`` (with its SQLite ACK journal) behind ``adapters.mllp.MLLPServer``,
+Ours: ``adapters.hl7.Hl7Receiver`` (with its SQLite ACK journal) behind ``adapters.hl7.MLLPServer``,
 publishing to an embedded tansu broker. Messages: the ORU^R01 sample tests/data/hl7/bj-chaoyang-001-v251-utf8.hl7
 with a unique MSH-10 and filler order number per message (so none is a duplicate).
 """
@@ -33,7 +33,7 @@ def _bare(frame, peer="-"):  # type: ignore[no-untyped-def]
 
 
 def _drive(port: int, payloads: list[bytes], senders: int) -> tuple[float, list[float], int]:
-    from adapters.mllp import MLLPClient
+    from adapters.hl7 import MLLPClient
 
     latencies: list[float] = []
     refused = [0]
@@ -64,8 +64,7 @@ def _drive(port: int, payloads: list[bytes], senders: int) -> tuple[float, list[
 
 def run(quick: bool = False) -> Outcome:
     try:
-        from adapters import mllp
-        from adapters.hl7v2 import AckJournal, Hl7Receiver
+        from adapters.hl7 import AckJournal, Hl7Receiver, MLLPServer
     except ImportError as exc:
         return Outcome("mllp", "HL7 MLLP messages/s", status="not-done", notes=[f"adapters not importable: {exc}"])
     from codes import load_codebook
@@ -88,7 +87,7 @@ def run(quick: bool = False) -> Outcome:
         for senders in (1, 8):
             rates = {}
             for who, app in (("bare", _bare), ("ours", receiver)):
-                with mllp.MLLPServer(("127.0.0.1", 0), app, max_connections=16).start() as server:
+                with MLLPServer(("127.0.0.1", 0), app, max_connections=16).start() as server:
                     port = server.address[1]
                     _drive(port, messages(10, f"W{who}{senders}"), 1)  # warm-up
                     seconds, latencies, refused = _drive(port, messages(n, f"{who}{senders}"), senders)

@@ -1,2 +1,100 @@
-"""Placeholder: the command still lives in the adapter; it moves here."""
-from adapters.hl7v2 import hl7  # noqa: F401
+"""``hrx adapter hl7``: the HL7 v2 MLLP listener, or HL7 v2 files (batches).
+
+The adapter (:mod:`adapters.hl7`) is imported inside the command, so ``--help`` answers without it.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from adapters.hl7 import Hl7Receiver
+
+log = logging.getLogger(__name__)
+
+
+def _address(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise click.BadParameter("expected HOST:PORT", param_hint="--listen")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _default_max_bytes() -> int:
+    from adapters.hl7 import DEFAULT_MAX_BYTES
+
+    return DEFAULT_MAX_BYTES
+
+
+@click.command("hl7")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--listen", metavar="HOST:PORT", help="run the MLLP listener on this address")
+@click.option("--institution", required=True, help="institution ID of the hospital this adapter serves (issuer)")
+@click.option("--max-bytes", type=click.IntRange(1024), default=_default_max_bytes, show_default="1 MiB",
+              help="largest message accepted")
+@click.option("--max-connections", type=click.IntRange(1, 1024), default=32, show_default=True)
+@click.option("--publish-timeout", type=click.FloatRange(0.5, 60), default=4.0, show_default=True,
+              help="seconds to wait for Kafka before refusing (keep it well below the sender's ACK timeout)")
+@click.option("--facility", "facilities", multiple=True, help="accept only these MSH-4 values (repeatable)")
+@click.option("--processing-id", "processing_ids", multiple=True, default=("P",), show_default=True,
+              help="accepted MSH-11 processing IDs (repeatable)")
+def hl7(files: tuple[Path, ...], listen: str | None, institution: str, max_bytes: int, max_connections: int,
+        publish_timeout: float, facilities: tuple[str, ...], processing_ids: tuple[str, ...]) -> None:
+    """HL7 v2 ORU^R01: an MLLP listener (--listen HOST:PORT) or FILES (batches). Exit 1 if any message was refused."""
+    if bool(listen) == bool(files):
+        raise click.UsageError("give either --listen HOST:PORT or FILE arguments")
+    from adapters.hl7 import AckJournal, Hl7Receiver, split_batch
+    from adapters.pipeline import AdapterError
+    from adapters.publish import Publisher
+    from exchange import runtime
+    from exchange.config import Settings
+
+    settings = Settings.from_env()
+    publisher = Publisher(runtime.require_bootstrap(settings), timeout_s=publish_timeout, client_id="hrx-hl7")
+    journal = AckJournal(settings.var_dir / "hl7-acks.db")
+    try:
+        receiver = Hl7Receiver(institution, runtime.codebook(settings), runtime.pseudonymizer(settings), publisher,
+                               journal, processing_ids=processing_ids, facilities=facilities, max_bytes=max_bytes)
+    except AdapterError as exc:
+        raise click.BadParameter(str(exc), param_hint="--institution") from None
+    try:
+        if listen:
+            _serve(receiver, _address(listen), max_bytes, max_connections)
+            return
+        refused = total = 0
+        for path in files:
+            for i, raw in enumerate(split_batch(path.read_bytes()), start=1):
+                total += 1
+                outcome = receiver.handle(raw)
+                if not outcome.accepted:
+                    refused += 1
+                where = f" at {outcome.error.location}" if outcome.error and outcome.error.location else ""
+                click.echo(f"{path}#{i} control={outcome.control_id or '-'}: {outcome.code or '-'}"
+                           f"{' (duplicate)' if outcome.duplicate else ''}{where}: {outcome.text}",
+                           err=not outcome.accepted)
+        click.echo(f"{total - refused} message(s) accepted, {refused} refused")
+        sys.exit(1 if refused else 0)
+    finally:
+        publisher.close()
+        journal.close()
+
+
+def _serve(receiver: Hl7Receiver, address: tuple[str, int], max_bytes: int, max_connections: int) -> None:
+    """Run the MLLP listener until SIGTERM or SIGINT."""
+    from adapters.hl7 import MLLPServer
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server = MLLPServer(address, receiver, max_bytes=max_bytes, max_connections=max_connections).start()
+    log.info("hl7: MLLP listener for %s on %s:%d (max %d bytes, %d connections)", receiver.institution,
+             *server.address, max_bytes, max_connections)
+    stop.wait()
+    log.info("hl7: stopping")
+    server.stop()

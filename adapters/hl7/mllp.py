@@ -1,4 +1,5 @@
-"""MLLP (Minimal Lower Layer Protocol, HL7 v2 transport) framing, a bounded threaded server and a client.
+"""MLLP (Minimal Lower Layer Protocol release 2, HL7 v2 transport): framing, a bounded threaded server and a
+client.
 
 A block is ``<VT> payload <FS><CR>`` (0x0B … 0x1C 0x0D). The framing works on bytes, before any character
 decoding: none of the three framing bytes can occur inside UTF-8, GBK or GB18030 text (GBK trail bytes are
@@ -23,9 +24,9 @@ is strictly request/response per connection and the work per message is mostly b
 the Kafka acknowledgement, which releases the GIL), so a thread per connection is the simplest correct
 model; a hospital opens one to a handful of connections, so the cap, not the scheduler, is what matters.
 asyncio would have needed an executor around every blocking call and gained nothing here. No lock is held
-across the Kafka wait (only one per duplicate key, see :mod:`adapters.hl7v2`), so messages from concurrent
-connections are in flight together, and sends that queue up while a produce request is outstanding share
-the next one (about 1.8 records per request with 8 senders in bench 5).
+across the Kafka wait (only one per duplicate key, see :mod:`adapters.hl7.receiver`), so messages from
+concurrent connections are in flight together, and sends that queue up while a produce request is
+outstanding share the next one.
 """
 from __future__ import annotations
 

@@ -1,0 +1,175 @@
+"""The ACK journal: positive ACKs by duplicate key, so that a resend gets the same ACK and publishes nothing.
+
+Rules implemented (docs/rules.md, "Delivery"):
+
+- Duplicates: key (MSH-3, MSH-4, MSH-10). The positive ACK is recorded after the publish and before it is
+  sent; a resend with the same key *and content* (keyed HMAC over the message without MSH-7) gets the
+  stored bytes replayed and publishes nothing. Same key with different content (a LIS that reset its
+  counter) is processed as a new message. Refusals are not journaled, so a message refused while the broker
+  was down is processed when resent. A crash between publish and journal write only causes a republish,
+  which the store's natural key absorbs.
+- The journal is not where results are made durable (Kafka is, before any positive ACK), so the ACK does
+  not wait for its commit, let alone an fsync: see :class:`AckJournal`.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StoredAck:
+    """One journaled positive ACK: the message's content digest, the ACK code and bytes, and when (epoch s)."""
+
+    digest: str
+    code: str
+    ack: bytes
+    stored_at: float
+
+
+class AckJournal:
+    """Positive ACKs by (MSH-3, MSH-4, MSH-10): SQLite in WAL mode with synchronous=NORMAL, group-committed.
+
+    Recorded after the publish and before the ACK is sent, so a sender that missed the ACK and resends gets
+    the same ACK and nothing is published twice. Only positive ACKs are kept (a refusal must be retried).
+    Rows older than ``retention_days`` are pruned when the journal opens; ACKs hold no patient data.
+
+    Durability: the journal holds no result data, Kafka does (the ACK is only built once the broker
+    acknowledged the publish); the journal only saves a resend from being processed again. So ``put`` does
+    not wait for the disk: it hands the row to a writer thread, which commits whatever has queued up in one
+    transaction (one commit per batch, not per message, and no SQLite work on the ACK path), and ``get``
+    sees queued rows at once. The commit is not fsynced either (WAL, synchronous=NORMAL: the WAL is synced
+    at checkpoints, and the database cannot be corrupted by a crash). What a crash can cost: the rows queued
+    or committed in the last moments before it (a process crash: the few not yet committed; a power loss:
+    also those since the last checkpoint). A resend of one of those messages is then processed and
+    published again instead of getting its stored ACK, and the store's UNIQUE natural keys absorb the
+    duplicate events. An fsync or a commit per message before the ACK would buy nothing but ACK latency.
+    """
+
+    _UPSERT = ("INSERT INTO hl7_acks VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sending_application, sending_facility,"
+               " control_id) DO UPDATE SET digest = excluded.digest, ack_code = excluded.ack_code, ack = excluded.ack,"
+               " stored_at = excluded.stored_at")
+
+    def __init__(self, path: Path, retention_days: float = 30.0) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()  # guards the queue and pending rows below (never held across SQLite calls)
+        self._changed = threading.Condition(self._lock)
+        db = self._connect()
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS hl7_acks (sending_application TEXT NOT NULL, sending_facility TEXT NOT NULL,"
+            " control_id TEXT NOT NULL, digest TEXT NOT NULL, ack_code TEXT NOT NULL, ack BLOB NOT NULL,"
+            " stored_at REAL NOT NULL, PRIMARY KEY (sending_application, sending_facility, control_id))")
+        db.execute("DELETE FROM hl7_acks WHERE stored_at < ?", (time.time() - retention_days * 86400,))
+        # Idle reading connections, one per concurrent reader (WAL: readers never wait for the writer). A
+        # shared connection behind a lock made the connection threads queue up: the holder, back from SQLite,
+        # waits for the GIL while the others wait for it.
+        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._readers.put(db)
+        self._queued: list[tuple[tuple[str, str, str], StoredAck]] = []  # put(), not yet taken by the writer
+        self._pending: dict[tuple[str, str, str], StoredAck] = {}  # put() but not yet committed: get() sees them
+        self._writing = 0  # rows taken by the writer and not yet committed
+        self._closing = False
+        self._writer = threading.Thread(target=self._write_loop, args=(self._connect(),), name="hl7-ack-journal",
+                                        daemon=True)
+        self._writer.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # no fsync per commit: see the class docstring
+        return db
+
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        try:
+            db = self._readers.get_nowait()
+        except queue.Empty:
+            db = self._connect()
+        try:
+            yield db
+        finally:
+            self._readers.put(db)
+
+    def get(self, key: tuple[str, str, str]) -> StoredAck | None:
+        with self._lock:
+            queued = self._pending.get(key)
+        if queued is not None:
+            return queued
+        # A row leaves _pending only once committed, so a row missed above is found here.
+        with self._reader() as db:
+            row = db.execute(
+                "SELECT digest, ack_code, ack, stored_at FROM hl7_acks WHERE sending_application = ? AND "
+                "sending_facility = ? AND control_id = ?", key).fetchone()
+        return StoredAck(row[0], row[1], bytes(row[2]), row[3]) if row else None
+
+    def put(self, key: tuple[str, str, str], digest: str, code: str, ack: bytes) -> None:
+        """Record a positive ACK; visible to ``get`` at once, committed by the writer thread shortly after."""
+        stored = StoredAck(digest, code, ack, time.time())
+        with self._lock:
+            if self._closing:
+                raise sqlite3.ProgrammingError("the ACK journal is closed")
+            self._pending[key] = stored
+            self._queued.append((key, stored))
+            self._changed.notify_all()
+
+    def _write_loop(self, db: sqlite3.Connection) -> None:
+        """Commit queued rows, all that queued up meanwhile in one transaction, until closed and drained."""
+        try:
+            while True:
+                with self._lock:
+                    while not self._queued and not self._closing:
+                        self._changed.wait()
+                    if not self._queued:
+                        return
+                    batch, self._queued = self._queued, []
+                    self._writing = len(batch)
+                try:
+                    with db:  # one transaction for the batch
+                        db.execute("BEGIN")
+                        db.executemany(self._UPSERT, [(*key, a.digest, a.code, a.ack, a.stored_at) for key, a in batch])
+                except sqlite3.Error as exc:  # those resends would be republished, which the store absorbs
+                    log.error("hl7: ACK journal write of %d row(s) failed: %s", len(batch), exc)
+                with self._lock:
+                    for key, stored in batch:
+                        if self._pending.get(key) is stored:
+                            del self._pending[key]  # committed (a later put for the same key stays pending)
+                    self._writing = 0
+                    self._changed.notify_all()
+        finally:
+            db.close()
+
+    def flush(self) -> None:
+        """Wait until everything ``put`` so far is committed."""
+        with self._lock:
+            while self._queued or self._writing:
+                self._changed.wait()
+
+    def count(self) -> int:
+        self.flush()
+        with self._reader() as db:
+            return int(db.execute("SELECT count(*) FROM hl7_acks").fetchone()[0])
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer and close the database (readers must have finished)."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            self._changed.notify_all()
+        self._writer.join()
+        while True:
+            try:
+                self._readers.get_nowait().close()
+            except queue.Empty:
+                return
+

@@ -1,0 +1,232 @@
+"""The receiver: one message in, one :class:`Outcome` (and the ACK to send) out.
+
+decode (:mod:`.charset`) → parse MSH and check it (:mod:`.header`) → duplicate check (:mod:`.journal`) →
+reports (:mod:`.oru`) → the shared result pipeline (map, pseudonymize, validate) → publish, acknowledged
+by Kafka → journal → ACK (:mod:`.ack`). :class:`Hl7Receiver` is the MLLP server's frame handler
+(:mod:`.mllp`) and serves file mode too; it never raises.
+
+Rules implemented (docs/rules.md, "Delivery", "Privacy"):
+
+- A positive ACK only after ``ResultPipeline.publish`` returned (Kafka acknowledged every event of the
+  message); broker down or an internal error: AE/CE with ERR-3 207 (resend later), never journaled.
+- A message larger than ``max_bytes`` is refused with AE from its head alone (the MSH segment is there).
+- Concurrent deliveries of one duplicate key are serialised in this process; no other lock is held across
+  the Kafka wait, so messages from concurrent connections are in flight together.
+- Everything logged passes :func:`schemas.resident_id.scrub`; a reused control ID with other content is
+  logged and processed as a new message.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.hl7.ack import ack_code, ack_wanted, build_ack
+from adapters.hl7.charset import decode, header_text, reply_codec
+from adapters.hl7.exceptions import Hl7Error
+from adapters.hl7.header import Header, check_header, parse_header
+from adapters.hl7.journal import AckJournal
+from adapters.hl7.mllp import DEFAULT_MAX_BYTES, HEAD_BYTES, Frame
+from adapters.hl7.oru import parse_reports
+from adapters.hl7.segments import ParsedMessage
+from adapters.pipeline import AdapterError, LabReport, ResultPipeline
+from adapters.pseudonymize import Pseudonymizer
+from adapters.publish import BrokerUnavailable, Publisher
+from codes import CodeBook
+from schemas.resident_id import scrub
+
+log = logging.getLogger(__name__)
+
+_SCHEMA_OBSERVATION = re.compile(r"\$\.observations\[(\d+)\]")
+
+
+class _KeyLocks:
+    """Serialises concurrent deliveries of the same (MSH-3, MSH-4, MSH-10) inside this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[tuple[str, str, str], list[Any]] = {}
+
+    @contextmanager
+    def hold(self, key: tuple[str, str, str]) -> Iterator[None]:
+        with self._lock:
+            entry = self._held.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._lock:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._held[key]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one message: the ACK code (AA, AE, … or CA, CE, …), its text, the bytes to send."""
+
+    code: str
+    text: str
+    ack: bytes | None
+    control_id: str | None = None
+    duplicate: bool = False
+    published: int = 0
+    error: Hl7Error | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.code in ("AA", "CA")
+
+
+class Hl7Receiver:
+    """Message in, Outcome out: decode → parse → dedupe → pipeline → publish (acked) → journal → ACK.
+
+    Used by the MLLP server (as its frame handler) and by file mode; it never raises.
+    """
+
+    def __init__(self, institution: str, book: CodeBook, pseudonymizer: Pseudonymizer, publisher: Publisher,
+                 journal: AckJournal | None = None, *, processing_ids: Sequence[str] = ("P",),
+                 facilities: Sequence[str] = (), max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.institution = institution
+        self.book = book
+        self.pseudonymizer = pseudonymizer
+        self.publisher = publisher
+        self.journal = journal
+        self.processing_ids = tuple(p.upper() for p in processing_ids)
+        self.facilities = tuple(facilities)
+        self.max_bytes = max_bytes
+        self._locks = _KeyLocks()
+        ResultPipeline(book, pseudonymizer).check_institution(institution)
+
+    # the MLLP frame handler
+    def __call__(self, frame: Frame, peer: str = "-") -> bytes | None:
+        if frame.oversize:
+            outcome = self.oversize(frame.payload, frame.size)
+        else:
+            outcome = self.handle(frame.payload)
+        self._log(peer, outcome)
+        return outcome.ack
+
+    def _log(self, peer: str, outcome: Outcome) -> None:
+        level = logging.INFO if outcome.accepted or not outcome.code else logging.WARNING
+        if not log.isEnabledFor(level):  # scrubbing costs regex passes per message; skip it when not logged
+            return
+        where = f" at {outcome.error.location}" if outcome.error and outcome.error.location else ""
+        log.log(level, "hl7 %s: control=%s %s%s%s: %s", peer, scrub(outcome.control_id or "-"), outcome.code or "-",
+                " (duplicate, stored ACK replayed)" if outcome.duplicate else "", where, scrub(outcome.text))
+
+    def _refuse(self, header: Header | None, error: Hl7Error, codec: str) -> Outcome:
+        code = ack_code(header, "reject" if error.reject else "error")
+        ack = build_ack(header, code, error, codec, self.institution) if ack_wanted(header, False) else None
+        return Outcome(code, scrub(error.message), ack, header.control_id if header else None, error=error)
+
+    def oversize(self, head: bytes, size: int) -> Outcome:
+        """Refuse a message of ``size`` bytes, over the limit, known only by its ``head`` (AE, ERR-3 207)."""
+        header, codec = None, "utf-8"
+        try:
+            head_text = header_text(head)
+            codec = reply_codec(head_text)
+            header = parse_header(head_text)[1]
+        except Hl7Error:
+            pass
+        return self._refuse(header, Hl7Error(f"message of {size} bytes exceeds the limit of {self.max_bytes} bytes; "
+                                             "split it into several messages", None, "207"), codec)
+
+    def handle(self, payload: bytes) -> Outcome:
+        """One message's bytes in, its outcome (and the ACK to send, if any) out; never raises."""
+        if len(payload) > self.max_bytes:
+            return self.oversize(payload[:HEAD_BYTES], len(payload))
+        header: Header | None = None
+        codec = "utf-8"
+        try:
+            text, codec = decode(payload)
+            message, header = parse_header(text)
+            if header.message_type == "ACK":
+                return Outcome("", "an acknowledgement: not acknowledged", None, header.control_id)
+            check_header(header, self.processing_ids, self.facilities)
+        except Hl7Error as error:
+            return self._refuse(header, error, codec)
+        except Exception as exc:  # noqa: BLE001 - never let one message take the listener down
+            log.error("hl7: header handling failed: %s", scrub(repr(exc)))
+            return self._refuse(header, Hl7Error("internal error reading the message header", None, "207"), codec)
+        with self._locks.hold(header.key):
+            return self._process(message, header, codec)
+
+    def _digest(self, message: ParsedMessage) -> str:
+        """Keyed HMAC of the message without MSH-7 (a resend carries a new send time, the same content).
+
+        Hashes the normalized text with MSH-7 emptied, plus a final CR: byte for byte what python-hl7's
+        ``str(message)`` gave before (digests already in the journal still match their resends).
+        """
+        text = message.text
+        f = text[3]
+        end = text.find("\r")
+        head, rest = (text, "") if end < 0 else (text[:end], text[end:])
+        parts = head.split(f, 7)  # [MSH, MSH-2, MSH-3, …, MSH-7, the rest of MSH]
+        if len(parts) > 6:
+            parts[6] = ""
+        body = f.join(parts) + rest + "\r"
+        return hmac.new(self.pseudonymizer.key, b"hrx-hl7-ack:" + body.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def _process(self, message: ParsedMessage, header: Header, codec: str) -> Outcome:
+        digest = self._digest(message)
+        if self.journal is not None:
+            stored = self.journal.get(header.key)
+            if stored is not None and stored.digest == digest:
+                return Outcome(stored.code, "duplicate: the stored acknowledgement is replayed",
+                               stored.ack if ack_wanted(header, True) else None, header.control_id, duplicate=True)
+            if stored is not None:
+                log.warning("hl7: control ID %s from %s reused with different content: processed as a new message",
+                            scrub(header.control_id), scrub(header.sending_facility))
+        pipeline = ResultPipeline(self.book, self.pseudonymizer, self.publisher)
+        try:
+            reports = parse_reports(message, header, self.institution)
+            built = [self._event(pipeline, r) for r in reports]
+        except Hl7Error as error:
+            return self._refuse(header, error, codec)
+        except Exception as exc:  # noqa: BLE001
+            log.error("hl7: building events failed: %s", scrub(repr(exc)))
+            return self._refuse(header, Hl7Error("internal error building the result events", None, "207"), codec)
+        try:
+            pipeline.publish(built)
+        except BrokerUnavailable as exc:
+            log.warning("hl7: broker unavailable: %s", scrub(str(exc)))
+            return self._refuse(header, Hl7Error("the exchange cannot commit results right now (message broker "
+                                                 "unavailable); nothing was stored, resend later", None, "207"), codec)
+        except Exception as exc:  # noqa: BLE001
+            log.error("hl7: publishing failed: %s", scrub(repr(exc)))
+            return self._refuse(header, Hl7Error("internal error while committing; nothing acknowledged, resend "
+                                                 "later", None, "207"), codec)
+        code = ack_code(header, "accept")
+        text = f"{len(built)} result(s) committed"
+        ack = build_ack(header, code, None, codec, self.institution, text)
+        if self.journal is not None:
+            try:
+                self.journal.put(header.key, digest, code, ack)
+            except sqlite3.Error as exc:  # a resend then republishes, which the store's natural key absorbs
+                log.error("hl7: ACK journal write failed (a resend would be republished): %s", exc)
+        return Outcome(code, text, ack if ack_wanted(header, True) else None, header.control_id,
+                       published=len(built))
+
+    @staticmethod
+    def _event(pipeline: ResultPipeline, report: LabReport) -> dict[str, Any]:
+        try:
+            return pipeline.lab_event(report, "hl7v2")
+        except Hl7Error:
+            raise
+        except AdapterError as exc:
+            location = exc.location
+            match = _SCHEMA_OBSERVATION.search(exc.message)
+            if match and int(match.group(1)) < len(report.observations):
+                location = report.observations[int(match.group(1))].location or location
+            hl7_code = "103" if exc.code == "not-found" else "102"
+            raise Hl7Error(exc.message, location, hl7_code) from None
+
