@@ -24,6 +24,17 @@ def beijing_midnight(day: date) -> datetime:
     return datetime.combine(day, time.min, BEIJING)
 
 
+def beijing_minute(instant: datetime) -> str:
+    """A zoned instant as Chinese readers write Beijing time: ``2026-12-02 14:30``."""
+    local = instant.astimezone(BEIJING)
+    return f"{local.year:04d}-{local.month:02d}-{local.day:02d} {local.hour:02d}:{local.minute:02d}"
+
+
+def beijing_iso(instant: datetime) -> str:
+    """A zoned instant in RFC 3339 at +08:00, for answers that have no requester's offset to follow."""
+    return instant.astimezone(BEIJING).isoformat()
+
+
 def beijing_now() -> datetime:
     """Now, as a Beijing wall-clock instant (never the machine's own zone)."""
     return datetime.now(BEIJING)

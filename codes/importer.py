@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from codes.book import CodeBook, load_codebook
+from codes.calendar import beijing_now
 from codes.model import TIERS
 from codes.names import normalize_name, parenthesised, strip_parentheses
 from codes.sources import read_text_any
@@ -202,8 +203,8 @@ def import_published(
         entries.append(entry)
     if header is None:
         unmatched.append(UnmatchedRow(0, path.name, "no header row with an item-name column (项目名称/名称/...)"))
-    yaml_text = _render(path, encoding, tier, scope, catalogue_id or f"{tier}-{scope}", authority, version or str(date.today().year),
-                        effective_from or date.today(), default_valid_days, name_zh, entries, len(unmatched))
+    yaml_text = _render(path, encoding, tier, scope, catalogue_id or f"{tier}-{scope}", authority, version or str(beijing_now().year),
+                        effective_from or beijing_now().date(), default_valid_days, name_zh, entries, len(unmatched))
     return ImportResult(yaml_text, unmatched)
 
 

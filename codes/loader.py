@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Iterator
 
-from codes.calendar import BEIJING
+from codes.calendar import BEIJING, beijing_date
 from codes.loinc import is_loinc_system, loinc_problem
 from codes.model import (
     CATEGORIES, EXAM_CATEGORIES, GRADE_ALIASES, GRADES, KINDS, LAB_CATEGORIES, LAB_KINDS, QC_LEVELS,
@@ -97,8 +97,8 @@ def to_date(value: Any) -> date | None:
     """A YAML date or ISO string as a date."""
     if value is None:
         return None
-    if isinstance(value, datetime):
-        return value.date()
+    if isinstance(value, datetime):  # a date-only field given as an instant: its Beijing date
+        return beijing_date(value) if value.tzinfo is not None else value.date()
     if isinstance(value, date):
         return value
     if isinstance(value, str):

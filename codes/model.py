@@ -13,6 +13,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Mapping as TMapping
 
+from codes.calendar import beijing_date
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from codes.book import CodeBook
 
@@ -147,8 +149,8 @@ class QcCertificate:
 
     def covers(self, item: Item, on: date) -> bool:
         """True when this certificate is in force on ``on`` and names the item or its category."""
-        if isinstance(on, datetime):
-            on = on.date()
+        if isinstance(on, datetime):  # certificate dates are Beijing dates (docs/rules.md, "Dates")
+            on = beijing_date(on) if on.tzinfo is not None else on.date()
         if on < self.valid_from or (self.valid_to is not None and on > self.valid_to):
             return False
         if self.item is not None:

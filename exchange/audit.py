@@ -10,6 +10,7 @@ import orjson
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.orm import Session
 
+from codes.calendar import beijing_iso
 from exchange.store.models import AuditRecord
 
 
@@ -43,5 +44,5 @@ def record(conn: Connection, actor: Actor, action: str, patient: str | None, det
 def trail(conn: Connection, patient: str, limit: int = 500) -> list[dict[str, Any]]:
     rows = Session(conn).scalars(select(AuditRecord).where(AuditRecord.patient == patient)
                         .order_by(AuditRecord.at.desc(), AuditRecord.id.desc()).limit(limit))
-    return [{"at": r.at.isoformat(), "actor": r.actor, "institution": r.institution, "purpose": r.purpose,
+    return [{"at": beijing_iso(r.at), "actor": r.actor, "institution": r.institution, "purpose": r.purpose,
              "action": r.action, "detail": orjson.loads(r.detail)} for r in rows]

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
+from codes.calendar import beijing_iso
 from codes import default_codes_dir
 from sqlalchemy.orm import Session
 
@@ -155,4 +156,4 @@ def as_dict(d: Decision) -> dict[str, Any]:
             "requesting_institution": d.requesting_institution, "clinician_id": d.clinician_id,
             "encounter_id": d.encounter_id, "order_id": d.order_id, "trigger": d.trigger, "decision": d.decision,
             "reason_code": d.reason_code, "note": d.note, "revokes": d.revokes,
-            "decided_at": d.decided_at.isoformat()}
+            "decided_at": beijing_iso(d.decided_at)}

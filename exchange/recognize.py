@@ -23,9 +23,11 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from codes.calendar import BEIJING, beijing_minute
 from codes.model import TIERS
 
 FINAL_STATUSES = frozenset({"final", "amended", "corrected"})
+QC_LEVEL_NAMES_ZH = {"city": "市级", "province": "省级", "region": "区域级", "national": "国家级"}
 TIER_NAMES = {"alliance": ("医联体", "alliance"), "city": ("市域", "city"), "province": ("省域", "province"),
               "region": ("区域", "region"), "national": ("全国", "national")}
 
@@ -135,7 +137,11 @@ class Recognizer:
     def __init__(self, book: Any, requester_id: str, at: datetime, memo: RecognitionMemo | None = None) -> None:
         self.book = book
         self.requester = book.institutions[requester_id]
+        if at.tzinfo is None:  # a moment without an offset is Beijing time (docs/rules.md, "Dates")
+            at = at.replace(tzinfo=BEIJING)
         self.at = at
+        #: Instants in answers are given in the requester's offset (the one its ``at`` carries).
+        self.tz = at.tzinfo
         self.in_force = book.catalogues_in_force(at)
         self.memo = memo or RecognitionMemo()
         # The catalogues in force and the requester are part of every shared/listing key.
@@ -144,6 +150,7 @@ class Recognizer:
         self._plans = self.memo.plans.setdefault(self._scope, {})
         self._reported: datetime | None = None  # see _judge
         self._day: date | None = None
+        self._reported_local: datetime | None = None
         self._expiries: dict[str, tuple[datetime, Reason | None]] = {}
 
     def shared(self, issuer: Any, item: Any) -> list[Any]:
@@ -167,7 +174,8 @@ class Recognizer:
                 level = entry.qc_level  # resolved by codes/: the item's, else the catalogue's, else the tier's
                 found.append(Listed(
                     c, timedelta(days=entry.valid_days), None if level is None else _qc_windows(issuer, item, level),
-                    Reason(f"{c.id}：出具机构在报告时未持有覆盖该项目的{level}级及以上室间质评合格证书",
+                    Reason(f"{c.id}：出具机构在报告时未持有覆盖该项目的{QC_LEVEL_NAMES_ZH.get(level, level)}"
+                           "及以上室间质评合格证书",
                            f"{c.id}: the issuer held no {level}-level (or higher) EQA certificate for this item "
                            "when it reported"),
                     c.grade_allows(self.requester.grade, issuer.grade),
@@ -237,7 +245,9 @@ def _plan(ctx: Recognizer, issuer_id: str, item_code: str | None, status: str) -
 def _judge(ctx: Recognizer, listing: list[Listed], code: str | None, reported_at: datetime) -> Answer:
     """The per-result part of the rules: QC at the report date, the grade condition, the window."""
     if reported_at is not ctx._reported:  # a result's items come in a row and share its expiries
-        ctx._reported, ctx._day, ctx._expiries = reported_at, reported_at.date(), {}
+        # QC dates are Beijing dates (docs/rules.md, "Dates"); expiries are told in the requester's offset.
+        ctx._reported, ctx._day, ctx._expiries = reported_at, reported_at.astimezone(BEIJING).date(), {}
+        ctx._reported_local = reported_at.astimezone(ctx.tz)
     day, expiries = ctx._day, ctx._expiries
     recognizing: list[tuple[Any, datetime]] = []
     expired: list[datetime] = []
@@ -261,11 +271,11 @@ def _judge(ctx: Recognizer, listing: list[Listed], code: str | None, reported_at
         # text), the report time and the moment of the check.
         found = expiries.get(listed.expired_zh)
         if found is None:
-            until = reported_at + listed.window
+            until = ctx._reported_local + listed.window
             reason = None
             if ctx.at > until:
-                stamp = _stamp(until)
-                reason = Reason(listed.expired_zh + stamp + " 到期）", listed.expired_en + stamp + ")")
+                reason = Reason(listed.expired_zh + beijing_minute(until) + " 到期）",
+                                listed.expired_en + _stamp(until) + ")")
             found = expiries[listed.expired_zh] = (until, reason)
         until, reason = found
         if reason is not None:
@@ -277,12 +287,12 @@ def _judge(ctx: Recognizer, listing: list[Listed], code: str | None, reported_at
         narrowest = recognizing[0][0]
         valid_until = max(until for _, until in recognizing)
         zh, en = TIER_NAMES[narrowest.tier]
-        stamp = _stamp(valid_until)
         return Answer(code, Status.RECOGNIZABLE, narrowest.tier, narrowest.id, narrowest.version, valid_until,
                       via=tuple(c.id for c, _ in recognizing), reasons=(Reason(
-                          f"可互认：{zh}互认目录 {narrowest.id}（版本 {narrowest.version}），有效至 {stamp}",
+                          f"可互认：{zh}互认目录 {narrowest.id}（版本 {narrowest.version}），"
+                          f"有效至 {beijing_minute(valid_until)}（北京时间）",
                           f"recognizable under the {en} catalogue {narrowest.id} (version {narrowest.version}) "
-                          f"until {stamp}"),))
+                          f"until {_stamp(valid_until)}"),))
     first = listing[0].catalogue
     if expired:
         status = Status.EXPIRED

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from codes.calendar import beijing_iso
 from exchange import audit, outbox
 from exchange.api.actor import actor
 from exchange.api.app import ApiError, context_of
@@ -37,7 +38,7 @@ def _as_dict(f: Feedback) -> dict[str, Any]:
     return {"feedback_id": f.feedback_id, "result": {"ref": result_ref(f.result_issuer, f.result_id),
             "version": f.result_version}, "kind": f.kind, "note": f.note,
             "reporter_institution": f.reporter_institution, "reporter_id": f.reporter_id, "status": f.status,
-            "created_at": f.created_at.isoformat(), "updated_at": f.updated_at.isoformat(),
+            "created_at": beijing_iso(f.created_at), "updated_at": beijing_iso(f.updated_at),
             "published": f.published_at is not None}
 
 

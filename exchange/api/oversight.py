@@ -1,12 +1,13 @@
 """Operator views: regulator statistics and the audit trail of a patient's data."""
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AwareDatetime
 
+from codes.calendar import BEIJING
 from exchange import audit
 from exchange.api.actor import actor
 from exchange.api.app import ApiError, context_of
@@ -24,7 +25,7 @@ def stats(request: Request, scope: str | None = Query(None, description="nationa
     context = context_of(request)
     if not valid_scope(context.book, scope):
         raise ApiError("scope", f"unknown scope {scope!r}")
-    end = date_to or datetime.now(UTC)
+    end = date_to or datetime.now(BEIJING)
     start = date_from or end - timedelta(days=30)
     if start >= end:
         raise ApiError("from", "from must be before to")

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Request
 
+from codes.calendar import beijing_date, beijing_iso
 from exchange import audit
 from exchange.api.actor import actor
 from exchange.api.app import ApiError, context_of
@@ -35,7 +36,7 @@ def timeline(request: Request, pseudonym: str = Path(pattern="^[0-9a-f]{64}$"), 
         stored = current_results(conn, pseudonym)
         shown = []
         for result in stored:
-            day = result.reported_at.date()
+            day = beijing_date(result.reported_at)  # the filters are Beijing dates
             if (date_from and day < date_from) or (date_to and day > date_to):
                 continue
             codes = [c for c, _ in items_of(result) if c]
@@ -55,8 +56,8 @@ def timeline(request: Request, pseudonym: str = Path(pattern="^[0-9a-f]{64}$"), 
             "ref": result_ref(result.issuer, result.result_id), "issuer": result.issuer,
             "issuer_name": issuer.name_zh if issuer else None, "kind": result.kind, "version": result.version,
             "status": result.status, "item": result.unified_code, "local_code": result.local_code,
-            "reported_at": result.reported_at.isoformat(),
-            "collected_at": result.collected_at.isoformat() if result.collected_at else None,
+            "reported_at": beijing_iso(result.reported_at),
+            "collected_at": beijing_iso(result.collected_at) if result.collected_at else None,
             "values": [{"item": o.unified_code, "local_code": o.local_code, "value": o.value,
                         "value_text": o.value_text, "unit": o.unit, "interpretation": o.interpretation,
                         "reference_range": {"low": o.ref_low, "high": o.ref_high, "text": o.ref_text}}
@@ -65,7 +66,7 @@ def timeline(request: Request, pseudonym: str = Path(pattern="^[0-9a-f]{64}$"), 
         })
         for o in result.observations:
             if o.unified_code and o.value is not None and (item is None or o.unified_code == item):
-                series[o.unified_code].append({"at": (result.collected_at or result.reported_at).isoformat(),
+                series[o.unified_code].append({"at": beijing_iso(result.collected_at or result.reported_at),
                                                "value": o.value, "unit": o.unit, "issuer": result.issuer})
     return {"patient": pseudonym, "results": entries,
             "series": {code: sorted(points, key=lambda p: p["at"]) for code, points in sorted(series.items())}}

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 import orjson
@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
+from codes.calendar import BEIJING
 from exchange import audit
 from exchange.api.actor import actor
 from exchange.api.app import ApiError, Context, context_of
@@ -70,8 +71,9 @@ class _Entries:
     and its values) is built once even when it speaks for several items; so is each item and each answer that
     does not depend on the report time."""
 
-    def __init__(self, context: Context) -> None:
+    def __init__(self, context: Context, tz: tzinfo) -> None:
         self.book = context.book
+        self.tz = tz  # instants are given in the requester's offset (docs/rules.md, "Dates")
         self._results: dict[int, tuple[dict[str, Any], list[dict[str, Any]] | None]] = {}
         self._last: tuple[Any, tuple[dict[str, Any], list[dict[str, Any]] | None]] = (None, ({}, None))
         self._items: dict[tuple[str | None, str], dict[str, Any]] = {}
@@ -92,7 +94,8 @@ class _Entries:
             part = {"ref": result_ref(result.issuer, result.result_id), "issuer": result.issuer,
                     "issuer_name": issuer.name_zh if issuer else None, "result_id": result.result_id,
                     "version": result.version, "kind": result.kind, "status": result.status,
-                    "reported_at": result.reported_at, "collected_at": result.collected_at}
+                    "reported_at": result.reported_at.astimezone(self.tz),
+                    "collected_at": result.collected_at.astimezone(self.tz) if result.collected_at else None}
             values = [{"item": o.unified_code, "local_code": o.local_code, "value": o.value,
                        "value_text": o.value_text, "unit": o.unit,
                        "reference_range": {"low": o.ref_low, "high": o.ref_high, "text": o.ref_text},
@@ -186,7 +189,7 @@ def _present(conn: Any, check_id: str, body: CheckRequest, pseudonym: str,
 
 def _answer(context: Context, body: CheckRequest, check_id: str, pseudonym: str, at: datetime,
             evaluated: list[tuple[Answer, StoredResult]], problems: list[str]) -> bytes:
-    entry = _Entries(context)
+    entry = _Entries(context, at.tzinfo or BEIJING)
     response: dict[str, Any] = {"check_id": check_id, "patient": {"pseudonym": pseudonym},
                                 "requesting_institution": body.requesting_institution, "at": at.isoformat()}
     if body.items is None:
@@ -223,7 +226,7 @@ def check(body: CheckRequest, request: Request, who: Actor = Depends(actor)) -> 
         if code not in book.items:
             raise ApiError(f"items[{i}]", f"unknown unified item code {code!r}")
     pseudonym = patient_pseudonym(context, body.patient)
-    at = body.at or datetime.now(UTC)
+    at = body.at or datetime.now(BEIJING)  # without the requester's offset, answers are in Beijing time
     check_id = str(uuid.uuid4())
     with context.database.begin() as conn:  # the read, its audit record and the presentations: one transaction
         stored = current_results(conn, pseudonym)

@@ -1,7 +1,6 @@
 """The recognition rules, table-driven on a controlled code world (tests/data/codes-world), plus properties."""
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -10,27 +9,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codes import CodeBook, default_codes_dir, load_codebook
+from codes import CodeBook
 from exchange.recognize import (FINAL_STATUSES, Prior, RecognitionMemo, Recognizer, Status, _failing, _judge, _stamp,
                                 recognize)
 
 CST = timezone(timedelta(hours=8))
 T = datetime(2026, 3, 10, 8, 0, tzinfo=CST)
-WORLD = Path(__file__).parents[1] / "data" / "codes-world"
 LIVER = frozenset(f"L{n:04d}" for n in range(1, 13))  # the liver panel L0264's components
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> CodeBook:
-    """The shipped items, regions and divisions, with this test's institutions and catalogues."""
-    root = tmp_path_factory.mktemp("world")
-    shipped = default_codes_dir()
-    for name in ("items.csv", "prices.csv", "regions.yaml", "divisions.csv", "aliases.csv", "imaging_aliases.csv",
-                 "reason_codes.csv"):
-        shutil.copy(shipped / name, root / name)
-    shutil.copytree(WORLD, root, dirs_exist_ok=True)
-    (root / "mappings").mkdir()
-    return load_codebook(root)
 
 
 def answer(world: CodeBook, requester: str, issuer: str, item: str | None, *, at: datetime,
