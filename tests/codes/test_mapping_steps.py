@@ -10,6 +10,7 @@ import pytest
 from codes import CodeBook, load_codebook
 from codes.book import SHIPPED_DIR
 from codes.mapping import NoCode, convert_units, imaging_item, infer_report_item, map_code, map_observation
+from codes.model import Mapping
 
 LOINC_SPELLINGS = ("http://loinc.org", "LN", "LOINC", "urn:oid:2.16.840.1.113883.6.1",
                    "HTTP://LOINC.ORG", "ln", "Loinc", "URN:OID:2.16.840.1.113883.6.1", " LN ")
@@ -127,9 +128,7 @@ def test_only_quantities_are_converted(book: CodeBook) -> None:
     assert obs["reference_range"] == {"low": None, "high": None, "text": "阴性"}
 
 
-def test_convert_units_with_an_offset_and_no_reference_range(book: CodeBook) -> None:
-    from codes.model import Mapping
-
+def test_convert_units_with_an_offset_and_no_reference_range() -> None:
     celsius = Mapping("L9999", 5 / 9, -160 / 9, "[degF]", "Cel", "v1")
     obs = {"item": {"unified_code": "L9999", "mapping_issue": None}, "value": 212.0, "unit": "[degF]",
            "reference_range": None, "original": None}
