@@ -25,9 +25,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from exchange import collector
 from schemas import events
 from adapters.publish import BrokerUnavailable
-from schemas.topics import RESULT_TOPICS, TOPIC_DEADLETTER
+from schemas.topics import RESULT_TOPICS
 from schemas.dead_letter import dead_letter_event
-from adapters.publish import Publisher, Record
+from adapters.dead_letter import publish_dead_letters
+from adapters.publish import Publisher
 from exchange.store import Delivery, ingest, record_dead_letter
 
 log = logging.getLogger(__name__)
@@ -143,8 +144,7 @@ class ResultEngine:
         if dead:
             # Published before the store commits: a crash in between republishes, and the dead-letter
             # table's UNIQUE origin keeps one row per consumed message.
-            self.publisher.publish(Record(TOPIC_DEADLETTER, f"{r.topic}:{r.partition}", events.encode(d))
-                                   for r, d in dead)
+            publish_dead_letters(self.publisher, [letter for _, letter in dead])
         with self.database.begin() as conn:
             report = ingest(conn, prepared.good)
             for record, letter in dead:

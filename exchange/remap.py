@@ -1,9 +1,10 @@
 """Re-evaluating stored results after a mapping table (or the items' LOINC column) changed.
 
-Issue rule: an unmapped local code never drops a result, and when a mapping is added or changed the affected
-stored results are re-evaluated without the hospital resending them. Every stored event keeps what the
-hospital sent (local code and system, and the original value, unit and reference range where a conversion
-was applied), so the shared adapter mapping step (``adapters.pipeline``) is simply run again on it.
+An unmapped local code never drops a result, and when a mapping is added or changed the affected stored
+results are re-evaluated without the hospital resending them. Every stored event keeps what the hospital sent
+(local code and system, and the original value, unit and reference range where a conversion was applied), so
+the map step of ingest (``codes.mapping``) simply runs again on it. Patient identity is never touched: the
+stored pseudonym stays.
 """
 from __future__ import annotations
 
@@ -15,10 +16,9 @@ import orjson
 from sqlalchemy import Engine as Database
 from sqlalchemy import delete, or_, select, update
 
-from adapters.pipeline import (Code, ImagingReport, LabObservation, Patient, ResultPipeline, Study, Value,
-                               infer_report_item)
+from adapters.report import Code, Study, Value
 from codes import CodeBook
-from schemas.events import parse_timestamp
+from codes.mapping import imaging_item, infer_report_item, map_code, map_observation
 from exchange.store.models import Observation, Result
 from exchange.store.results import observation_rows
 
@@ -33,52 +33,42 @@ class RemapReport:
     by_issuer: dict[str, int] = field(default_factory=dict)
 
 
-class _NoPseudonyms:
-    """Re-evaluation never touches patient identity: the stored pseudonym stays."""
-
-    key_id = "00000000"
-
-    def pseudonym(self, resident_id: str) -> str:  # pragma: no cover - never called
-        raise AssertionError("remap must not pseudonymize")
-
-
 def _code(item: dict[str, Any]) -> Code:
+    """The code as the hospital sent it, from a stored event's item."""
     return Code(item["local_code"], item.get("local_system"), item.get("local_name"))
 
 
-def remap_event(pipeline: ResultPipeline, event: dict[str, Any]) -> dict[str, Any]:
+def _value_as_sent(obs: dict[str, Any]) -> Value:
+    """A stored observation's value as the hospital sent it (before any unit conversion)."""
+    sent = obs.get("original") or {"value": obs.get("value"), "unit": obs.get("unit"),
+                                   "reference_range": obs.get("reference_range")}
+    ref = sent.get("reference_range") or {}
+    return Value(obs["value_type"], sent.get("value"), obs.get("comparator"), obs.get("value_text"), sent.get("unit"),
+                 ref.get("low"), ref.get("high"), ref.get("text"), obs.get("interpretation"))
+
+
+def remap_event(book: CodeBook, event: dict[str, Any]) -> dict[str, Any]:
     """The event as the current code book maps it; identity, values as sent and times are unchanged."""
     issuer = event["issuer"]
     new = dict(event)
     if event["schema"] == "hr.lab-result.v1":
-        observations = []
-        for obs in event["observations"]:
-            sent = obs.get("original") or {"value": obs.get("value"), "unit": obs.get("unit"),
-                                           "reference_range": obs.get("reference_range")}
-            ref = sent.get("reference_range") or {}
-            value = Value(obs["value_type"], sent.get("value"), obs.get("comparator"), obs.get("value_text"),
-                          sent.get("unit"), ref.get("low"), ref.get("high"), ref.get("text"),
-                          obs.get("interpretation"))
-            observations.append(pipeline.observation(issuer, obs["seq"], LabObservation([_code(obs["item"])], value)))
+        observations = [map_observation(book, issuer, obs["seq"], [_code(obs["item"])], _value_as_sent(obs))
+                        for obs in event["observations"]]
+        item, _ = map_code(book, issuer, [_code(event["item"])])
         new["observations"] = observations
-        new["item"], _ = pipeline.map_code(issuer, [_code(event["item"])])
-        if new["item"]["unified_code"] is None:
-            infer_report_item(new)
+        new["item"] = infer_report_item(item, observations)
     else:
         study = event["study"]
-        report = ImagingReport(
-            institution=issuer, result_id=event["result_id"], version=event["version"], status=event["status"],
-            patient=Patient(""), reported_at=parse_timestamp(event["reported_at"]),
-            study=Study(study["study_instance_uid"], study["modality"], body_part=study.get("body_part"),
-                        technique=study.get("technique"), description=study.get("description")),
-            codes=[] if event["item"].get("local_system") == "dicom" else [_code(event["item"])])
-        new["item"] = pipeline.imaging_item(report)
+        # A study mapped by its shape has no procedure code: its local code is the shape itself.
+        codes = [] if event["item"].get("local_system") == "dicom" else [_code(event["item"])]
+        shape = Study(study["study_instance_uid"], study["modality"], body_part=study.get("body_part"),
+                      technique=study.get("technique"), description=study.get("description"))
+        new["item"] = imaging_item(book, issuer, codes, shape)
     return new
 
 
 def remap(database: Database, book: CodeBook, *, everything: bool = False, batch: int = 500) -> RemapReport:
     """Re-map stored results whose issuer's mapping table changed since they were stored (or all of them)."""
-    pipeline = ResultPipeline(book, _NoPseudonyms())  # type: ignore[arg-type]
     report = RemapReport()
     for issuer in sorted(book.institutions):
         current = book.mapping_version(issuer)
@@ -94,7 +84,7 @@ def remap(database: Database, book: CodeBook, *, everything: bool = False, batch
                     last = pk
                     report.examined += 1
                     event = orjson.loads(raw)
-                    new = remap_event(pipeline, event)
+                    new = remap_event(book, event)
                     new["item"]["mapping_version"] = current
                     for obs in new.get("observations") or ():
                         obs["item"]["mapping_version"] = current

@@ -31,11 +31,11 @@ from adapters.dicom.metadata import (
     STATUS_PATIENT_CONFLICT,
     DicomError,
     InstanceRecord,
-    KnownPseudonyms,
     build_report,
     utcnow,
 )
 from adapters.pipeline import AdapterError, ResultPipeline
+from adapters.report import PseudonymizedPatient
 from schemas import events
 from adapters.publish import BrokerUnavailable
 from schemas.topics import TOPIC_DEADLETTER
@@ -310,9 +310,12 @@ class StudyAssembler:
                                   result_id=state.result_id, previous_status=state.status,
                                   retrieval=self.retrieval(records) if self.retrieval else None,
                                   received_at=utcnow())
-            passthrough = replace(self.pipeline, pseudonymizer=KnownPseudonyms(records[0].patient["key_id"]),
-                                  received_at=utcnow())
-            event = passthrough.imaging_event(report, self.adapter)
+            # The spool holds pseudonyms only (the resident ID was pseudonymized when the instance arrived):
+            # the report's patient is the spooled one, under the key id it was made with.
+            spooled = records[0].patient
+            report = replace(report, patient=PseudonymizedPatient(
+                spooled["pseudonym"], spooled["key_id"], spooled.get("sex"), spooled.get("birth_year"), "PatientID"))
+            event = replace(self.pipeline, received_at=utcnow()).imaging_event(report, self.adapter)
         except AdapterError as exc:
             self._reject(state, str(exc))
             return False

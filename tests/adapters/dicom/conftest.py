@@ -21,6 +21,7 @@ from adapters.dicom.scp import DicomReceiver, Retrieval, ScpConfig
 from adapters.dicom.spool import Spool
 from adapters.pipeline import ResultPipeline
 from exchange.broker import free_port
+from tests.fakes import FakePublisher  # noqa: F401 - the DICOM tests import it from here
 
 INSTITUTION = "bj-xicheng-001"
 
@@ -51,18 +52,6 @@ def echoscu(port: int, calling: str = "ECHOSCU", called: str = "HRX") -> tuple[i
     proc = subprocess.run(["echoscu", "-v", "-aet", calling, "-aec", called, "127.0.0.1", str(port)],
                           capture_output=True, timeout=30, check=False)
     return proc.returncode, (proc.stdout + proc.stderr).decode("utf-8", "replace")
-
-
-class FakePublisher:
-    """Collects records like a broker that acknowledges everything (for tests without Kafka)."""
-
-    bootstrap = None
-
-    def __init__(self) -> None:
-        self.records: list = []  # type: ignore[type-arg]
-
-    def publish(self, records) -> None:  # type: ignore[no-untyped-def]
-        self.records.extend(records)
 
 
 @pytest.fixture
