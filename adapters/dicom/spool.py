@@ -35,13 +35,11 @@ from adapters.dicom.metadata import (
     build_report,
     utcnow,
 )
+from adapters.dead_letter import publish_dead_letters
 from adapters.pipeline import AdapterError, ResultPipeline
-from schemas import events
 from adapters.publish import BrokerUnavailable
-from schemas.topics import TOPIC_DEADLETTER
 from schemas.dead_letter import dead_letter_event
 from schemas.resident_id import scrub
-from adapters.publish import Record
 
 log = logging.getLogger(__name__)
 
@@ -341,8 +339,7 @@ class StudyAssembler:
                                    institution=self.institution)
         try:
             if self.pipeline.publisher is not None:
-                self.pipeline.publisher.publish([Record(TOPIC_DEADLETTER, f"dicom:{self.institution}",
-                                                        events.encode(letter))])
+                publish_dead_letters(self.pipeline.publisher, [letter])
         except BrokerUnavailable as exc:
             self.spool.mark_failed(state, f"{error} (dead letter pending: {exc})", self.max_backoff)
             return
