@@ -49,7 +49,8 @@ def test_the_installed_pynetdicom_is_the_release_the_tuning_was_written_for() ->
     assert compat.tuning_applies(), compat.installed_release()
 
 
-def test_associations_run_with_the_tuned_pynetdicom_settings(tmp_path, book, pseudonymizer, start_receiver) -> None:  # type: ignore[no-untyped-def]
+def test_associations_run_with_the_tuned_pynetdicom_settings(  # type: ignore[no-untyped-def]
+        tmp_path, book, pseudonymizer, start_receiver) -> None:
     receiver = start_receiver(ResultPipeline(book, pseudonymizer, FakePublisher()))
     server = receiver._server
     assert isinstance(server, NoDelayAssociationServer)
