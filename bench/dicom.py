@@ -30,7 +30,8 @@ Targets:
 - storescp: ``storescp -aet STORESCP -od <tmp> <port>`` with ``TCP_NODELAY=1`` in its environment (defaults
   otherwise: no --fork, no fsync, no index): the practical ceiling.
 - pynetdicom_bare (information): our server class (its socket options and pynetdicom tuning: no standard
-  logging handlers, cheap per-association context copies, a 0.1 ms DUL loop delay — adapters/dicom/scp.py)
+  logging handlers, cheap per-association context copies, a 0.1 ms DUL loop delay, the reactor clock —
+  adapters/dicom/scp.py, adapters/dicom/pynetdicom_compat.py)
   and presentation contexts with a handler that answers 0x0000 without reading the data set, in a thread
   of this process: the floor of a pynetdicom SCP set up like ours.
 
@@ -280,10 +281,9 @@ def pynetdicom_bare(root: Path) -> Iterator[Target]:
 
     Runs in a thread of the benchmark process (which is otherwise idle while storescu sends).
     """
-    import threading
-
     from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
 
+    from adapters.dicom.pynetdicom_compat import start_server
     from adapters.dicom.scp import DEFAULT_MAX_PDU, NoDelayAssociationServer
     from exchange.broker import free_port
 
@@ -300,16 +300,11 @@ def pynetdicom_bare(root: Path) -> Iterator[Target]:
         cx.transfer_syntax = list(ALL_TRANSFER_SYNTAXES)
     ae.supported_contexts = contexts
     port = free_port()
-    server = ae.make_server(("127.0.0.1", port), server_class=NoDelayAssociationServer,
-                            evt_handlers=[(evt.EVT_C_STORE, handler)])
-    ae._servers.append(server)  # as AE.start_server does; shutdown() removes it
-    thread = threading.Thread(target=server.serve_forever, name="bench-bare-scp", daemon=True)
-    thread.start()
+    server = start_server(ae, ("127.0.0.1", port), [(evt.EVT_C_STORE, handler)], NoDelayAssociationServer)
     try:
         yield Target(port, OURS_AE, lambda: received[0])
     finally:
         server.shutdown()
-        thread.join(10)
 
 
 # -- one run -------------------------------------------------------------------------------------------------

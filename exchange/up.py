@@ -72,7 +72,8 @@ def up(settings: Settings, demo: bool = False, engines: int = 1) -> int:
         context = Context(book=book, database=database, pseudonymizer=pseudonymizer, publisher=publisher,
                           bootstrap=bootstrap, engine_group=settings.engine_group)
         server = uvicorn.Server(uvicorn.Config(create_app(context), host=settings.http_host,
-                                               port=settings.http_port, log_level="info", access_log=False))
+                                               port=settings.http_port, log_level="info", access_log=False,
+                                               log_config=None))  # through the guarded root handlers
         if demo:
             from exchange.demo import run_demo
 

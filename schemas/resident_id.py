@@ -14,8 +14,13 @@ from datetime import date
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK = "10X98765432"
 _SHAPE = re.compile(r"^\d{17}[\dX]$")
-#: Anything that looks like a resident ID inside free text (used to scrub dead letters and logs).
-RESIDENT_ID_PATTERN = re.compile(r"(?<!\d)\d{17}[\dXx](?![\dA-Za-z])")
+#: A run of digits long enough to hold a resident ID, with the check character X (any width, any case) that
+#: may end it: what :func:`scrub` examines. ``\d`` is any Unicode decimal digit (full-width too).
+RESIDENT_ID_PATTERN = re.compile(r"\d{17,}[XxＸｘ]?")
+_X = frozenset("XxＸｘ")
+#: Birth years a resident ID still in use carries: in a longer run of digits, a window is taken for an ID only
+#: with such a year (besides a valid date and check character), so that long numbers are rarely taken for one.
+_BIRTH_YEARS = range(1900, 2100)
 
 
 class InvalidResidentId(ValueError):
@@ -54,6 +59,45 @@ def make_resident_id(first17: str) -> str:
     return first17 + check_character(first17)
 
 
+#: What :func:`scrub` puts where a resident ID was.
+PLACEHOLDER = "[resident-id]"
+
+
+def _holds_resident_id(run: str) -> bool:
+    """Whether an 18-character window of a longer digit run is a resident ID: a birth date in
+    :data:`_BIRTH_YEARS` at characters 7–14 and the matching check character (GB 11643-1999 §5.3)."""
+    for start in range(len(run) - 17):
+        window = run[start:start + 18]  # only the run's last character can be an X
+        digits = [int(c) for c in window[:17]]  # int() reads any Unicode decimal digit
+        year = digits[6] * 1000 + digits[7] * 100 + digits[8] * 10 + digits[9]
+        if year not in _BIRTH_YEARS:
+            continue
+        try:
+            date(year, digits[10] * 10 + digits[11], digits[12] * 10 + digits[13])
+        except ValueError:
+            continue
+        last = window[17]
+        actual = "X" if last in _X else str(int(last))
+        if actual == _CHECK[sum(d * w for d, w in zip(digits, _WEIGHTS, strict=True)) % 11]:
+            return True
+    return False
+
+
+def _scrub_run(match: re.Match[str]) -> str:
+    run = match.group()
+    if len(run) == 18 or _holds_resident_id(run):
+        return PLACEHOLDER
+    return run
+
+
 def scrub(text: str) -> str:
-    """Replace anything shaped like a resident ID with a placeholder."""
-    return RESIDENT_ID_PATTERN.sub("[resident-id]", text)
+    """Replace every resident ID in ``text`` with :data:`PLACEHOLDER`, wherever it stands (docs/rules.md,
+    "Privacy").
+
+    A run of exactly 17 digits and a check digit or X has a resident ID's shape and is replaced whatever its
+    check character and whatever letters surround it (``…NNCHN``, ``ID…``): an ID mistyped by one digit is
+    still personal data. A longer run of digits (an ID glued to other digits) is replaced as a whole when
+    any 18 characters of it form a resident ID with a plausible birth date and the right check character.
+    Shorter runs are left alone.
+    """
+    return RESIDENT_ID_PATTERN.sub(_scrub_run, text)

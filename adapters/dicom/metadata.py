@@ -27,7 +27,7 @@ from pydicom.uid import UID
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, STANDARD_VR
 from pydicom.values import convert_string
 
-from adapters.pipeline import Code, ImagingReport, Patient, Study
+from adapters.report import Code, ImagingReport, PseudonymizedPatient, Study
 from schemas.resident_id import InvalidResidentId, scrub
 from adapters.pseudonymize import Pseudonymizer
 from codes.calendar import BEIJING
@@ -476,27 +476,11 @@ def build_report(records: Sequence[InstanceRecord], *, institution: str, version
     patient = first.patient
     return ImagingReport(
         institution=institution, result_id=result_id or accession or first.study_instance_uid, version=version,
-        status=status, patient=Patient(resident_id=patient["pseudonym"], sex=patient.get("sex"),
-                                       birth_year=patient.get("birth_year"), location="PatientID"),
+        # DICOM pseudonymizes on arrival (the spool keeps no resident ID): the report carries the pseudonym.
+        status=status, patient=PseudonymizedPatient(patient["pseudonym"], patient["key_id"], patient.get("sex"),
+                                                    patient.get("birth_year"), "PatientID"),
         study=study, reported_at=reported_at, codes=codes, findings=findings, impression=impression,
         retrieval=retrieval, message_id=first.study_instance_uid, location=f"study {first.study_instance_uid}")
-
-
-@dataclass(frozen=True)
-class KnownPseudonyms:
-    """Stands in for the :class:`Pseudonymizer` in :class:`ResultPipeline` when building a study's event.
-
-    The spool holds pseudonyms only (the raw resident ID was validated and pseudonymized when the instance
-    arrived), so the pipeline's "pseudonymize" step receives the pseudonym and passes it through unchanged,
-    under the key id it was made with.
-    """
-
-    key_id: str
-
-    def pseudonym(self, value: str) -> str:
-        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-            raise InvalidResidentId("spooled patient is not a pseudonym")
-        return value
 
 
 def utcnow() -> datetime:

@@ -1,6 +1,6 @@
 """The C-ECHO / C-STORE SCP: receive instances, answer only once they are durable, assemble studies.
 
-Answers (DOMAIN.md §8):
+Answers (docs/rules.md, "Delivery"):
 
 - 0x0000 once the instance's metadata record is committed (fsynced) to the spool — or when its SOP
   Instance UID is already there (a resend: no second event);
@@ -14,11 +14,11 @@ Answers (DOMAIN.md §8):
 Association limits: a non-zero maximum PDU size, a bounded number of concurrent associations (pynetdicom
 rejects the next one with "local limit exceeded") and, when given, a calling-AE-title allow-list.
 
-TCP_NODELAY / TCP_QUICKACK (measured: storescu, 200 CT instances, loopback, spool fsync per instance): with
-a sender that keeps Nagle on (dcmtk ``TCP_NODELAY=0``) pynetdicom's default socket does 19 instances/s — the
-sender's last small segment of each message waits for our delayed ACK (~40 ms). TCP_NODELAY alone does not
-change that (19/s); re-arming TCP_QUICKACK after each read does (~100/s). With ``TCP_NODELAY=1`` on the
-sender (dcmtk's default) it is ~120–130/s either way. :class:`NoDelayAssociationServer` sets both.
+TCP_NODELAY / TCP_QUICKACK: with a sender that keeps Nagle on (dcmtk ``TCP_NODELAY=0``), the last small
+segment of each of its messages waits for our delayed ACK (tens of milliseconds per instance). TCP_NODELAY
+alone does not change that; re-arming TCP_QUICKACK after each read does. :class:`NoDelayAssociationServer`
+sets both (bench/dicom.py measures both kinds of sender). The pynetdicom tuning under it, fenced to the
+release it was written for, is :mod:`adapters.dicom.pynetdicom_compat`.
 """
 from __future__ import annotations
 
@@ -32,9 +32,6 @@ from typing import Any, Self
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, evt
-from pynetdicom import association as association_module
-from pynetdicom.association import Association
-from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -47,6 +44,7 @@ from adapters.dicom.metadata import (
     decode,
     instance_record,
 )
+from adapters.dicom.pynetdicom_compat import TunedAssociationServer, start_server
 from adapters.dicom.spool import (
     Spool,
     SpoolUnavailable,
@@ -75,124 +73,16 @@ class _QuickAckSocket(socket.socket):
         return data
 
 
-#: Events to which pynetdicom binds its own logging handlers on every server and association. They format
-#: every PDU and DIMSE message (and copy each data set to see whether it is empty) for log lines at
-#: INFO/DEBUG, which we never emit: the CLI keeps the "pynetdicom" logger at WARNING (identifiers, DOMAIN.md
-#: §9). Measured (py-spy, bare SCP): ~0.4 ms of CPU per C-STORE.
-_LOGGED_EVENTS = (evt.EVT_DIMSE_RECV, evt.EVT_DIMSE_SENT, evt.EVT_PDU_RECV, evt.EVT_PDU_SENT)
+class NoDelayAssociationServer(TunedAssociationServer):
+    """The SCP's association server: pynetdicom's threaded server, tuned (:mod:`.pynetdicom_compat`), with
+    socket options for C-STORE throughput.
 
-
-def _drop_standard_log_handlers(target: Any) -> None:
-    """Unbind pynetdicom's own handlers (those of ``pynetdicom._handlers``) from a server or an association."""
-    for event in _LOGGED_EVENTS:
-        for handler, _args in list(target.get_handlers(event)):
-            if getattr(handler, "__module__", "") == "pynetdicom._handlers":
-                target.unbind(event, handler)
-
-
-#: Seconds pynetdicom 3.0.4's DUL reactor sleeps whenever a loop found nothing to do (its default 0.001,
-#: ``DULServiceProvider._run_loop_delay``, private). A C-STORE waits for that loop twice — to notice the
-#: request on the socket and to send our response — so the default costs ~1 ms per instance. Measured
-#: (storescu, 300 × 39 KB, one association, median of 5 runs on the shared 2-core host): ours 128 → 166/s;
-#: the bare SCP ~250 → ~330–400/s. An idle association then costs ~18 % of a core instead of ~9 % (until
-#: ``network_timeout`` ends it).
-DUL_LOOP_DELAY = 0.0001
-
-
-#: The one sleep of pynetdicom 3.0.4's association reactor (``Association._run_reactor``): it sleeps this long
-#: before every look at its DIMSE queue, so a request that arrives meanwhile waits for the sleep to end.
-REACTOR_SLEEP = 0.001
-
-
-class _ReactorClock:
-    """Stands in for the ``time`` module inside ``pynetdicom.association`` (see :func:`install_reactor_clock`).
-
-    In an acceptor's reactor thread, its sleep of :data:`REACTOR_SLEEP` becomes a wait on the association's DIMSE
-    queue that ends as soon as a message is queued, and otherwise lasts as long as the sleep: no latency for a
-    request, no more wake-ups than before when idle. Every other call is the ``time`` module's own.
-    """
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
-
-    @staticmethod
-    def sleep(seconds: float) -> None:
-        assoc = threading.current_thread()
-        if seconds != REACTOR_SLEEP or not isinstance(assoc, Association) or not assoc.is_acceptor:
-            time.sleep(seconds)
-            return
-        pending = assoc.dimse.msg_queue
-        with pending.not_empty:
-            if not pending.queue:
-                pending.not_empty.wait(seconds)
-            if pending.queue:  # a wake-up taken here may have been meant for another waiter: pass it on
-                pending.not_empty.notify()
-
-
-def install_reactor_clock() -> None:
-    """Let pynetdicom's association reactors wake up for a DIMSE message instead of sleeping through it.
-
-    Measured (storescu, 300 × 39 KB, one association, medians of 4 runs alternated with 4 without): the bare
-    SCP 519 → 600 instances/s, ours (``hrx adapter dicom-scp``) 359 → 385/s. Installed only over the ``time``
-    module it replaces, so a pynetdicom that no longer imports it there runs as it is; the clock is process-wide
-    and idempotent.
-    """
-    if association_module.time is time:
-        association_module.time = _ReactorClock()  # type: ignore[assignment]
-
-
-def tune_association(event: evt.Event) -> None:
-    """EVT_CONN_OPEN: make a freshly accepted association cheaper per message (see the constants above).
-
-    The private pynetdicom attribute is set only when present with the expected type, so a later
-    pynetdicom that renamed it runs at its own default.
-    """
-    _drop_standard_log_handlers(event.assoc)
-    dul = event.assoc.dul
-    if isinstance(getattr(dul, "_run_loop_delay", None), float):
-        dul._run_loop_delay = DUL_LOOP_DELAY
-
-
-class _SharedUidContext(PresentationContext):
-    """A presentation context whose deep copy shares its (immutable) UID strings.
-
-    pynetdicom deep-copies the server's supported contexts for every association; with every storage SOP
-    class × every transfer syntax that is ~5,000 UIDs, each re-validated by a regular expression: ~100 ms
-    of CPU at each association request, inside the sender's timed send.
-    """
-
-    @classmethod
-    def like(cls, context: PresentationContext) -> _SharedUidContext:
-        """A copy of ``context``: its lists copied, their UIDs (immutable ``str``) and scalars shared."""
-        twin = cls.__new__(cls)
-        twin.__dict__.update({k: list(v) if isinstance(v, list) else v for k, v in vars(context).items()})
-        return twin
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> _SharedUidContext:
-        return self.like(self)
-
-
-class NoDelayAssociationServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server tuned for C-STORE throughput.
-
-    Sockets: TCP_NODELAY makes our own PDUs leave at once. TCP_QUICKACK (Linux) acknowledges the sender's
-    segments at once: a sender that leaves Nagle on (dcmtk with ``TCP_NODELAY=0``) otherwise waits for our
-    delayed ACK before the last small segment of every message.
-
-    pynetdicom: no standard logging handlers, presentation contexts copied cheaply per association,
-    :func:`tune_association` on every accepted connection (the DUL reactor's idle sleep) and
-    :func:`install_reactor_clock` (the association reactor's).
+    TCP_NODELAY makes our own PDUs leave at once. TCP_QUICKACK (Linux) acknowledges the sender's segments at
+    once: a sender that leaves Nagle on (dcmtk with ``TCP_NODELAY=0``) otherwise waits for our delayed ACK
+    before the last small segment of every message.
     """
 
     tcp_nodelay = True
-
-    def __init__(self, ae: AE, address: tuple[str, int], ae_title: str, contexts: list[PresentationContext],
-                 ssl_context: Any = None, evt_handlers: list[Any] | None = None, **kwargs: Any) -> None:
-        handlers = [(evt.EVT_CONN_OPEN, tune_association), *(evt_handlers or ())]
-        shared = [_SharedUidContext.like(cx) for cx in contexts]
-        super().__init__(ae, address, ae_title, shared, ssl_context, handlers, **kwargs)
-        _drop_standard_log_handlers(self)
-        install_reactor_clock()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         client, address = super().get_request()
@@ -422,13 +312,8 @@ class DicomReceiver:
 
     def start(self, assemble: bool = True) -> Self:
         server_class = NoDelayAssociationServer if self.config.tcp_nodelay else PlainAssociationServer
-        server = self.ae.make_server((self.config.host, self.config.port), server_class=server_class,
-                                     evt_handlers=[(evt.EVT_C_STORE, self.handler)])
-        self.ae._servers.append(server)  # as AE.start_server does; shutdown() removes it
-        thread = threading.Thread(target=server.serve_forever, name="dicom-scp", daemon=True)
-        thread.start()
-        self._server = server
-        self._threads.append(thread)
+        self._server = start_server(self.ae, (self.config.host, self.config.port),
+                                    [(evt.EVT_C_STORE, self.handler)], server_class)
         self.watch.start()
         if assemble:
             worker = threading.Thread(target=self.assembler.run, args=(self._stop,), name="dicom-assembler",

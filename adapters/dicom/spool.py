@@ -34,14 +34,11 @@ from adapters.dicom.metadata import (
     build_report,
     utcnow,
 )
+from adapters.dead_letter import publish_dead_letters
 from adapters.pipeline import AdapterError, ResultPipeline
-from adapters.report import PseudonymizedPatient
-from schemas import events
 from adapters.publish import BrokerUnavailable
-from schemas.topics import TOPIC_DEADLETTER
 from schemas.dead_letter import dead_letter_event
 from schemas.resident_id import scrub
-from adapters.publish import Record
 
 log = logging.getLogger(__name__)
 
@@ -310,11 +307,6 @@ class StudyAssembler:
                                   result_id=state.result_id, previous_status=state.status,
                                   retrieval=self.retrieval(records) if self.retrieval else None,
                                   received_at=utcnow())
-            # The spool holds pseudonyms only (the resident ID was pseudonymized when the instance arrived):
-            # the report's patient is the spooled one, under the key id it was made with.
-            spooled = records[0].patient
-            report = replace(report, patient=PseudonymizedPatient(
-                spooled["pseudonym"], spooled["key_id"], spooled.get("sex"), spooled.get("birth_year"), "PatientID"))
             event = replace(self.pipeline, received_at=utcnow()).imaging_event(report, self.adapter)
         except AdapterError as exc:
             self._reject(state, str(exc))
@@ -344,8 +336,7 @@ class StudyAssembler:
                                    institution=self.institution)
         try:
             if self.pipeline.publisher is not None:
-                self.pipeline.publisher.publish([Record(TOPIC_DEADLETTER, f"dicom:{self.institution}",
-                                                        events.encode(letter))])
+                publish_dead_letters(self.pipeline.publisher, [letter])
         except BrokerUnavailable as exc:
             self.spool.mark_failed(state, f"{error} (dead letter pending: {exc})", self.max_backoff)
             return

@@ -57,10 +57,14 @@ SUMMARIES = {
 
 
 def _logging(verbose: bool) -> None:
+    """Configure logging (the only place that does): stderr, and the log guard on the root handlers."""
+    from adapters.log_guard import install_log_guard
+
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    install_log_guard()
 
 
 @click.group(cls=LazyGroup, lazy={

@@ -81,7 +81,9 @@ def serve(port: int | None) -> None:
     context = Context(book=runtime.codebook(settings), database=runtime.database(settings),
                       pseudonymizer=runtime.pseudonymizer(settings), publisher=Publisher(bootstrap),
                       bootstrap=bootstrap, engine_group=settings.engine_group)
-    uvicorn.run(create_app(context), host=settings.http_host, port=settings.http_port, access_log=False)
+    # log_config=None: uvicorn logs through the root handlers, where the patient-data guard sits.
+    uvicorn.run(create_app(context), host=settings.http_host, port=settings.http_port, access_log=False,
+                log_config=None)
 
 
 @click.command()

@@ -23,9 +23,13 @@ from adapters.dicom.metadata import (
     decode,
     instance_record,
 )
+from adapters.dicom import spool as spool_module
 from adapters.dicom.spool import Spool, StudyAssembler
-from adapters.pipeline import ResultPipeline
+from adapters.pipeline import AdapterError, ResultPipeline
+from adapters.publish import BrokerUnavailable
 from schemas import events
+from schemas.resident_id import PLACEHOLDER
+from schemas.topics import TOPIC_DEADLETTER
 
 from . import dicomdata as dd
 from .conftest import INSTITUTION, FakePublisher
@@ -179,6 +183,41 @@ def test_assembly_versions_duplicates_and_restart(tmp_path, book, pseudonymizer)
     assert spool.counts() == {"studies": 1, "pending": 0, "published": 1, "rejected": 0, "instances": 4}
     raw = (tmp_path / "spool" / "index.db").read_bytes() + (tmp_path / "spool" / "index.db-wal").read_bytes()
     assert dd.RID_CT.encode() not in raw  # the spool keeps pseudonyms only
+    spool.close()
+
+
+class _BrokerAway(FakePublisher):
+    def publish(self, records) -> None:  # type: ignore[no-untyped-def]
+        list(records)
+        raise BrokerUnavailable("broker away")
+
+
+def test_a_study_that_cannot_become_an_event_is_dead_lettered_once(  # type: ignore[no-untyped-def]
+        tmp_path, book, pseudonymizer, monkeypatch) -> None:
+    study = dd.ct_study(tmp_path / "ct", slices=1, with_report=False)
+    spool = Spool(tmp_path / "spool")
+    t0 = time.time() - 100
+    _spool_study(spool, study.files, pseudonymizer, t0)
+
+    def unusable(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AdapterError(f"reported before the study of {dd.RID_CT}")
+
+    monkeypatch.setattr(spool_module, "build_report", unusable)
+    # the broker away: the dead letter is not lost, the study waits for it
+    away = StudyAssembler(spool, ResultPipeline(book, pseudonymizer, _BrokerAway()), INSTITUTION, 30)
+    assert away.assemble_once(now=t0 + 31) == 0
+    assert spool.counts()["rejected"] == 0 and spool.counts()["pending"] == 1
+    publisher = FakePublisher()
+    assembler = StudyAssembler(spool, ResultPipeline(book, pseudonymizer, publisher), INSTITUTION, 30)
+    assert assembler.assemble_once(now=time.time() + away.max_backoff) == 0
+    [record] = publisher.records
+    assert (record.topic, record.key) == (TOPIC_DEADLETTER, f"dicom:{INSTITUTION}")
+    letter = orjson.loads(record.value)
+    events.validate("dead-letter.v1", letter)
+    assert letter["origin"]["adapter"] == "dicom" and letter["origin"]["institution"] == INSTITUTION
+    assert dd.RID_CT not in letter["error"] and letter["error"].endswith(f"of {PLACEHOLDER}")
+    assert spool.counts()["rejected"] == 1 and assembler.stats.rejected == 1
+    assert assembler.assemble_once(now=time.time() + 3600) == 0 and len(publisher.records) == 1  # never again
     spool.close()
 
 

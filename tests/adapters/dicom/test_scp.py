@@ -1,29 +1,16 @@
 """The storage SCP against real peers: dcmtk's storescu/echoscu, the tansu broker, the engine and both stores."""
 from __future__ import annotations
 
-import copy
 import threading
-import time
 import uuid
 
 import pydicom
 import pynetdicom
 import pytest
 from pynetdicom import AE
-from pynetdicom import association as association_module
-from pynetdicom.association import Association
 from sqlalchemy import func, select
 
-from adapters.dicom import scp
-from adapters.dicom.scp import (
-    _LOGGED_EVENTS,
-    DUL_LOOP_DELAY,
-    DicomReceiver,
-    Retrieval,
-    ScpConfig,
-    _ReactorClock,
-    _SharedUidContext,
-)
+from adapters.dicom.scp import DicomReceiver, Retrieval, ScpConfig
 from adapters.dicom.spool import Spool
 from adapters.pipeline import ResultPipeline
 from exchange.broker import EmbeddedBroker, ensure_topics
@@ -211,63 +198,3 @@ def test_broker_down_with_the_spool_acknowledges_durably_and_publishes_after_rec
         engine_publisher.close()
         publisher.close()
         revived.stop()
-
-
-def test_associations_run_with_the_tuned_pynetdicom_settings(tmp_path, book, pseudonymizer, start_receiver) -> None:  # type: ignore[no-untyped-def]
-    receiver = start_receiver(ResultPipeline(book, pseudonymizer, FakePublisher()))
-    server = receiver._server
-    assert server is not None
-    # contexts are copied per association without re-validating their UIDs: equal, yet independent lists
-    assert all(isinstance(cx, _SharedUidContext) for cx in server.contexts)
-    copied = copy.deepcopy(server.contexts)
-    assert [vars(c) for c in copied] == [vars(c) for c in server.contexts]
-    assert copied[0].transfer_syntax is not server.contexts[0].transfer_syntax
-    ae = AE(ae_title="TUNING")
-    ae.add_requested_context("1.2.840.10008.1.1")
-    assoc = ae.associate("127.0.0.1", receiver.port, ae_title="HRX")
-    assert assoc.is_established
-    try:
-        [acceptor] = wait_for(lambda: server.active_associations)
-        assert acceptor.dul._run_loop_delay == DUL_LOOP_DELAY
-        assert isinstance(association_module.time, _ReactorClock)
-        for target in (server, acceptor):  # pynetdicom's own logging handlers are unbound
-            for event in _LOGGED_EVENTS:
-                assert all(h.__module__ != "pynetdicom._handlers" for h, _ in target.get_handlers(event))
-        assert assoc.send_c_echo().Status == 0x0000
-    finally:
-        assoc.release()
-
-
-class _ReactorProbe(Association):
-    """An acceptor whose thread, instead of pynetdicom's reactor, takes the reactor's sleep once."""
-
-    def run(self) -> None:
-        association_module.time.sleep(scp.REACTOR_SLEEP)
-
-
-def test_the_association_reactor_wakes_for_a_dimse_message_instead_of_sleeping(  # type: ignore[no-untyped-def]
-        monkeypatch) -> None:
-    scp.install_reactor_clock()
-    scp.install_reactor_clock()  # idempotent: the clock does not wrap itself
-    clock = association_module.time
-    assert isinstance(clock, _ReactorClock) and clock.monotonic() <= time.monotonic()
-    slept: list[float] = []
-    monkeypatch.setattr(time, "sleep", slept.append)
-    monkeypatch.setattr(scp, "REACTOR_SLEEP", 120.0)  # long enough that a missed wake-up fails the test
-    ae = AE()
-    waiting = _ReactorProbe(ae, "acceptor")
-    waiting.start()
-    wait_for(lambda: waiting.dimse.msg_queue.not_empty._waiters)  # the reactor waits on its DIMSE queue ...
-    waiting.dimse.msg_queue.put((1, "C-STORE-RQ"))
-    waiting.join(30)
-    assert not waiting.is_alive()  # ... and wakes for the message,
-    assert waiting.dimse.msg_queue.get_nowait() == (1, "C-STORE-RQ")  # which it leaves for the reactor to serve
-    queued = _ReactorProbe(ae, "acceptor")
-    queued.dimse.msg_queue.put((1, "C-ECHO-RQ"))
-    queued.start()
-    queued.join(30)
-    assert not queued.is_alive() and queued.dimse.msg_queue.qsize() == 1  # a queued message: no wait at all
-    assert slept == []
-    clock.sleep(120.0)  # not in an acceptor's thread, or another duration: the time module's own sleep
-    clock.sleep(0.5)
-    assert slept == [120.0, 0.5]
