@@ -1,6 +1,7 @@
 """``/api/v1/decisions``: accept, reject with a coded reason, revoke — one result or a whole source hospital."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -12,7 +13,7 @@ from exchange.api.actor import actor
 from exchange.api.app import ApiError, context_of
 from exchange.api.recognition import PatientRef, patient_pseudonym
 from exchange.audit import Actor
-from exchange.decisions import DecisionError, DecisionRequest, as_dict, decide, reason_codes, result_ref
+from exchange.decisions import DecisionError, DecisionRequest, as_dict, decide, result_ref
 from exchange.recognize import Prior, Recognizer, items_of
 from exchange.store import current_results
 
@@ -46,9 +47,9 @@ class BatchBody(BaseModel):
     note: str | None = None
 
 
-@router.get("/reason-codes", summary="Reason codes for a repeat (DOMAIN.md §6)")
-def list_reasons() -> list[dict[str, Any]]:
-    return [r.__dict__ for r in reason_codes().values()]
+@router.get("/reason-codes", summary="Reason codes for a repeat, from the code book")
+def list_reasons(request: Request) -> list[dict[str, Any]]:
+    return [asdict(r) for r in context_of(request).book.reason_codes.values()]
 
 
 @router.post("/decisions", status_code=201, summary="Record a clinician's decision on one prior result")
