@@ -12,13 +12,12 @@ from typing import Mapping as TMapping, Sequence
 
 from codes.calendar import BEIJING
 from codes.loinc import is_loinc_system
-from codes.loader import Data, load_dir, province_of
+from codes.loader import REASON_CODES_FILE, SHIPPED_DIR, Data, ReasonCode, load_dir, province_of
 from codes.model import (
     Alliance, Catalogue, CodeError, Institution, Item, Mapping, MappingTable, Region,
 )
 
 ENV_VAR = "HRX_CODES_DIR"
-SHIPPED_DIR = Path(__file__).resolve().parent / "data"
 LOINC_TABLE_VERSION = "loinc"
 
 
@@ -28,11 +27,18 @@ def default_codes_dir() -> Path:
     return Path(env) if env else SHIPPED_DIR
 
 
-def data_digest(root: Path) -> str:
-    """Stable digest of every file under ``root`` (relative path + bytes), for audit records."""
+def data_digest(root: Path, borrowed: TMapping[str, Path] | None = None) -> str:
+    """Stable digest of every file under ``root`` (relative path + bytes), for audit records.
+
+    ``borrowed`` names files the book took from elsewhere as if they sat under ``root`` (the shipped reason
+    codes for a directory without its own), so equal data gives an equal digest wherever it was read from.
+    """
+    files = {p.relative_to(root).as_posix(): p for p in root.rglob("*")
+             if p.is_file() and "__pycache__" not in p.parts}
+    files.update(borrowed or {})
     h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        h.update(path.relative_to(root).as_posix().encode())
+    for name, path in sorted(files.items()):
+        h.update(name.encode())
         h.update(b"\0")
         h.update(path.read_bytes())
         h.update(b"\0")
@@ -40,7 +46,10 @@ def data_digest(root: Path) -> str:
 
 
 class CodeBook:
-    """Immutable view of one code data directory. Build it with :func:`codes.load_codebook`."""
+    """Immutable view of one code data directory. Build it with :func:`codes.load_codebook`.
+
+    ``reason_codes`` are the directory's own reason_codes.csv, or the shipped ones when it has none.
+    """
 
     def __init__(self, data: Data, version: str) -> None:
         self._data = data
@@ -61,6 +70,7 @@ class CodeBook:
         self._imaging_aliases = dict(data.imaging_aliases)
         self._mappings: dict[str, tuple[MappingTable, ...]] = {k: tuple(v) for k, v in data.mappings.items()}
         self._prices = dict(data.prices)
+        self.reason_codes: TMapping[str, ReasonCode] = MappingProxyType(dict(data.reason_codes))
 
     # -- items --------------------------------------------------------------------------------
 
@@ -189,4 +199,6 @@ def load_codebook(path: str | os.PathLike[str] | None = None) -> CodeBook:
     data, problems = load_dir(root)
     if problems:
         raise CodeError(problems)
-    return CodeBook(data, data_digest(root))
+    own = root / REASON_CODES_FILE
+    borrowed = {REASON_CODES_FILE: data.reason_codes_file} if data.reason_codes_file not in (None, own) else None
+    return CodeBook(data, data_digest(root, borrowed))

@@ -25,6 +25,7 @@ from codes.model import (
 from codes.names import normalize_name
 from codes.sources import DUP_KEYS, SourceError, csv_header, csv_rows, line_of, load_yaml
 from codes.ucum import UcumError, validate_ucum
+from schemas.events import InvalidEvent, validate as validate_event
 
 
 ITEM_FIELDS = (
@@ -38,6 +39,30 @@ _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 _DIV_RE = re.compile(r"^\d{6}$")
 _DICOM_CS_RE = re.compile(r"^[A-Z0-9_ ]{1,16}$")  # DICOM CS value representation
+REASON_CODE_FIELDS = ("code", "reason_zh", "reason_en", "counts_as_non_recognition", "note_required")
+SHIPPED_DIR = Path(__file__).resolve().parent / "data"
+REASON_CODES_FILE = "reason_codes.csv"
+_YES_NO = {"yes": True, "no": False}
+# A rejection as the decision event contract sees it: a reason code must be one the event can carry.
+_REJECTION = {
+    "schema": "hr.decision.v1", "event_id": "00000000-0000-4000-8000-000000000000", "decision_id": "-",
+    "result": {"issuer": "-", "result_id": "-", "version": 1, "item": None}, "patient": "0" * 64,
+    "requesting_institution": "-", "clinician_id": "-", "encounter_id": "-", "order_id": None, "trigger": "order",
+    "decision": "reject", "decided_at": "2025-01-01T00:00:00+08:00",
+}
+
+
+@dataclass(frozen=True)
+class ReasonCode:
+    """A coded reason for repeating a test instead of reusing a recognizable result (docs/rules.md, "Reason
+    codes"). ``counts_as_non_recognition`` False takes a rejection out of the recognition rate's denominator;
+    ``note_required`` makes a free-text note mandatory."""
+
+    code: str
+    zh: str
+    en: str
+    counts_as_non_recognition: bool
+    note_required: bool
 
 
 @dataclass
@@ -56,6 +81,8 @@ class Data:
     prices: dict[tuple[str, str], Decimal] = field(default_factory=dict)
     mappings: dict[str, list[MappingTable]] = field(default_factory=dict)
     catalogues: list[Catalogue] = field(default_factory=list)
+    reason_codes: dict[str, ReasonCode] = field(default_factory=dict)
+    reason_codes_file: Path | None = None  # root's own file, or the shipped one when root has none
 
 
 class Sink:
@@ -409,6 +436,64 @@ def load_prices(data: Data, problems: list[Problem]) -> None:
         if (code, prov) in data.prices:
             sink(line, f"duplicate price for {code} in province {prov}")
         data.prices[(code, prov)] = price
+
+
+def load_reason_codes(data: Data, problems: list[Problem]) -> None:
+    """reason_codes.csv: code,reason_zh,reason_en,counts_as_non_recognition,note_required.
+
+    The directory's own file when it has one (it replaces the shipped list as a whole), else the shipped
+    ``codes/data/reason_codes.csv``: the national codes apply wherever an operator has not written its own.
+    """
+    path = data.root / REASON_CODES_FILE
+    if not path.exists():
+        path = SHIPPED_DIR / REASON_CODES_FILE
+    data.reason_codes_file = path
+    sink = Sink(problems, path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        sink(0, f"not UTF-8: {exc}")
+        return
+    rows = list(csv_rows(path, text))
+    missing = [f for f in REASON_CODE_FIELDS if f not in csv_header(path, text)]
+    if missing:
+        sink(1, f"missing column(s): {', '.join(missing)}")
+        return
+    for line, row in rows:
+        code = row["code"]
+        if not _CODE_RE.match(code):
+            sink(line, f"bad reason code {code!r}")
+            continue
+        if code in data.reason_codes:
+            sink(line, f"duplicate reason code {code}")
+            continue
+        if not row["reason_zh"]:
+            sink(line, f"reason {code}: reason_zh is empty")
+        for name in ("counts_as_non_recognition", "note_required"):
+            if row[name] not in _YES_NO:
+                sink(line, f"reason {code}: {name} must be yes or no, not {row[name]!r}")
+        if (message := _contract_problem(code, row["note_required"] == "yes")) is not None:
+            sink(line, message)
+        data.reason_codes[code] = ReasonCode(code, row["reason_zh"], row["reason_en"],
+                                             _YES_NO.get(row["counts_as_non_recognition"], True),
+                                             _YES_NO.get(row["note_required"], False))
+    if not rows:
+        sink(0, "no reason codes: a rejection could not be recorded")
+
+
+def _contract_problem(code: str, note_required: bool) -> str | None:
+    """Why the decision event (schemas/decision.v1.json) could not carry a rejection for ``code`` recorded
+    as this file allows it, or None: a decision the exchange stores must reach the issuer."""
+    try:
+        validate_event("decision.v1", {**_REJECTION, "reason_code": code, "note": "-"})
+    except InvalidEvent:
+        return f"reason {code}: not a reason code the decision event contract (schemas/decision.v1.json) carries"
+    if not note_required:
+        try:
+            validate_event("decision.v1", {**_REJECTION, "reason_code": code, "note": None})
+        except InvalidEvent:
+            return f"reason {code}: the decision event contract requires a note for it: note_required must be yes"
+    return None
 
 
 def _qc_scope_ok(level: str, scope: str, data: Data) -> bool:
@@ -814,4 +899,5 @@ def load_dir(root: Path) -> tuple[Data, list[Problem]]:
     load_institutions(data, problems)
     load_mappings(data, problems)
     load_catalogues(data, problems)
+    load_reason_codes(data, problems)
     return data, sorted(set(problems), key=lambda p: (p.file, p.line, p.message))

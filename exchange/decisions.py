@@ -1,48 +1,29 @@
 """Clinician decisions on prior results: accept (互认), reject with a coded reason, revoke.
 
-Rules (DOMAIN.md §1, §6): the receiving clinician decides; a rejection needs a reason code, and code 08 an
-explanation of at most 200 characters; revoke undoes the last decision on the same subject (requesting
-institution, encounter, result, item). Only a result recognizable at decision time can be accepted.
+Rules (docs/rules.md, "Reason codes"): the receiving clinician decides; a rejection needs a reason code from
+the code book, and a code marked ``note_required`` (08) an explanation of at most 200 characters; revoke undoes
+the last decision on the same subject (requesting institution, encounter, result, item). Only a result
+recognizable at decision time can be accepted.
 """
 from __future__ import annotations
 
-import csv
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
-
-from codes.calendar import beijing_iso
-from codes import default_codes_dir
 from sqlalchemy.orm import Session
 
+from codes.book import ReasonCode
+from codes.calendar import beijing_iso
 from exchange.recognize import Prior, items_of, recognize
 from exchange.store import StoredResult
 from exchange.store.models import Decision, Result, ResultHead
 from exchange.store.results import with_observations
 
 MAX_NOTE = 200
-
-
-@dataclass(frozen=True)
-class ReasonCode:
-    code: str
-    zh: str
-    en: str
-    counts_as_non_recognition: bool
-    note_required: bool
-
-
-@cache
-def reason_codes() -> dict[str, ReasonCode]:
-    """The reason codes of DOMAIN.md §6, from ``codes/data/reason_codes.csv``."""
-    with open(default_codes_dir() / "reason_codes.csv", encoding="utf-8", newline="") as fh:
-        return {r["code"]: ReasonCode(r["code"], r["reason_zh"], r["reason_en"],
-                                      r["counts_as_non_recognition"] == "yes", r["note_required"] == "yes")
-                for r in csv.DictReader(fh)}
 
 
 class DecisionError(ValueError):
@@ -98,14 +79,16 @@ def effective_decision(conn: Connection, req: DecisionRequest, result: StoredRes
     return live[-1] if live else None
 
 
-def validate_reason(req: DecisionRequest) -> None:
+def validate_reason(req: DecisionRequest, reasons: Mapping[str, ReasonCode]) -> None:
+    """A rejection carries one of ``reasons`` (the code book's) and the note that reason requires; nothing else
+    carries a reason; no note is longer than MAX_NOTE characters."""
     if req.decision == "reject":
         if not req.reason_code:
-            raise DecisionError("reason_code", "a rejection needs a reason code (01–08, 98, 99)")
-        reason = reason_codes().get(req.reason_code)
+            raise DecisionError("reason_code", f"a rejection needs a reason code ({', '.join(reasons)})")
+        reason = reasons.get(req.reason_code)
         if reason is None:
             raise DecisionError("reason_code", f"unknown reason code {req.reason_code!r}; "
-                                f"known: {', '.join(reason_codes())}")
+                                f"known: {', '.join(reasons)}")
         if reason.note_required and not (req.note or "").strip():
             raise DecisionError("note", f"reason {req.reason_code} requires a note of at most {MAX_NOTE} characters")
     elif req.reason_code is not None:
@@ -118,7 +101,7 @@ def decide(conn: Connection, book: Any, req: DecisionRequest, now: datetime) -> 
     """Validate and store one decision inside the caller's transaction; raises DecisionError."""
     if req.requesting_institution not in book.institutions:
         raise DecisionError("requesting_institution", f"unknown institution {req.requesting_institution!r}")
-    validate_reason(req)
+    validate_reason(req, book.reason_codes)
     result = find_result(conn, req.result_ref)
     if result is None:
         raise DecisionError("result_id", f"no stored result {req.result_ref!r} (use result.ref from the check)", 404)

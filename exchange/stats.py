@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
-from exchange.decisions import reason_codes
 from exchange.store.models import Decision, Presentation
 
 
@@ -67,7 +66,7 @@ def statistics(conn: Connection, book: Any, scope: str | None, start: datetime, 
         if d.decision == "revoke" or d.decision_id in revoked or d.requesting_institution not in requesters:
             continue
         standing[(d.requesting_institution, d.encounter_id, d.result_issuer, d.result_id, d.item_code or "")] = d
-    reasons = reason_codes()
+    reasons = book.reason_codes
     accepted = 0
     rejected: Counter[str] = Counter()
     excluded = 0

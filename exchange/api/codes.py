@@ -3,14 +3,127 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BaseModel, Field
 
+from codes.model import CATEGORIES, GRADES, KINDS
 from exchange.api.app import ApiError, context_of
+from exchange.api.errors import refusals
+from exchange.api.fields import ANSWER, IsoDate, OneOf, QcLevel, Tier, Timestamp
 
 router = APIRouter(prefix="/api/v1", tags=["codes"])
+
+
+class CatalogueSummary(BaseModel):
+    """One version of a recognition catalogue (互认目录)."""
+
+    model_config = ANSWER
+
+    id: str
+    name_zh: str | None
+    tier: Tier
+    scope: str = Field(description="alliance id, division code, region id or `national`")
+    authority: str
+    version: str
+    effective_from: Timestamp
+    effective_to: Timestamp | None = Field(description="exclusive; null: open")
+    in_force: bool = Field(description="in force at the moment asked about")
+    all_items: bool
+    item_count: int
+
+
+class CatalogueList(BaseModel):
+    model_config = ANSWER
+
+    at: Timestamp
+    codes_version: str = Field(description="digest of the code data in use")
+    catalogues: list[CatalogueSummary]
+
+
+class GradeOverlayView(BaseModel):
+    model_config = ANSWER
+
+    requester_grades: list[Annotated[str, OneOf(GRADES)]]
+    issuer_grades: list[Annotated[str, OneOf(GRADES)]]
+    note: str | None
+
+
+class CatalogueEntry(BaseModel):
+    model_config = ANSWER
+
+    code: str
+    name_zh: str
+    valid_days: int
+    qc_level: QcLevel | None = Field(description="QC level required; null: none (an alliance's waiver)")
+    note: str | None
+
+
+class CatalogueDetail(CatalogueSummary):
+    versions: list[str] = Field(description="every version of this catalogue, oldest first")
+    grade_overlays: list[GradeOverlayView]
+    items: list[CatalogueEntry]
+
+
+class ItemCatalogue(BaseModel):
+    model_config = ANSWER
+
+    id: str
+    tier: Tier
+    scope: str
+    version: str
+    valid_days: int
+
+
+class ItemView(BaseModel):
+    """A unified item (codes/README.md, items.csv), with the catalogues in force that list it."""
+
+    model_config = ANSWER
+
+    code: str
+    name_zh: str
+    name_en: str
+    kind: Annotated[str, OneOf(KINDS)]
+    category: Annotated[str, OneOf(CATEGORIES)]
+    specimen: str | None
+    loinc: str | None
+    unit: str | None = Field(description="UCUM unit of the unified result")
+    modality: str | None
+    body_part: str | None
+    technique: str | None
+    components: list[str] = Field(description="a panel's lab analytes")
+    price_cny: float | None
+    catalogues: list[ItemCatalogue]
+
+
+class QcView(BaseModel):
+    """A passed external quality assessment (室间质评)."""
+
+    model_config = ANSWER
+
+    level: QcLevel
+    scope: str
+    item: str | None
+    category: str | None
+    valid_from: IsoDate
+    valid_to: IsoDate | None = Field(description="inclusive; null: open")
+
+
+class InstitutionView(BaseModel):
+    model_config = ANSWER
+
+    id: str
+    name_zh: str
+    name_en: str
+    grade: Annotated[str, OneOf(GRADES)]
+    division: str = Field(description="GB/T 2260 code")
+    alliances: list[str]
+    qc: list[QcView]
+    province: str = Field(description="2 digits")
+    city: str = Field(description="4 digits")
+    regions: list[str]
+    mapping_version: str | None = Field(description="the institution's mapping table in use")
 
 
 def _plain(value: Any) -> Any:
@@ -34,7 +147,8 @@ def _catalogue_summary(catalogue: Any, at: datetime) -> dict[str, Any]:
             "in_force": catalogue.in_force(at), "all_items": catalogue.all_items, "item_count": len(catalogue.items)}
 
 
-@router.get("/catalogues", summary="Every catalogue version, with whether it is in force at `at`")
+@router.get("/catalogues", summary="Every catalogue version, with whether it is in force at `at`",
+            response_model=CatalogueList, responses=refusals(422))
 def catalogues(request: Request, tier: str | None = None, at: AwareDatetime | None = None) -> dict[str, Any]:
     book = context_of(request).book
     moment = at or datetime.now(UTC)
@@ -42,7 +156,8 @@ def catalogues(request: Request, tier: str | None = None, at: AwareDatetime | No
     return {"at": moment.isoformat(), "codes_version": book.version, "catalogues": rows}
 
 
-@router.get("/catalogues/{catalogue_id}", summary="One catalogue with its items (the version in force at `at`)")
+@router.get("/catalogues/{catalogue_id}", summary="One catalogue with its items (the version in force at `at`)",
+            response_model=CatalogueDetail, responses=refusals(404, 422))
 def catalogue(catalogue_id: str, request: Request, at: AwareDatetime | None = None,
               version: str | None = Query(None, description="a specific version instead of the one in force")) -> dict[str, Any]:
     book = context_of(request).book
@@ -64,7 +179,8 @@ def catalogue(catalogue_id: str, request: Request, at: AwareDatetime | None = No
     return body
 
 
-@router.get("/items/{code}", summary="A unified item, with the catalogues in force that list it")
+@router.get("/items/{code}", summary="A unified item, with the catalogues in force that list it",
+            response_model=ItemView, responses=refusals(404, 422))
 def item(code: str, request: Request, at: AwareDatetime | None = None) -> dict[str, Any]:
     book = context_of(request).book
     found = book.items.get(code)
@@ -78,7 +194,8 @@ def item(code: str, request: Request, at: AwareDatetime | None = None) -> dict[s
     return body
 
 
-@router.get("/institutions/{institution_id}", summary="An institution: grade, division, alliances, QC certificates")
+@router.get("/institutions/{institution_id}", summary="An institution: grade, division, alliances, QC certificates",
+            response_model=InstitutionView, responses=refusals(404, 422))
 def institution(institution_id: str, request: Request) -> dict[str, Any]:
     book = context_of(request).book
     found = book.institutions.get(institution_id)

@@ -1,6 +1,7 @@
 """``/api/v1/decisions``: accept, reject with a coded reason, revoke — one result or a whole source hospital."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -10,9 +11,11 @@ from pydantic import BaseModel, Field
 from exchange import audit, outbox
 from exchange.api.actor import actor
 from exchange.api.app import ApiError, context_of
+from exchange.api.errors import refusals
+from exchange.api.fields import ANSWER, Pseudonym, Timestamp
 from exchange.api.recognition import PatientRef, patient_pseudonym
 from exchange.audit import Actor
-from exchange.decisions import DecisionError, DecisionRequest, as_dict, decide, reason_codes, result_ref
+from exchange.decisions import DecisionError, DecisionRequest, as_dict, decide, result_ref
 from exchange.recognize import Prior, Recognizer, items_of
 from exchange.store import current_results
 
@@ -46,12 +49,64 @@ class BatchBody(BaseModel):
     note: str | None = None
 
 
-@router.get("/reason-codes", summary="Reason codes for a repeat (DOMAIN.md §6)")
-def list_reasons() -> list[dict[str, Any]]:
-    return [r.__dict__ for r in reason_codes().values()]
+class ReasonCodeView(BaseModel):
+    """A coded reason for repeating a test instead of reusing a recognizable result (docs/rules.md, "Reason
+    codes")."""
+
+    model_config = ANSWER
+
+    code: str
+    zh: str
+    en: str
+    counts_as_non_recognition: bool = Field(description="false: a rejection for this reason leaves the recognition "
+                                            "rate's denominator")
+    note_required: bool = Field(description="a rejection for this reason needs a `note`")
 
 
-@router.post("/decisions", status_code=201, summary="Record a clinician's decision on one prior result")
+class DecidedResult(BaseModel):
+    model_config = ANSWER
+
+    ref: str = Field(description="`<issuer>/<result_id>`")
+    version: int = Field(description="the result's version the decision was made on")
+    item: str | None = Field(description="the unified item decided")
+
+
+class DecisionView(BaseModel):
+    """One recorded decision (the issuer receives it as a ``hr.decision.v1`` event)."""
+
+    model_config = ANSWER
+
+    decision_id: str
+    result: DecidedResult
+    patient: Pseudonym
+    requesting_institution: str
+    clinician_id: str
+    encounter_id: str
+    order_id: str | None
+    trigger: Literal["encounter", "order"]
+    decision: Literal["accept", "reject", "revoke"]
+    reason_code: str | None
+    note: str | None
+    revokes: str | None = Field(description="for a revoke: the decision_id it undoes")
+    decided_at: Timestamp
+
+
+class BatchAnswer(BaseModel):
+    model_config = ANSWER
+
+    issuer: str
+    decided: int = Field(description="how many results' items were decided (every recognizable one)")
+    decisions: list[DecisionView]
+
+
+@router.get("/reason-codes", summary="Reason codes for a repeat, from the code book",
+            response_model=list[ReasonCodeView])
+def list_reasons(request: Request) -> list[dict[str, Any]]:
+    return [asdict(r) for r in context_of(request).book.reason_codes.values()]
+
+
+@router.post("/decisions", status_code=201, summary="Record a clinician's decision on one prior result",
+             response_model=DecisionView, responses=refusals(404, 409, 422))
 def post_decision(body: DecisionBody, request: Request, who: Actor = Depends(actor)) -> dict[str, Any]:  # noqa: B008
     context = context_of(request)
     now = datetime.now(UTC)
@@ -70,7 +125,8 @@ def post_decision(body: DecisionBody, request: Request, who: Actor = Depends(act
     return as_dict(stored)
 
 
-@router.post("/decisions/batch", status_code=201, summary="Accept or reject all results from one source hospital")
+@router.post("/decisions/batch", status_code=201, summary="Accept or reject all results from one source hospital",
+             response_model=BatchAnswer, responses=refusals(422))
 def post_batch(body: BatchBody, request: Request, who: Actor = Depends(actor)) -> dict[str, Any]:  # noqa: B008
     context = context_of(request)
     book = context.book

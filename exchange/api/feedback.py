@@ -14,6 +14,8 @@ from codes.calendar import beijing_iso
 from exchange import audit, outbox
 from exchange.api.actor import actor
 from exchange.api.app import ApiError, context_of
+from exchange.api.errors import refusals
+from exchange.api.fields import ANSWER, Timestamp
 from exchange.audit import Actor
 from exchange.decisions import find_result, result_ref
 from exchange.store.models import Feedback
@@ -34,6 +36,37 @@ class StatusBody(BaseModel):
     status: Literal["open", "acknowledged", "resolved"]
 
 
+class FeedbackResult(BaseModel):
+    model_config = ANSWER
+
+    ref: str = Field(description="`<issuer>/<result_id>`")
+    version: int = Field(description="the result's version the report is about")
+
+
+class FeedbackView(BaseModel):
+    """An error report to the issuer of a result, and where the issuer is with it."""
+
+    model_config = ANSWER
+
+    feedback_id: str
+    result: FeedbackResult
+    kind: Literal["report_problem", "image_problem"]
+    note: str
+    reporter_institution: str
+    reporter_id: str | None
+    status: Literal["open", "acknowledged", "resolved"]
+    created_at: Timestamp
+    updated_at: Timestamp
+    published: bool = Field(description="the current status has reached the issuer's topic")
+
+
+class FeedbackList(BaseModel):
+    model_config = ANSWER
+
+    issuer: str
+    feedback: list[FeedbackView] = Field(description="newest first")
+
+
 def _as_dict(f: Feedback) -> dict[str, Any]:
     return {"feedback_id": f.feedback_id, "result": {"ref": result_ref(f.result_issuer, f.result_id),
             "version": f.result_version}, "kind": f.kind, "note": f.note,
@@ -42,7 +75,8 @@ def _as_dict(f: Feedback) -> dict[str, Any]:
             "published": f.published_at is not None}
 
 
-@router.post("/feedback", status_code=201, summary="Report a problem with a result to its issuer")
+@router.post("/feedback", status_code=201, summary="Report a problem with a result to its issuer",
+             response_model=FeedbackView, responses=refusals(404, 422))
 def post_feedback(body: FeedbackBody, request: Request, who: Actor = Depends(actor)) -> dict[str, Any]:  # noqa: B008
     context = context_of(request)
     if body.reporter_institution not in context.book.institutions:
@@ -62,7 +96,8 @@ def post_feedback(body: FeedbackBody, request: Request, who: Actor = Depends(act
     return _as_dict(Feedback(**row))
 
 
-@router.get("/feedback", summary="Feedback per issuer, filterable by status")
+@router.get("/feedback", summary="Feedback per issuer, filterable by status", response_model=FeedbackList,
+            responses=refusals(422))
 def list_feedback(request: Request, issuer: str, status: str | None = None) -> dict[str, Any]:
     context = context_of(request)
     if issuer not in context.book.institutions:
@@ -77,7 +112,8 @@ def list_feedback(request: Request, issuer: str, status: str | None = None) -> d
     return {"issuer": issuer, "feedback": [_as_dict(f) for f in rows]}
 
 
-@router.post("/feedback/{feedback_id}/status", summary="The issuer acknowledges or resolves a report")
+@router.post("/feedback/{feedback_id}/status", summary="The issuer acknowledges or resolves a report",
+             response_model=FeedbackView, responses=refusals(404, 422))
 def set_status(feedback_id: str, body: StatusBody, request: Request) -> dict[str, Any]:
     context = context_of(request)
     with context.database.begin() as conn:

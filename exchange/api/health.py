@@ -1,20 +1,67 @@
 """``GET /api/v1/health``: broker, store and consumer lag, each with its own verdict."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from exchange.api.app import context_of
+from exchange.api.fields import ANSWER
 from exchange.broker import consumer_lag
 from schemas.topics import RESULT_TOPICS
 
 router = APIRouter(prefix="/api/v1", tags=["operations"])
 
 
-@router.get("/health", summary="Is the exchange able to accept and answer? (broker, store, consumer lag)")
+class CodesHealth(BaseModel):
+    model_config = ANSWER
+
+    ok: bool
+    version: str = Field(description="digest of the code data in use")
+
+
+class StoreHealth(BaseModel):
+    model_config = ANSWER
+
+    ok: bool
+    dialect: str = Field(None, description="`postgresql` or `sqlite`; present when the store answered")
+    error: str = Field(None, description="present when the store did not answer")
+
+
+class BrokerHealth(BaseModel):
+    model_config = ANSWER
+
+    ok: bool
+    bootstrap: str
+    error: str = Field(None, description="present when the broker did not answer")
+
+
+class ConsumerHealth(BaseModel):
+    model_config = ANSWER
+
+    group: str
+    lag: dict[str, int] = Field(description="per result topic, messages the engine has not yet committed")
+    total_lag: int
+
+
+class Health(BaseModel):
+    """Each part's own verdict; the status is `ok` only when the store and the broker both answer."""
+
+    model_config = ANSWER
+
+    codes: CodesHealth
+    store: StoreHealth
+    broker: BrokerHealth
+    consumer: ConsumerHealth = Field(None, description="present when the broker answered")
+    status: Literal["ok", "degraded"]
+
+
+@router.get("/health", summary="Is the exchange able to accept and answer? (broker, store, consumer lag)",
+            response_model=None, responses={200: {"model": Health, "description": "the store and the broker answer"},
+                                            503: {"model": Health, "description": "degraded: see which part failed"}})
 def health(request: Request) -> JSONResponse:
     context = context_of(request)
     report: dict[str, Any] = {"codes": {"ok": True, "version": context.book.version}}

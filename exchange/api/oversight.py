@@ -2,22 +2,75 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BaseModel, Field
 
 from codes.calendar import BEIJING
 from exchange import audit
-from exchange.api.actor import actor
+from exchange.api.actor import PURPOSES, actor
 from exchange.api.app import ApiError, context_of
+from exchange.api.errors import refusals
+from exchange.api.fields import ANSWER, Pseudonym, Timestamp
 from exchange.audit import Actor
 from exchange.stats import statistics, valid_scope
 
 router = APIRouter(prefix="/api/v1", tags=["operators"])
 
+#: Per issuer or item: how many presented, accepted, rejected (a count that stayed zero is left out).
+Counts = dict[Literal["presented", "accepted", "rejected"], int]
 
-@router.get("/stats", summary="Presented, accepted, rejected by reason, recognition rate, avoided cost")
+
+class RejectedFor(BaseModel):
+    model_config = ANSWER
+
+    count: int
+    reason_zh: str | None = Field(description="null for a code the code book no longer lists")
+    counts_as_non_recognition: bool | None
+
+
+class Statistics(BaseModel):
+    """docs/rules.md, "Reason codes": recognition rate = accepted / (presented − rejections whose reason does not
+    count as non-recognition); avoided cost = the prices of accepted items at the requester's provincial price."""
+
+    model_config = ANSWER
+
+    scope: str
+    from_: Timestamp = Field(alias="from")
+    to: Timestamp
+    requesting_institutions: int = Field(description="requesting institutions inside the scope")
+    presented: int = Field(description="recognizable results presented, once per encounter")
+    accepted: int
+    rejected: int
+    rejected_by_reason: dict[str, RejectedFor]
+    excluded_from_denominator: int
+    recognition_rate: float | None = Field(description="null when nothing counts in the denominator")
+    avoided_cost_cny: float
+    per_issuer: dict[str, Counts]
+    per_item: dict[str, Counts]
+
+
+class AuditEntry(BaseModel):
+    model_config = ANSWER
+
+    at: Timestamp
+    actor: str
+    institution: str | None
+    purpose: str = Field(description=f"why the data was read (now one of {', '.join(PURPOSES)})")
+    action: str = Field(description="what was done: `recognition.check`, `patient.results`, `decision.accept`, ...")
+    detail: dict[str, Any]
+
+
+class AuditTrail(BaseModel):
+    model_config = ANSWER
+
+    patient: Pseudonym
+    records: list[AuditEntry] = Field(description="newest first")
+
+
+@router.get("/stats", summary="Presented, accepted, rejected by reason, recognition rate, avoided cost",
+            response_model=Statistics, responses=refusals(422))
 def stats(request: Request, scope: str | None = Query(None, description="national, region id, alliance id, "
                                                       "province/city/division code or institution id"),
           date_from: AwareDatetime | None = Query(None, alias="from"),
@@ -33,7 +86,8 @@ def stats(request: Request, scope: str | None = Query(None, description="nationa
         return statistics(conn, context.book, scope, start, end)
 
 
-@router.get("/audit", summary="Who read a patient's data, for which institution and purpose, and when")
+@router.get("/audit", summary="Who read a patient's data, for which institution and purpose, and when",
+            response_model=AuditTrail, responses=refusals(422))
 def audit_trail(request: Request, patient: str = Query(pattern="^[0-9a-f]{64}$"),
                 limit: int = Query(500, ge=1, le=5000), who: Actor = Depends(actor)) -> dict[str, Any]:  # noqa: B008
     context = context_of(request)

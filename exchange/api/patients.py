@@ -3,14 +3,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request
+from pydantic import BaseModel, Field
 
 from codes.calendar import beijing_date, beijing_iso
 from exchange import audit
 from exchange.api.actor import actor
 from exchange.api.app import ApiError, context_of
+from exchange.api.errors import refusals
+from exchange.api.fields import ANSWER, Pseudonym, ResultStatus, Timestamp
+from exchange.api.result_parts import ImagingReport, ResultValue, Study
 from exchange.audit import Actor
 from exchange.decisions import result_ref
 from exchange.recognize import items_of
@@ -19,7 +23,45 @@ from exchange.store import current_results
 router = APIRouter(prefix="/api/v1", tags=["patients"])
 
 
-@router.get("/patients/{pseudonym}/results", summary="Timeline across hospitals; numeric items also as series")
+class TimelineResult(BaseModel):
+    """One result (its current version) with every value it reports."""
+
+    model_config = ANSWER
+
+    ref: str = Field(description="`<issuer>/<result_id>`")
+    issuer: str
+    issuer_name: str | None
+    kind: Literal["lab", "imaging"]
+    version: int
+    status: ResultStatus
+    item: str | None = Field(description="the report's unified item; null when its code is not mapped")
+    local_code: str
+    reported_at: Timestamp
+    collected_at: Timestamp | None
+    values: list[ResultValue]
+    report: ImagingReport = Field(description="imaging: the report; null for lab results")
+    study: Study | None = Field(description="imaging: the study; null for lab results")
+
+
+class SeriesPoint(BaseModel):
+    model_config = ANSWER
+
+    at: Timestamp = Field(description="when the specimen was collected, else when the result was reported")
+    value: float
+    unit: str | None
+    issuer: str
+
+
+class Timeline(BaseModel):
+    model_config = ANSWER
+
+    patient: Pseudonym
+    results: list[TimelineResult]
+    series: dict[str, list[SeriesPoint]] = Field(description="per unified item, its numeric values oldest first")
+
+
+@router.get("/patients/{pseudonym}/results", summary="Timeline across hospitals; numeric items also as series",
+            response_model=Timeline, responses=refusals(422))
 def timeline(request: Request, pseudonym: str = Path(pattern="^[0-9a-f]{64}$"), item: str | None = None,
              category: str | None = None, date_from: date | None = None, date_to: date | None = None,
              who: Actor = Depends(actor)) -> dict[str, Any]:  # noqa: B008

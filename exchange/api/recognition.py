@@ -14,6 +14,8 @@ from codes.calendar import BEIJING
 from exchange import audit
 from exchange.api.actor import actor
 from exchange.api.app import ApiError, Context, context_of
+from exchange.api.check_answer import CheckAnswer
+from exchange.api.errors import refusals
 from exchange.audit import Actor
 from exchange.decisions import result_ref
 from schemas.resident_id import InvalidResidentId
@@ -215,7 +217,10 @@ def _answer(context: Context, body: CheckRequest, check_id: str, pseudonym: str,
 
 
 @router.post("/recognition/check", summary="Which prior results may the requesting institution reuse now?",
-             response_class=Response, responses={200: {"content": {"application/json": {}}}})
+             response_class=Response, response_model=None,  # the answer is orjson bytes; CheckAnswer describes it
+             responses={200: {"model": CheckAnswer,
+                              "description": "every prior result's items (encounter) or the priors per ordered item"},
+                        **refusals(422)})
 def check(body: CheckRequest, request: Request, who: Actor = Depends(actor)) -> Response:  # noqa: B008
     """Encounter reminder (no ``items``) or order-time duplicate reminder (``items``); the read is audited."""
     context = context_of(request)
