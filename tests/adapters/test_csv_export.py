@@ -22,7 +22,8 @@ from schemas.topics import DEFAULT_PARTITIONS, TOPIC_DEADLETTER, TOPIC_LAB
 from schemas.resident_id import make_resident_id
 from adapters.publish import Publisher
 from exchange.store.models import Result
-from tests.conftest import TEST_KEY, wait_for
+from tests.fixtures.pseudonyms import TEST_KEY
+from tests.fixtures.waiting import wait_for
 
 DATA = Path(__file__).parent.parent / "data/csv"
 SAMPLE = DATA / "lis-generic-zh.csv"

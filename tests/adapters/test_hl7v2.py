@@ -29,7 +29,8 @@ from adapters.publish import BrokerUnavailable
 from exchange.broker import EmbeddedBroker, ensure_topics
 from schemas.topics import DEFAULT_PARTITIONS
 from adapters.publish import Publisher
-from tests.conftest import TEST_KEY, wait_for
+from tests.fixtures.pseudonyms import TEST_KEY
+from tests.fixtures.waiting import wait_for
 
 DATA = Path(__file__).parent.parent / "data" / "hl7"
 CHAOYANG = (DATA / "bj-chaoyang-001-v251-utf8.hl7").read_bytes()

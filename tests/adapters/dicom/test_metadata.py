@@ -28,7 +28,7 @@ from adapters.pipeline import ResultPipeline
 from schemas import events
 
 from . import dicomdata as dd
-from .conftest import INSTITUTION, FakePublisher
+from .peers import INSTITUTION, FakePublisher
 
 pytestmark = pytest.mark.filterwarnings("ignore:End of file reached before delimiter")
 
