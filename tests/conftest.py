@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.codebook",
     "tests.fixtures.pseudonyms",
     "tests.fixtures.tiers",
+    "pytester",  # tests/test_tiers.py runs the tier plugin on a planted suite
 ]
