@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench clean
+.PHONY: run test test-unit test-integration bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,14 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
+
+# The two tiers of `make test` (tests/fixtures/tiers.py): in-process tests, then those needing PostgreSQL,
+# a broker, DICOM peers or other processes.
+test-unit: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m unit
+
+test-integration: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m integration
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench

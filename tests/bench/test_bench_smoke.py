@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 
 from bench import fhir, validator_diff
 from bench.__main__ import markdown
 
 
+@pytest.mark.integration  # starts a tansu broker and posts through the API
 def test_fhir_benchmark_runs_on_tiny_sizes() -> None:
     outcome = fhir.run(n=5)
     assert outcome.status == "done"
@@ -37,6 +39,7 @@ def test_results_directory_is_in_the_package() -> None:
     assert (Path(fhir.__file__).parent / "results").is_dir()
 
 
+@pytest.mark.integration  # runs git
 def test_results_name_the_commit_they_measured(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import subprocess
 

@@ -10,8 +10,8 @@ from schemas.topics import TOPIC_DEADLETTER, TOPIC_LAB
 from schemas.resident_id import make_resident_id
 from adapters.publish import Publisher, Record
 from exchange.store.models import DeadLetter, Result
-from tests.conftest import wait_for
-from tests.events import lab_event
+from tests.fixtures.waiting import wait_for
+from tests.fixtures.events import lab_event
 
 
 def _count(database, model) -> int:  # type: ignore[no-untyped-def]

@@ -14,8 +14,8 @@ from schemas import events
 from schemas.topics import TOPIC_LAB
 from adapters.publish import Publisher, Record
 from exchange.store.models import Observation, Result
-from tests.conftest import wait_for
-from tests.events import lab_event
+from tests.fixtures.waiting import wait_for
+from tests.fixtures.events import lab_event
 
 TOTAL = 3000
 

@@ -5,7 +5,7 @@ import schemas
 from schemas import events
 from schemas.dead_letter import dead_letter_event
 from schemas.resident_id import make_resident_id
-from tests.events import lab_event
+from tests.fixtures.events import lab_event
 
 
 @pytest.mark.parametrize("name", schemas.NAMES)

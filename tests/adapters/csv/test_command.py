@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from exchange.cli.adapter_csv import RowProgress
 from schemas.resident_id import make_resident_id
 from tests.adapters.csv.csvdata import RID_A, SAMPLE, lis_row, run_import, write_export
-from tests.conftest import TEST_KEY
+from tests.fixtures.pseudonyms import TEST_KEY
 
 
 def test_progress_is_shown_for_large_files_on_a_pipe(tmp_path, pipeline) -> None:  # type: ignore[no-untyped-def]

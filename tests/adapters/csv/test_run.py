@@ -17,7 +17,7 @@ from exchange.store.models import Result
 from schemas import events
 from schemas.topics import DEFAULT_PARTITIONS, TOPIC_DEADLETTER, TOPIC_LAB
 from tests.adapters.csv.csvdata import HEADER_ZH, RID_A, RID_B, SAMPLE, lis_row, run_import, write_export
-from tests.conftest import wait_for
+from tests.fixtures.waiting import wait_for
 
 
 def test_bad_rows_are_listed_with_line_numbers_and_their_reports_rejected_whole(tmp_path, pipeline, recorder) -> None:  # type: ignore[no-untyped-def]

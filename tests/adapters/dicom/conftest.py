@@ -1,18 +1,13 @@
-"""DICOM peers for the adapter tests: dcmtk's storescu/echoscu, an Orthanc PACS process, our SCP.
+"""DICOM peers for the adapter tests, as fixtures: dcmtk, our SCP, an Orthanc PACS process (see peers.py).
 
-The broker, database and engine fixtures come from tests/conftest.py. dcmtk and Orthanc are Debian packages
-that ``.ci/run`` installs; a missing binary fails the test with the package to install (never a skip).
+The broker, database and engine fixtures come from the suite's plugin (tests/fixtures/).
 """
 from __future__ import annotations
 
 import json
-import re
-import shutil
 import subprocess
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,37 +16,14 @@ from adapters.dicom.scp import DicomReceiver, Retrieval, ScpConfig
 from adapters.dicom.spool import Spool
 from adapters.pipeline import ResultPipeline
 from exchange.broker import free_port
-from tests.fakes import FakePublisher  # noqa: F401 - the DICOM tests import it from here
 
-INSTITUTION = "bj-xicheng-001"
-
-
-def require(binary: str, package: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        pytest.fail(f"{binary} is not installed: apt-get install {package} (.ci/run does this)")
-    return path
+from .peers import INSTITUTION, Orthanc, require
 
 
 @pytest.fixture(scope="session")
 def dcmtk() -> None:
     require("storescu", "dcmtk")
     require("echoscu", "dcmtk")
-
-
-def storescu(port: int, files: list[Path], *, called: str = "HRX", calling: str = "STORESCU",
-             extra: tuple[str, ...] = ()) -> tuple[int, list[str], str]:
-    """Send ``files`` with dcmtk's storescu (-nh: go on after a failure); (exit code, responses, output)."""
-    proc = subprocess.run(["storescu", "-v", "-nh", "-aet", calling, "-aec", called, *extra, "127.0.0.1", str(port),
-                           *map(str, files)], capture_output=True, timeout=60, check=False)
-    out = (proc.stdout + proc.stderr).decode("utf-8", "replace")
-    return proc.returncode, re.findall(r"Received Store Response \(([^)]*)\)", out), out
-
-
-def echoscu(port: int, calling: str = "ECHOSCU", called: str = "HRX") -> tuple[int, str]:
-    proc = subprocess.run(["echoscu", "-v", "-aet", calling, "-aec", called, "127.0.0.1", str(port)],
-                          capture_output=True, timeout=30, check=False)
-    return proc.returncode, (proc.stdout + proc.stderr).decode("utf-8", "replace")
 
 
 @pytest.fixture
@@ -74,18 +46,6 @@ def start_receiver(tmp_path: Path) -> Iterator[Callable[..., DicomReceiver]]:
     for receiver, spool in reversed(started):
         receiver.stop()
         spool.close()
-
-
-@dataclass
-class Orthanc:
-    aet: str
-    port: int
-    http: int
-    process: subprocess.Popen  # type: ignore[type-arg]
-
-    def instances(self) -> list[str]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/instances", timeout=10) as resp:
-            return json.loads(resp.read())
 
 
 @pytest.fixture

@@ -32,7 +32,9 @@ from schemas.resident_id import PLACEHOLDER
 from schemas.topics import TOPIC_DEADLETTER
 
 from . import dicomdata as dd
-from .conftest import INSTITUTION, FakePublisher
+from tests.fakes import FakePublisher
+
+from .peers import INSTITUTION
 
 pytestmark = pytest.mark.filterwarnings("ignore:End of file reached before delimiter")
 

@@ -8,10 +8,11 @@ from sqlalchemy import select
 from exchange.broker import free_port
 from exchange.cli import main
 from exchange.store.models import Result
-from tests.conftest import TEST_KEY, wait_for
+from tests.fixtures.pseudonyms import TEST_KEY
+from tests.fixtures.waiting import wait_for
 
 from . import dicomdata as dd
-from .conftest import INSTITUTION, storescu
+from .peers import INSTITUTION, storescu
 
 
 def _stored(database) -> list[tuple[str, int, str | None]]:  # type: ignore[no-untyped-def]

@@ -15,10 +15,12 @@ from adapters.dicom import pynetdicom_compat as compat
 from adapters.dicom.pynetdicom_compat import DUL_LOOP_DELAY, SharedUidContext, _ReactorClock
 from adapters.dicom.scp import NoDelayAssociationServer
 from adapters.pipeline import ResultPipeline
-from tests.conftest import wait_for
+from tests.fixtures.waiting import wait_for
 
 from . import dicomdata as dd
-from .conftest import FakePublisher, storescu
+from tests.fakes import FakePublisher
+
+from .peers import storescu
 
 #: The events pynetdicom's standard logging handlers are bound to (pynetdicom._config.LOG_HANDLER_LEVEL).
 _LOGGED_EVENTS = (evt.EVT_DIMSE_RECV, evt.EVT_DIMSE_SENT, evt.EVT_PDU_RECV, evt.EVT_PDU_SENT)

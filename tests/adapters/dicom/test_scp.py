@@ -17,10 +17,12 @@ from exchange.broker import EmbeddedBroker, ensure_topics
 from schemas.topics import DEFAULT_PARTITIONS
 from adapters.publish import Publisher
 from exchange.store.models import Result
-from tests.conftest import wait_for
+from tests.fixtures.waiting import wait_for
 
 from . import dicomdata as dd
-from .conftest import INSTITUTION, FakePublisher, echoscu, storescu
+from tests.fakes import FakePublisher
+
+from .peers import INSTITUTION, echoscu, storescu
 
 pytestmark = pytest.mark.filterwarnings("ignore:End of file reached before delimiter")
 

@@ -8,7 +8,7 @@ import sys
 from click.testing import CliRunner
 
 from tests.adapters.hl7.hl7data import BATCH, CHAOYANG, CORRECTION, replace
-from tests.conftest import TEST_KEY
+from tests.fixtures.pseudonyms import TEST_KEY
 
 
 def test_file_mode_publishes_batches_and_exits_1_on_a_refusal(broker, tmp_path) -> None:  # type: ignore[no-untyped-def]

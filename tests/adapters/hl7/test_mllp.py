@@ -9,7 +9,7 @@ import pytest
 
 from adapters.hl7 import Hl7Receiver, mllp
 from tests.adapters.hl7.hl7data import CHAOYANG, WUHAN_GBK, fields, renumber, replace
-from tests.conftest import wait_for
+from tests.fixtures.waiting import wait_for
 
 
 def _pair(max_bytes: int = 1024) -> tuple[socket.socket, mllp.FrameReader]:

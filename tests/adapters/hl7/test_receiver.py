@@ -13,7 +13,7 @@ from exchange.broker import EmbeddedBroker, ensure_topics
 from schemas.topics import DEFAULT_PARTITIONS
 from tests.adapters.hl7.hl7data import (CHAOYANG, CHAOYANG_ID, CORRECTION, WUHAN_GBK, WUHAN_ID, XUHUI,
                                         CountingPublisher, fields, renumber, replace)
-from tests.conftest import wait_for
+from tests.fixtures.waiting import wait_for
 
 
 def test_receiver_original_mode_and_duplicates(receiver) -> None:  # type: ignore[no-untyped-def]

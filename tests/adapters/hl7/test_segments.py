@@ -11,7 +11,7 @@ import pytest
 
 from adapters.hl7 import Hl7Receiver, decode, parse_header, python_hl7_compat
 from tests.adapters.hl7.hl7data import CHAOYANG, CORRECTION, WUHAN_GBK, XUHUI
-from tests.conftest import TEST_KEY
+from tests.fixtures.pseudonyms import TEST_KEY
 
 
 def _python_hl7_reps(message, seg, n: int) -> list[list[list[str]]]:  # type: ignore[no-untyped-def]

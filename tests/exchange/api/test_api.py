@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from exchange.api import Context, create_app
 from adapters.publish import Publisher
 from exchange.store.models import Result
-from tests.conftest import wait_for
+from tests.fixtures.waiting import wait_for
 
 BUNDLE = json.loads((Path(__file__).parents[2] / "data/fhir/lab-bundle.json").read_text("utf-8"))
 RESIDENT_ID = "110105198003120024"

@@ -15,7 +15,7 @@ from schemas.topics import TOPIC_DECISIONS, TOPIC_FEEDBACK
 from schemas.resident_id import make_resident_id
 from adapters.publish import Publisher
 from exchange.store import Delivery, ingest
-from tests.conftest import wait_for
+from tests.fixtures.waiting import wait_for
 
 RESIDENT_ID = make_resident_id("11010519800312002")
 REQUESTER = "bj-chaoyang-001"

@@ -5,7 +5,7 @@ from sqlalchemy import func, select
 
 from exchange.store import Delivery, current_results, ingest, record_dead_letter
 from exchange.store.models import Base, DeadLetter, Observation, Result
-from tests.events import lab_event
+from tests.fixtures.events import lab_event
 
 
 def _count(database, model) -> int:  # type: ignore[no-untyped-def]
