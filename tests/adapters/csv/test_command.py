@@ -1,6 +1,8 @@
 """``hrx adapter csv`` (exchange/cli/adapter_csv.py): its progress report, its output and exit codes."""
 from __future__ import annotations
 
+import pytest
+
 import io
 import subprocess
 import sys
@@ -61,6 +63,7 @@ def test_a_terminal_gets_a_progress_bar() -> None:
     assert "10%" not in shown.replace("100%", "")  # the bar, not the plain lines meant for a pipe
 
 
+@pytest.mark.integration  # runs hrx in a fresh process
 def test_help_does_not_load_the_adapter() -> None:
     code = ("import sys; from click.testing import CliRunner; from exchange.cli import main; "
             "result = CliRunner().invoke(main, ['adapter', 'csv', '--help']); "

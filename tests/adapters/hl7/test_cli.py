@@ -2,6 +2,8 @@
 ``--help`` without loading the adapter."""
 from __future__ import annotations
 
+import pytest
+
 import subprocess
 import sys
 
@@ -31,6 +33,7 @@ def test_file_mode_publishes_batches_and_exits_1_on_a_refusal(broker, tmp_path) 
     assert usage.exit_code == 2
 
 
+@pytest.mark.integration  # runs hrx in a fresh process
 def test_help_does_not_load_the_adapter() -> None:
     """The command imports the adapter (and python-hl7, the code book, the event validators) only to run."""
     script = ("import sys\n"

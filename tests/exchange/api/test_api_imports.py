@@ -1,6 +1,8 @@
 """The API never imports from the command line: serving a request must not load a CLI module, nor click."""
 from __future__ import annotations
 
+import pytest
+
 import ast
 import json
 import subprocess
@@ -35,6 +37,7 @@ def test_no_api_module_names_a_cli_module() -> None:
             if any(map(_is_cli, modules))} == {}
 
 
+@pytest.mark.integration  # runs hrx in a fresh process
 def test_the_api_loads_no_cli_module() -> None:
     loaded = json.loads(subprocess.run([sys.executable, "-c", LOADED], capture_output=True, text=True, check=True,
                                        cwd=API.parents[1]).stdout)
