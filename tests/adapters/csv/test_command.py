@@ -70,4 +70,5 @@ def test_help_does_not_load_the_adapter() -> None:
             "assert result.exit_code == 0 and '--profile' in result.output, result.output; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'adapters' or m in ('tqdm', 'jsonschema')))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert loaded.strip() == "[]"
+    # The log guard (and the resident-ID shape it scrubs by) is installed by every command; nothing else.
+    assert loaded.strip() == "['adapters', 'adapters.log_guard']", loaded

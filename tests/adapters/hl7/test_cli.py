@@ -45,4 +45,5 @@ def test_help_does_not_load_the_adapter() -> None:
               "print(sorted(m for m in sys.modules if m.split('.')[0] in ('adapters', 'hl7', 'codes', 'schemas')))\n")
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert "--max-bytes" in run.stdout and "--institution" in run.stdout
-    assert run.stdout.rstrip().splitlines()[-1] == "[]"
+    # The log guard (and the resident-ID shape it scrubs by) is installed by every command; nothing else.
+    assert run.stdout.rstrip().splitlines()[-1] == "['adapters', 'adapters.log_guard', 'schemas', 'schemas.resident_id']"
