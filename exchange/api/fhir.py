@@ -1,26 +1,61 @@
-"""``POST /fhir``: FHIR R4 Bundles of lab results, answered 2xx only once Kafka acknowledged them."""
+"""``POST /fhir``: FHIR R4 Bundles of lab and imaging results, answered 2xx only once Kafka acknowledged them.
+
+The body is read within a bound (``HRX_FHIR_MAX_BYTES``): refused by its Content-Length before any byte is
+read, and as soon as a chunked body passes the bound. Reports that contradict the store are refused (409)
+before anything is published (``exchange/conflicts.py``).
+"""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from urllib.parse import quote
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from adapters.fhir import bundle_events, operation_outcome
+from adapters.fhir import BuiltEvent, BundleRefused, Issue, build_events, operation_outcome
 from adapters.pipeline import AdapterError
 from exchange.api.app import Context, context_of
 from adapters.publish import BrokerUnavailable
+from exchange.config import Settings
+from exchange.conflicts import Conflict, check_against_store
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["adapters"])
 FHIR_JSON = "application/fhir+json"
-MAX_BUNDLE_BYTES = 20 * 1024 * 1024
 
 
 def _outcome(status: int, error: AdapterError) -> Response:
     return Response(orjson.dumps(operation_outcome(error)), status_code=status, media_type=FHIR_JSON)
+
+
+def too_large(limit: int) -> Response:
+    return _outcome(413, AdapterError(f"the Bundle is larger than {limit} bytes (HRX_FHIR_MAX_BYTES): send "
+                                      "fewer reports per Bundle", "Bundle", code="too-costly"))
+
+
+async def read_within(request: Request, limit: int) -> bytearray | None:
+    """The request body, or None once it is known to exceed ``limit`` bytes: by its Content-Length before
+    reading anything, else (chunked) after reading at most ``limit`` bytes and one more chunk."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return body
+
+
+def conflict_outcome(conflicts: Sequence[Conflict]) -> Response:
+    issues = [Issue("conflict", c.message, (f"{c.location}.identifier", f"{c.location}.meta.versionId")
+                    if c.location else ("DiagnosticReport.identifier", "DiagnosticReport.meta.versionId"))
+              for c in conflicts]
+    return _outcome(409, BundleRefused(issues))
 
 
 _BODY = {"requestBody": {"required": True, "content": {
@@ -35,33 +70,48 @@ _BODY = {"requestBody": {"required": True, "content": {
                         422: {"description": "OperationOutcome naming the element at fault"},
                         503: {"description": "the broker is unreachable; nothing was acknowledged"}})
 async def submit_bundle(request: Request) -> Response:
-    # The raw body is read here and parsed by fhir.resources, not by FastAPI's JSON models.
-    body = await request.body()
+    # The raw body is read here, within the size bound, and parsed by fhir.resources, not by FastAPI's models.
+    limit = Settings.from_env().fhir_max_bytes
+    body = await read_within(request, limit)
+    if body is None:
+        return too_large(limit)
     return await run_in_threadpool(handle_bundle, context_of(request), body)
 
 
-def handle_bundle(context: Context, body: bytes) -> Response:
-    """Validate every report of the Bundle, publish all of them, and answer once Kafka acknowledged."""
-    if len(body) > MAX_BUNDLE_BYTES:
-        return _outcome(413, AdapterError(f"Bundle larger than {MAX_BUNDLE_BYTES} bytes", code="too-costly"))
+def handle_bundle(context: Context, body: bytes | bytearray) -> Response:
+    """Validate every report of the Bundle, check it against the store, publish all of them, and answer once
+    Kafka acknowledged."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         return _outcome(400, AdapterError(f"body is not JSON: {exc}", code="structure"))
     pipeline = context.pipeline()
     try:
-        built = bundle_events(pipeline, data)
+        built: list[BuiltEvent] = build_events(pipeline, data)
     except AdapterError as exc:
         status = 422 if exc.code != "structure" else 400
         return _outcome(status, exc)
     try:
-        pipeline.publish(built)
+        with context.database.connect() as conn:
+            checked = check_against_store(conn, built)
+    except SQLAlchemyError as exc:
+        log.warning("POST /fhir refused: the store cannot be read: %s", exc)
+        return _outcome(503, AdapterError("the store is unavailable; nothing was accepted, retry later",
+                                          code="transient"))
+    if checked.conflicts:
+        return conflict_outcome(checked.conflicts)
+    try:
+        pipeline.publish([b.event for b in built])
     except BrokerUnavailable as exc:
         log.warning("POST /fhir refused: %s", exc)
         return _outcome(503, AdapterError("the message broker is unavailable; nothing was accepted, retry later",
                                           code="transient"))
-    entries = [{"response": {"status": "201 Created",
-                             "location": f"DiagnosticReport/{e['issuer']}/{e['result_id']}/_history/{e['version']}"}}
-               for e in built]
+    entries = []
+    for b in built:
+        e = b.event
+        key = (e["issuer"], e["result_id"], e["version"])
+        entries.append({"response": {
+            "status": "200 OK" if key in checked.resent else "201 Created",
+            "location": f"DiagnosticReport/{e['issuer']}/{quote(e['result_id'], safe='')}/_history/{e['version']}"}})
     return JSONResponse({"resourceType": "Bundle", "type": "transaction-response", "entry": entries},
                         media_type=FHIR_JSON)
