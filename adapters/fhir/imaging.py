@@ -12,8 +12,8 @@ Rules implemented:
   from; the study's shape (modality, body site) is the fallback;
 - the ImagingStudy gives the study: its DICOM Study Instance UID (identifier system ``urn:dicom:uid``), its
   accession number (identifier type ``ACSN``), modality, body site (the first series'), counts, start time
-  (else the report's ``effective`` time) and, from a ``dicom-wado-rs`` Endpoint, the WADO-RS address: that is how a receiving site retrieves the
-  images. One report covers one study;
+  (else the report's ``effective`` time) and, from a ``dicom-wado-rs`` Endpoint, the WADO-RS address: that
+  is how a receiving site retrieves the images. One report covers one study;
 - without an ImagingStudy (or one without a UID) the study UID is derived from the report's key under the
   UUID root ``2.25`` (DICOM PS3.5 B.2), so a resent report keeps it; it names the report's study inside
   the exchange, not a study in anyone's PACS, and such a report has no retrieval pointer. The modality is
@@ -108,8 +108,8 @@ def _findings(report: Located, index: ResourceIndex) -> str | None:
         texts = [_plain(resource.text.div)]
     for observation in index.report_observations(report):
         for lab in lab_observations(observation):
-            name = lab.codes[0].display or lab.codes[0].code
-            texts.append(f"{name}: {_value_text(lab)}".rstrip(": "))
+            name, value = lab.codes[0].display or lab.codes[0].code, _value_text(lab)
+            texts.append(f"{name}: {value}" if value else name)
     findings = "\n".join(t.strip() for t in texts if t.strip())
     if len(findings) > FINDINGS_LENGTH:
         raise AdapterError(f"the report's text is {len(findings)} characters; the exchange keeps at most "
