@@ -57,7 +57,7 @@ def door(book, pseudonymizer, tmp_path, monkeypatch) -> Iterator[tuple[TestClien
 
 
 def _padded_bundle(size: int) -> bytes:
-    """A well-formed Bundle of about ``size`` bytes (the padding is a long Bundle.id-like text)."""
+    """A well-formed Bundle of more than ``size`` bytes (padded in the report's conclusion)."""
     bundle = localise(example("Bundle-101"))
     reports(bundle)[0]["conclusion"] = "x" * size
     return json.dumps(bundle).encode()
@@ -219,3 +219,14 @@ def test_the_bound_is_a_setting() -> None:
     for wrong in ("8MB", "0", "-1"):
         with pytest.raises(ValueError, match="HRX_FHIR_MAX_BYTES"):
             Settings.from_env({"HRX_FHIR_MAX_BYTES": wrong})
+
+
+def test_a_store_that_cannot_be_read_means_503(book, pseudonymizer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    unmigrated = connect(f"sqlite:///{tmp_path / 'empty.db'}")  # no tables: every read fails
+    context = Context(book=book, database=unmigrated, pseudonymizer=pseudonymizer,
+                      publisher=Publisher("127.0.0.1:9"), bootstrap="127.0.0.1:9", engine_group="hrx-engine")
+    with TestClient(create_app(context)) as client:
+        response = client.post("/fhir", content=json.dumps(localise(example("Bundle-101"))), headers=FHIR)
+    assert response.status_code == 503 and response.json()["issue"][0]["code"] == "transient"
+    assert "store is unavailable" in response.json()["issue"][0]["diagnostics"]
+    unmigrated.dispose()
