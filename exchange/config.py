@@ -6,12 +6,15 @@ file under ``./var`` and a pseudonym key file generated beside it (never inside 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from schemas.topics import DEFAULT_PARTITIONS
 
 ENGINE_GROUP = "hrx-engine"
+#: ``POST /fhir`` refuses larger bodies before reading them (HRX_FHIR_MAX_BYTES).
+FHIR_MAX_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class Settings:
     http_port: int = 8080
     engine_group: str = ENGINE_GROUP
     partitions: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PARTITIONS))
+    fhir_max_bytes: int = FHIR_MAX_BYTES
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -45,6 +49,7 @@ class Settings:
             http_host=env.get("HRX_HTTP_HOST", "127.0.0.1"),
             http_port=int(env.get("HRX_HTTP_PORT", "8080")),
             engine_group=env.get("HRX_ENGINE_GROUP", ENGINE_GROUP),
+            fhir_max_bytes=_positive(env, "HRX_FHIR_MAX_BYTES", FHIR_MAX_BYTES),
         )
 
     @property
@@ -64,4 +69,19 @@ class Settings:
             env["HRX_PSEUDONYM_KEY"] = self.pseudonym_key.decode()
         if self.codes_dir:
             env["HRX_CODES_DIR"] = str(self.codes_dir)
+        if self.fhir_max_bytes != FHIR_MAX_BYTES:
+            env["HRX_FHIR_MAX_BYTES"] = str(self.fhir_max_bytes)
         return env
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number of bytes, not {text!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, not {value}")
+    return value

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.fhir import bundle_events, operation_outcome, parse_bundle
+from adapters.fhir import (CODE_TEXT_SYSTEM, BundleRefused, Issue, bundle_events, operation_outcome, parse_bundle,
+                           result_id)
 from adapters.pipeline import AdapterError, ResultPipeline
 from schemas import events
 
@@ -118,3 +119,59 @@ def test_meta_version_id_sets_the_version(pipeline) -> None:  # type: ignore[no-
     _entry(bundle, "DiagnosticReport")["status"] = "corrected"
     [event] = bundle_events(pipeline, bundle)
     assert (event["version"], event["status"]) == (7, "corrected")
+
+
+def test_result_id_is_keyed_on_system_and_value() -> None:
+    assert result_id(None, "R1", "bj-xicheng-001") == "R1"
+    assert result_id("urn:hrx:report-id:bj-xicheng-001", "R1", "bj-xicheng-001") == "R1"
+    other_issuer = "urn:hrx:report-id:bj-xicheng-002"
+    assert result_id(other_issuer, "R1", "bj-xicheng-001") == f"{other_issuer}|R1"
+    assert result_id("http://lis.example/reports", "R1", "bj-xicheng-001") == "http://lis.example/reports|R1"
+    long_system = "http://lis.example/" + "a" * 120
+    long = result_id(long_system, "R1", "bj-xicheng-001")
+    assert long.startswith("sha256:") and len(long) == 71 and long == result_id(long_system, "R1", "other")
+    assert long != result_id(long_system, "R2", "bj-xicheng-001")
+
+
+def test_every_r4_value_type_and_component_is_kept(pipeline) -> None:  # type: ignore[no-untyped-def]
+    bundle = copy.deepcopy(BUNDLE)
+    glucose, potassium = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"]
+    kinds = [("valueInteger", 7, ("quantity", 7.0, None)), ("valueBoolean", True, ("coded", None, "true")),
+             ("valueRange", {"low": {"value": 1, "unit": "mmol/L"}, "high": {"value": 2, "unit": "mmol/L"}},
+              ("text", None, "1 mmol/L–2 mmol/L")),
+             ("valueRatio", {"numerator": {"value": 1}, "denominator": {"value": 320}}, ("text", None, "1/320")),
+             ("valuePeriod", {"start": "2026-11-20T08:00:00+08:00"}, ("text", None, "2026-11-20T08:00:00+08:00/"))]
+    potassium.pop("valueQuantity")
+    potassium["component"] = [{"code": {"coding": [{"system": "urn:hrx:local-code:bj-xicheng-001", "code": f"C{i}"}]},
+                               field: value} for i, (field, value, _) in enumerate(kinds)]
+    potassium["component"].append({"code": {"text": "comment"}, "dataAbsentReason": {"text": "not asked"}})
+    [event] = bundle_events(pipeline, bundle)
+    glucose_obs, potassium_obs, *components = event["observations"]
+    assert potassium_obs["value_type"] == "none"
+    assert [(c["value_type"], c["value"], c["value_text"]) for c in components[:-1]] == [k[2] for k in kinds]
+    assert (components[-1]["value_type"], components[-1]["value_text"]) == ("none", "data absent: not asked")
+    assert components[-1]["item"]["local_system"] == CODE_TEXT_SYSTEM
+
+
+def test_a_practitioner_among_the_performers_is_not_the_issuer(pipeline) -> None:  # type: ignore[no-untyped-def]
+    bundle = copy.deepcopy(BUNDLE)
+    bundle["entry"].append({"fullUrl": "urn:uuid:practitioner", "resource": {"resourceType": "Practitioner"}})
+    report = _entry(bundle, "DiagnosticReport")
+    report["performer"].insert(0, {"reference": "urn:uuid:practitioner"})
+    [event] = bundle_events(pipeline, bundle)
+    assert event["issuer"] == "bj-xicheng-001"
+
+
+def test_a_version_beyond_the_store_is_refused(pipeline) -> None:  # type: ignore[no-untyped-def]
+    bundle = _broken("DiagnosticReport.meta", {"versionId": str(2**31)})
+    with pytest.raises(AdapterError, match="larger than 2147483647") as info:
+        bundle_events(pipeline, bundle)
+    assert info.value.location and info.value.location.endswith(".meta.versionId")
+
+
+def test_an_outcome_is_bounded_and_says_what_it_left_out() -> None:
+    issues = [Issue("structure", "x" * 10_000, ("Bundle.entry[0]",)) for _ in range(250)]
+    outcome = operation_outcome(BundleRefused(issues, total=300))
+    assert len(outcome["issue"]) == 101 and outcome["issue"][-1]["diagnostics"] == "200 more issue(s) not shown"
+    assert outcome["issue"][0]["diagnostics"].endswith("… (8000 more characters)")
+    assert len(json.dumps(outcome)) < 250_000

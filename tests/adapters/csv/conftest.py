@@ -1,6 +1,6 @@
 """Fixtures of the CSV adapter tests: a pipeline whose publisher records instead of sending.
 
-The code book, pseudonymizer, broker, database and engine fixtures come from tests/conftest.py.
+The code book, pseudonymizer, broker, database and engine fixtures come from the plugin in tests/fixtures/.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Fixtures for the HL7 v2 adapter's tests: the result pipeline, a receiver with its ACK journal and an MLLP
-server in a thread. The broker, database, engine, code book and pseudonymizer come from tests/conftest.py."""
+server in a thread. The broker, database, engine, code book and pseudonymizer come from the plugin in tests/fixtures/."""
 from __future__ import annotations
 
 from collections.abc import Iterator
