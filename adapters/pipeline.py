@@ -54,6 +54,7 @@ class Value:
     ref_high: float | None = None
     ref_text: str | None = None
     interpretation: str | None = None
+    date: str | None = None  # ISO 8601 date or date-time of a date-valued result (kind text, the same in text)
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,8 @@ class ResultPipeline:
                                 if v.ref_low is not None or v.ref_high is not None or v.ref_text else None),
             "interpretation": v.interpretation,
         }
+        if v.date is not None:  # optional in the schema: events without a date value are unchanged
+            out["value_date"] = v.date
         if mapping is not None and v.kind == "quantity":
             _convert_units(out, mapping)
         return out

@@ -58,7 +58,7 @@ def remap_event(pipeline: ResultPipeline, event: dict[str, Any]) -> dict[str, An
             ref = sent.get("reference_range") or {}
             value = Value(obs["value_type"], sent.get("value"), obs.get("comparator"), obs.get("value_text"),
                           sent.get("unit"), ref.get("low"), ref.get("high"), ref.get("text"),
-                          obs.get("interpretation"))
+                          obs.get("interpretation"), obs.get("value_date"))
             observations.append(pipeline.observation(issuer, obs["seq"], LabObservation([_code(obs["item"])], value)))
         new["observations"] = observations
         new["item"], _ = pipeline.map_code(issuer, [_code(event["item"])])
