@@ -23,6 +23,7 @@ from adapters.envelope import imaging_result_event, lab_result_event
 from adapters.pseudonymize import Pseudonymizer
 from adapters.publish import Publisher, Record
 from codes import CodeBook, mapping
+from codes.bounds import out_of_bounds
 from schemas import events
 from schemas.resident_id import InvalidResidentId
 from schemas.statuses import STATUSES
@@ -72,7 +73,21 @@ def map_lab_report(book: CodeBook, report: LabReport) -> MappedLabReport:
                         for seq, obs in enumerate(report.observations)]
     except mapping.NoCode as exc:
         raise AdapterError(str(exc)) from None
+    check_bounds(book, report, observations)
     return MappedLabReport(report, mapping.infer_report_item(item, observations), observations)
+
+
+def check_bounds(book: CodeBook, report: LabReport, observations: list[dict[str, Any]]) -> None:
+    """Refuse a quantity its unified item cannot physically have (``codes/data/item_bounds.csv``), judged in
+    the item's unit, i.e. after the map step converted it. ``code`` "value" tells a door that the value itself
+    (OBX-5, ``value[x]``, the value column) is at fault."""
+    for obs, sent in zip(observations, report.observations, strict=True):
+        code = obs["item"]["unified_code"]
+        if code is None or obs["value_type"] != "quantity" or obs["value"] is None:
+            continue
+        why = out_of_bounds(book, code, obs["value"], obs["unit"], obs["comparator"])
+        if why is not None:
+            raise AdapterError(why, sent.location or report.location, code="value")
 
 
 def map_imaging_report(book: CodeBook, report: ImagingReport) -> MappedImagingReport:

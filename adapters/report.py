@@ -48,6 +48,7 @@ class Value:
     ref_high: float | None = None
     ref_text: str | None = None
     interpretation: str | None = None
+    date: str | None = None  # ISO 8601 date or date-time of a date-valued result (kind text, the same in text)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from codes.calendar import BEIJING
 from codes.loinc import is_loinc_system
 from codes.loader import REASON_CODES_FILE, SHIPPED_DIR, Data, ReasonCode, load_dir, province_of
 from codes.model import (
-    Alliance, Catalogue, CodeError, Institution, Item, Mapping, MappingTable, Region,
+    Alliance, Catalogue, CodeError, Institution, Item, ItemBound, Mapping, MappingTable, Region,
 )
 
 ENV_VAR = "HRX_CODES_DIR"
@@ -62,6 +62,7 @@ class CodeBook:
         self.divisions: TMapping[str, tuple[str, str]] = MappingProxyType(dict(data.divisions))
         self.catalogues: Sequence[Catalogue] = tuple(sorted(data.catalogues, key=lambda c: (c.id, c.effective_from)))
         self.aliases: TMapping[str, str] = MappingProxyType(dict(data.aliases))
+        self.bounds: TMapping[str, ItemBound] = MappingProxyType(dict(data.bounds))  # item_bounds.csv by item code
         self._by_loinc = {i.loinc: i for i in data.items.values() if i.loinc}
         self._imaging = {
             (i.modality, i.body_part, i.technique): i for i in data.items.values()

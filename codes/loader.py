@@ -7,6 +7,7 @@ The loader never stops at the first problem: operators fix a published list in o
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
@@ -20,7 +21,7 @@ from codes.loinc import is_loinc_system, loinc_problem
 from codes.model import (
     CATEGORIES, EXAM_CATEGORIES, GRADE_ALIASES, GRADES, KINDS, LAB_CATEGORIES, LAB_KINDS, QC_LEVELS,
     TECHNIQUES, TIER_QC_LEVEL, TIERS, Alliance, Catalogue, CatalogueItem, GradeOverlay, Institution, Item,
-    MappingRow, MappingTable, Problem, QcCertificate, Region,
+    ItemBound, MappingRow, MappingTable, Problem, QcCertificate, Region,
 )
 from codes.names import normalize_name
 from codes.sources import DUP_KEYS, SourceError, csv_header, csv_rows, line_of, load_yaml
@@ -32,6 +33,7 @@ ITEM_FIELDS = (
     "code", "name_zh", "name_en", "kind", "category", "specimen", "loinc", "unit", "modality", "body_part",
     "technique", "components", "price_cny",
 )
+BOUND_FIELDS = ("code", "min", "max", "unit")
 MAPPING_FIELDS = ("local_code", "unified_code")
 MAPPING_OPTIONAL = ("system", "qualifier", "local_name", "source_unit", "factor", "offset", "note")
 ALLIANCE_KINDS = ("close_knit", "city_group", "county_community")
@@ -75,6 +77,7 @@ class Data:
     alliances: dict[str, Alliance] = field(default_factory=dict)
     items: dict[str, Item] = field(default_factory=dict)
     item_lines: dict[str, int] = field(default_factory=dict)
+    bounds: dict[str, ItemBound] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     imaging_aliases: dict[tuple[str, str], str] = field(default_factory=dict)
     institutions: dict[str, Institution] = field(default_factory=dict)
@@ -369,6 +372,68 @@ def load_items(data: Data, problems: list[Problem]) -> None:
                 sink(line, f"{code}: unknown component {comp}")
             elif target.kind != "lab_analyte":
                 sink(line, f"{code}: component {comp} is not a lab analyte")
+
+
+def _bound_number(text: str) -> float | None:
+    """A bound as written ("" = open); ValueError unless it is a plain finite decimal number."""
+    if not text:
+        return None
+    if not re.fullmatch(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)", text):
+        raise ValueError(text)
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(text)
+    return number
+
+
+def load_item_bounds(data: Data, problems: list[Problem]) -> None:
+    """item_bounds.csv (optional): code,min,max,unit — physically possible values of a lab analyte.
+
+    The unit must be the item's own unit: the bounds are checked after the mapping converted a value to it.
+    """
+    path = data.root / "item_bounds.csv"
+    if not path.exists():
+        return
+    sink = Sink(problems, path)
+    header = csv_header(path)
+    missing = [f for f in BOUND_FIELDS if f not in header]
+    if missing:
+        sink(1, f"missing column(s): {', '.join(missing)}")
+        return
+    unknown = [h for h in header if h not in BOUND_FIELDS]
+    if unknown:
+        sink(1, f"unknown column(s): {', '.join(unknown)}")
+    lines: dict[str, int] = {}
+    for line, row in csv_rows(path):
+        code = row.get("code", "")
+        item = data.items.get(code)
+        if item is None:
+            sink(line, f"unknown item code {code!r}")
+            continue
+        if item.kind != "lab_analyte":
+            sink(line, f"{code}: only lab analytes have values to bound, not a {item.kind}")
+            continue
+        if code in lines:
+            sink(line, f"duplicate bounds for {code} (first on line {lines[code]})")
+            continue
+        lines[code] = line
+        try:
+            low, high = _bound_number(row.get("min", "")), _bound_number(row.get("max", ""))
+        except ValueError as exc:
+            sink(line, f"{code}: bound {exc.args[0]!r} is not a finite decimal number")
+            continue
+        if low is None and high is None:
+            sink(line, f"{code}: give min, max or both")
+            continue
+        if low is not None and high is not None and low >= high:
+            sink(line, f"{code}: min {low:g} is not below max {high:g}")
+            continue
+        unit = row.get("unit") or None
+        if unit != item.unit:
+            sink(line, f"{code}: unit {unit or '(none)'!s} is not the item's unit {item.unit or '(none)'!s} "
+                       "(bounds apply to values converted to the item's unit)")
+            continue
+        data.bounds[code] = ItemBound(code, low, high, unit)
 
 
 def load_aliases(data: Data, problems: list[Problem]) -> None:
@@ -893,6 +958,7 @@ def load_dir(root: Path) -> tuple[Data, list[Problem]]:
     load_regions(data, problems)
     load_alliances(data, problems)
     load_items(data, problems)
+    load_item_bounds(data, problems)
     load_aliases(data, problems)
     load_imaging_aliases(data, problems)
     load_prices(data, problems)

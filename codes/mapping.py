@@ -53,6 +53,8 @@ class SentValue(Protocol):
     def ref_text(self) -> str | None: ...
     @property
     def interpretation(self) -> str | None: ...
+    @property
+    def date(self) -> str | None: ...
 
 
 class SentStudy(Protocol):
@@ -109,6 +111,8 @@ def map_observation(book: CodeBook, institution: str, seq: int, codes: Sequence[
                             if has_range else None),
         "interpretation": value.interpretation,
     }
+    if value.date is not None:  # optional in the schema: events without a date value are unchanged
+        observation["value_date"] = value.date
     if mapping is not None and value.kind == "quantity":
         convert_units(observation, mapping)
     return observation

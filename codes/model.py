@@ -101,6 +101,20 @@ class Item:
 
 
 @dataclass(frozen=True)
+class ItemBound:
+    """The physically possible values of a quantitative unified item, in the item's unit; either end may be open.
+
+    Bounds are physical, not clinical: a concentration below 0 or a percentage above 100 cannot be a
+    measurement, whereas a value far outside the reference range can. Loaded from ``item_bounds.csv``.
+    """
+
+    code: str
+    min: float | None
+    max: float | None
+    unit: str | None
+
+
+@dataclass(frozen=True)
 class Region:
     """A cross-province region. ``lab_only_provinces`` joined for lab items only (京津冀鲁: Shandong)."""
 

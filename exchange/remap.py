@@ -44,7 +44,7 @@ def _value_as_sent(obs: dict[str, Any]) -> Value:
                                    "reference_range": obs.get("reference_range")}
     ref = sent.get("reference_range") or {}
     return Value(obs["value_type"], sent.get("value"), obs.get("comparator"), obs.get("value_text"), sent.get("unit"),
-                 ref.get("low"), ref.get("high"), ref.get("text"), obs.get("interpretation"))
+                 ref.get("low"), ref.get("high"), ref.get("text"), obs.get("interpretation"), obs.get("value_date"))
 
 
 def remap_event(book: CodeBook, event: dict[str, Any]) -> dict[str, Any]:

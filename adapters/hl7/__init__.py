@@ -17,7 +17,8 @@ Modules, in the order a message meets them:
 - :mod:`.header`: MSH, and the checks that decide AR or AE;
 - :mod:`.oru`: ORU^R01 → :class:`~adapters.pipeline.LabReport` (statuses, versions, values, units);
 - :mod:`.ack`: the ACK (original and enhanced mode, ERR);
-- :mod:`.journal`: positive ACKs by duplicate key;
+- :mod:`.journal`: positive ACKs by duplicate key, and the digests of the reports accepted;
+- :mod:`.conflicts`: report keys and content digests (duplicate or conflict);
 - :mod:`.receiver`: one message in, an outcome and its ACK out;
 - :mod:`.python_hl7_compat`: every use of python-hl7's internals, version-checked.
 
@@ -31,7 +32,7 @@ from adapters.hl7.batch import split_batch
 from adapters.hl7.charset import charset_of, decode
 from adapters.hl7.exceptions import Hl7Error
 from adapters.hl7.header import SUPPORTED_VERSIONS, Header, check_header, parse_header
-from adapters.hl7.journal import AckJournal, StoredAck
+from adapters.hl7.journal import AckJournal, StoredAck, StoredReport
 from adapters.hl7.mllp import DEFAULT_MAX_BYTES, Frame, FrameReader, MLLPClient, MLLPServer, frame
 from adapters.hl7.oru import RESIDENT_ID_OID, RESIDENT_ID_TYPE, parse_message, parse_reports, report_version, ucum_unit
 from adapters.hl7.receiver import Hl7Receiver, Outcome
@@ -40,7 +41,7 @@ from adapters.hl7.segments import ParsedMessage, Segment
 __all__ = [
     "DEFAULT_MAX_BYTES", "ERROR_TEXT", "RESIDENT_ID_OID", "RESIDENT_ID_TYPE", "SUPPORTED_VERSIONS",
     "AckJournal", "Frame", "FrameReader", "Header", "Hl7Error", "Hl7Receiver", "MLLPClient", "MLLPServer",
-    "Outcome", "ParsedMessage", "Segment", "StoredAck",
+    "Outcome", "ParsedMessage", "Segment", "StoredAck", "StoredReport",
     "ack_code", "ack_plan", "ack_wanted", "build_ack", "charset_of", "check_header", "decode", "frame",
     "parse_header", "parse_message", "parse_reports", "report_version", "split_batch", "ucum_unit",
 ]

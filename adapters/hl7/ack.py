@@ -4,8 +4,9 @@ Rules implemented (docs/rules.md, "Delivery"):
 
 - A positive ACK (AA, or CA in enhanced mode) is sent only after Kafka acknowledged every event of the
   message. Content errors: AE + ERR; unsupported type, event, version or processing ID: AR; broker down or
-  internal error: AE with ERR-3 207 (resend later). A message larger than the limit is refused with AE
-  (ERR-8 gives the size and the limit).
+  internal error: AE with ERR-3 207 (resend later); a control ID reused for other content, or a report
+  number and version accepted before with other content: AE with ERR-3 205. A message larger than the
+  limit is refused with AE (ERR-8 gives the size and the limit).
 - ERR (v2.5 style): ERR-2 location ``SEG^seq^field[^repetition]``, ERR-3 HL7 table 0357 code, ERR-4
   severity E, ERR-8 user message; for v2.3/2.4 senders ERR-1 (ELD) is filled as well; MSA-3 repeats the
   text. Everything echoed passes :func:`schemas.resident_id.scrub` and is escaped in the sender's own

@@ -1,15 +1,19 @@
-"""The ACK journal: positive ACKs by duplicate key, so that a resend gets the same ACK and publishes nothing.
+"""The listener's journal: positive ACKs by duplicate key, and the content digest of every report accepted.
 
 Rules implemented (docs/rules.md, "Delivery"):
 
 - Duplicates: key (MSH-3, MSH-4, MSH-10). The positive ACK is recorded after the publish and before it is
-  sent; a resend with the same key *and content* (keyed HMAC over the message without MSH-7) gets the
-  stored bytes replayed and publishes nothing. Same key with different content (a LIS that reset its
-  counter) is processed as a new message. Refusals are not journaled, so a message refused while the broker
-  was down is processed when resent. A crash between publish and journal write only causes a republish,
-  which the store's natural key absorbs.
-- The journal is not where results are made durable (Kafka is, before any positive ACK), so the ACK does
-  not wait for its commit, let alone an fsync: see :class:`AckJournal`.
+  sent. A resend with the same key *and content* (keyed HMAC over the message without MSH-7) is published
+  again (the broker may have lost the first copy; the store's natural key absorbs a second one) and only
+  then gets the stored bytes replayed. The same key with other content is a conflict, refused by the
+  receiver. Refusals are not journaled, so a message refused while the broker was down is processed when
+  resent. A crash between publish and journal write only causes a republish, which the store absorbs.
+- Reports: key (issuer, result ID, version), the SHA-256 of the report's content (the event without what
+  varies between deliveries of the same report: :mod:`.conflicts`). Recorded after the publish and
+  committed with an fsync *before* the ACK is sent: a lost row would let a later, different report under
+  the same key be acknowledged and then dropped by the store. The first report accepted under a key
+  stays; a row is a key and a 64-character digest, never the report itself.
+- The ACK rows need no such care (Kafka, not the journal, holds the results): see :class:`AckJournal`.
 """
 from __future__ import annotations
 
@@ -36,11 +40,33 @@ class StoredAck:
     stored_at: float
 
 
+@dataclass(frozen=True)
+class StoredReport:
+    """One accepted report's content digest and the pseudonym key (``key_id``) its patient was keyed with."""
+
+    digest: str
+    key_id: str
+
+
+ReportKey = tuple[str, str, int]  # issuer, result ID, version
+
+
+@dataclass
+class _Commit:
+    """One writer transaction that report rows wait for: set (under the journal's lock) once it ended."""
+
+    done: bool = False
+    failure: str | None = None
+
+
 class AckJournal:
-    """Positive ACKs by (MSH-3, MSH-4, MSH-10): SQLite in WAL mode with synchronous=NORMAL, group-committed.
+    """Positive ACKs by (MSH-3, MSH-4, MSH-10): SQLite in WAL mode with synchronous=NORMAL, group-committed;
+    report digests by (issuer, result ID, version): the same writer, but fsynced before ``record_reports``
+    returns.
 
     Recorded after the publish and before the ACK is sent, so a sender that missed the ACK and resends gets
-    the same ACK and nothing is published twice. Only positive ACKs are kept (a refusal must be retried).
+    the same ACK, once its message was published again. Only positive ACKs are kept (a refusal must be
+    retried).
     Rows older than ``retention_days`` are pruned when the journal opens; ACKs hold no patient data.
 
     Durability: the journal holds no result data, Kafka does (the ACK is only built once the broker
@@ -50,9 +76,15 @@ class AckJournal:
     sees queued rows at once. The commit is not fsynced either (WAL, synchronous=NORMAL: the WAL is synced
     at checkpoints, and the database cannot be corrupted by a crash). What a crash can cost: the rows queued
     or committed in the last moments before it (a process crash: the few not yet committed; a power loss:
-    also those since the last checkpoint). A resend of one of those messages is then processed and
-    published again instead of getting its stored ACK, and the store's UNIQUE natural keys absorb the
-    duplicate events. An fsync or a commit per message before the ACK would buy nothing but ACK latency.
+    also those since the last checkpoint). A resend of one of those messages is then processed as a new
+    one and gets a new ACK; a resend is published again either way. An fsync or a commit per message
+    before the ACK would buy nothing but ACK latency.
+
+    Report digests are what the store cannot check (it keeps the first event under a natural key and drops
+    any other silently), so ``record_reports`` waits until the writer committed them in a transaction run
+    with synchronous=FULL (the WAL is fsynced at commit); concurrent messages share one commit, and a
+    duplicate, whose reports are recorded already, costs none. They are not pruned (no retention yet): one
+    row of bounded size (key, 64-character digest, key ID) per report accepted, however often delivered.
     """
 
     _UPSERT = ("INSERT INTO hl7_acks VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sending_application, sending_facility,"
@@ -69,6 +101,10 @@ class AckJournal:
             "CREATE TABLE IF NOT EXISTS hl7_acks (sending_application TEXT NOT NULL, sending_facility TEXT NOT NULL,"
             " control_id TEXT NOT NULL, digest TEXT NOT NULL, ack_code TEXT NOT NULL, ack BLOB NOT NULL,"
             " stored_at REAL NOT NULL, PRIMARY KEY (sending_application, sending_facility, control_id))")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS hl7_reports (issuer TEXT NOT NULL, result_id TEXT NOT NULL, version INTEGER"
+            " NOT NULL, digest TEXT NOT NULL, key_id TEXT NOT NULL, stored_at REAL NOT NULL,"
+            " PRIMARY KEY (issuer, result_id, version))")
         db.execute("DELETE FROM hl7_acks WHERE stored_at < ?", (time.time() - retention_days * 86400,))
         # Idle reading connections, one per concurrent reader (WAL: readers never wait for the writer). A
         # shared connection behind a lock made the connection threads queue up: the holder, back from SQLite,
@@ -78,6 +114,8 @@ class AckJournal:
         self._queued: list[tuple[tuple[str, str, str], StoredAck]] = []  # put(), not yet taken by the writer
         self._pending: dict[tuple[str, str, str], StoredAck] = {}  # put() but not yet committed: get() sees them
         self._writing = 0  # rows taken by the writer and not yet committed
+        self._queued_reports: list[tuple[ReportKey, StoredReport, float]] = []  # record_reports(), not yet taken
+        self._commit: _Commit | None = None  # the commit the queued report rows will be part of
         self._closing = False
         self._writer = threading.Thread(target=self._write_loop, args=(self._connect(),), name="hl7-ack-journal",
                                         daemon=True)
@@ -112,6 +150,37 @@ class AckJournal:
                 "sending_facility = ? AND control_id = ?", key).fetchone()
         return StoredAck(row[0], row[1], bytes(row[2]), row[3]) if row else None
 
+    def reports(self, keys: list[ReportKey]) -> dict[ReportKey, StoredReport]:
+        """The recorded digests of those of ``keys`` that were accepted before (committed, hence durable)."""
+        found: dict[ReportKey, StoredReport] = {}
+        with self._reader() as db:
+            for key in keys:
+                row = db.execute("SELECT digest, key_id FROM hl7_reports WHERE issuer = ? AND result_id = ? AND "
+                                 "version = ?", key).fetchone()
+                if row:
+                    found[key] = StoredReport(row[0], row[1])
+        return found
+
+    def record_reports(self, rows: dict[ReportKey, StoredReport]) -> None:
+        """Record accepted reports and return once they are committed and fsynced; sqlite3.Error if not.
+
+        A key already recorded under the same pseudonym key keeps its first digest (the receiver refuses a
+        different one before publishing); under another key (the pseudonym key was rotated) it is replaced.
+        """
+        if not rows:
+            return
+        now = time.time()
+        with self._lock:
+            if self._closing:
+                raise sqlite3.ProgrammingError("the ACK journal is closed")
+            self._queued_reports.extend((key, stored, now) for key, stored in rows.items())
+            commit = self._commit = self._commit or _Commit()
+            self._changed.notify_all()
+            while not commit.done:
+                self._changed.wait()
+        if commit.failure is not None:
+            raise sqlite3.OperationalError(f"report journal commit failed: {commit.failure}")
+
     def put(self, key: tuple[str, str, str], digest: str, code: str, ack: bytes) -> None:
         """Record a positive ACK; visible to ``get`` at once, committed by the writer thread shortly after."""
         stored = StoredAck(digest, code, ack, time.time())
@@ -122,28 +191,52 @@ class AckJournal:
             self._queued.append((key, stored))
             self._changed.notify_all()
 
+    _RECORD = ("INSERT INTO hl7_reports VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (issuer, result_id, version) DO UPDATE"
+               " SET digest = excluded.digest, key_id = excluded.key_id, stored_at = excluded.stored_at"
+               " WHERE hl7_reports.key_id != excluded.key_id")
+
     def _write_loop(self, db: sqlite3.Connection) -> None:
-        """Commit queued rows, all that queued up meanwhile in one transaction, until closed and drained."""
+        """Commit queued rows, all that queued up meanwhile in one transaction, until closed and drained.
+
+        A transaction holding report rows runs with synchronous=FULL (fsynced at commit), the others with
+        NORMAL; the callers of ``record_reports`` learn of the commit, or of its failure, from its _Commit.
+        """
         try:
             while True:
                 with self._lock:
-                    while not self._queued and not self._closing:
+                    while not self._queued and not self._queued_reports and not self._closing:
                         self._changed.wait()
-                    if not self._queued:
+                    if not self._queued and not self._queued_reports:
                         return
                     batch, self._queued = self._queued, []
+                    reports, self._queued_reports = self._queued_reports, []
+                    commit, self._commit = self._commit, None
                     self._writing = len(batch)
+                failure = None
                 try:
+                    if reports:
+                        db.execute("PRAGMA synchronous=FULL")
                     with db:  # one transaction for the batch
                         db.execute("BEGIN")
                         db.executemany(self._UPSERT, [(*key, a.digest, a.code, a.ack, a.stored_at) for key, a in batch])
-                except sqlite3.Error as exc:  # those resends would be republished, which the store absorbs
-                    log.error("hl7: ACK journal write of %d row(s) failed: %s", len(batch), exc)
+                        db.executemany(self._RECORD, [(*key, r.digest, r.key_id, at) for key, r, at in reports])
+                except sqlite3.Error as exc:  # ACK rows: those resends would be republished, which the store absorbs
+                    log.error("hl7: journal write of %d ACK and %d report row(s) failed: %s", len(batch), len(reports),
+                              exc)
+                    failure = str(exc)
+                finally:
+                    if reports:
+                        try:
+                            db.execute("PRAGMA synchronous=NORMAL")
+                        except sqlite3.Error:
+                            pass
                 with self._lock:
                     for key, stored in batch:
                         if self._pending.get(key) is stored:
                             del self._pending[key]  # committed (a later put for the same key stays pending)
                     self._writing = 0
+                    if commit is not None:
+                        commit.failure, commit.done = failure, True
                     self._changed.notify_all()
         finally:
             db.close()
@@ -153,6 +246,10 @@ class AckJournal:
         with self._lock:
             while self._queued or self._writing:
                 self._changed.wait()
+
+    def report_count(self) -> int:
+        with self._reader() as db:
+            return int(db.execute("SELECT count(*) FROM hl7_reports").fetchone()[0])
 
     def count(self) -> int:
         self.flush()

@@ -20,11 +20,22 @@ Rules implemented (docs/rules.md, "Statuses and versions", "Dates", "Privacy"):
   highest when they differ. An OBX marked X/W carries no value. A stale resend never overwrites a newer
   version: the store keeps the head at the highest version. Limitation: two corrections of one report
   with the same result time (to the minute) are one version.
-- Values (OBX-2): NM (also ``<0.5``-style comparators, which LIS often put in NM), SN (comparator +
-  number → quantity; ranges and ratios such as ``1:40`` → text), ST/TX/FT → text, CE/CWE/CNE → coded;
-  ED/RP (attachments) are skipped. OBX-6 units (common spellings normalised to UCUM: ``10^9/L`` →
+- Values (OBX-2): NM (also ``<0.5``-style comparators, which LIS often put in NM) → quantity; SN
+  (``<^5``, ``>^40`` → quantity with comparator; ``^>^40``, a comparator shifted into SN.2, read the same;
+  ratios ``^1^:^40`` and ranges ``^10^-^20`` → text ``1:40``, ``10-20``); ST/TX/FT → text; CE/CWE/CNE
+  (e.g. a culture's organism) → coded, the text of each repetition (else its code); ED → the data when it
+  is text (type ``TEXT``/``TX`` or subtype ``plain``, encoding A, Base64 or Hex, UTF-8 or GB18030),
+  otherwise (PDF, images, RTF, HTML, …) a text saying what the document was (type, subtype, size) and that
+  it is not kept — the exchange stores results, not documents; DT/TS/DTM → text holding the ISO 8601 date
+  (``2024``, ``2024-03``, ``2024-03-15``) or date-time (offset-less times are +08:00), also in
+  ``value_date``; RP (a pointer) is skipped. Numbers are refused (102) unless a double stores them exactly:
+  at most 15 significant digits, finite and not subnormal (``1e999`` is not a number at all, a 400-digit
+  one has too many digits). The HL7 null ``""`` is an explicit "no value" (also in OBX-6/7/8), never the
+  text ``""``; a final or corrected observation (OBX-11 F or C, or OBR-25 F/C when OBX-11 is empty) with
+  no value is refused (101, OBX-5). OBX-6 units (common spellings normalised to UCUM: ``10^9/L`` →
   ``10*9/L``, ``µmol/L`` → ``umol/L``, ``IU`` → ``[IU]``), OBX-7 reference ranges (``3.9-6.1``,
-  ``3.9~6.1``, ``<5``, ``≥1``, free text), OBX-8 abnormal flags (``↑``/``↓`` → H/L).
+  ``3.9~6.1`` → low and high; ``>40``, ``≥1`` → low, ``<5``, ``≤5`` → high, with the text; anything else
+  free text), OBX-8 abnormal flags (``↑``/``↓`` → H/L).
 - Patient: the resident ID (居民身份证号) is the PID-3 repetition whose identifier type (CX.5) is
   ``NNCHN`` or whose assigning authority (CX.4) is OID 2.16.156.10011.1.3; missing → 101, invalid (GB
   11643 check) → 102, both naming PID-3 and the repetition. It is pseudonymized by the pipeline and never
@@ -34,7 +45,11 @@ Rules implemented (docs/rules.md, "Statuses and versions", "Dates", "Privacy"):
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import math
 import re
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -72,7 +87,13 @@ _COMPARATORS = {"<": "<", ">": ">", "<=": "<=", ">=": ">=", "≤": "<=", "≥": 
                 "≦": "<=", "≧": ">="}
 _RANGE = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)\s*(?:--?|~|～|—|–|－|至)\s*([+-]?\d+(?:\.\d+)?)\s*$")
 _BOUND = re.compile(r"^\s*(<=|>=|<|>|≤|≥|＜|＞|≦|≧)\s*([+-]?\d+(?:\.\d+)?)\s*$")
-_SKIPPED_TYPES = ("ED", "RP")
+_SKIPPED_TYPES = ("RP",)
+_FINAL_OBX = ("F", "C")  # OBX-11 codes that say the value is the final (or corrected) result
+_HL7_NULL = '""'
+_MAX_DIGITS = 15  # decimal digits a double always stores exactly (DBL_DIG)
+_ED_TEXT_TYPES = ("TEXT", "TX")
+_ED_TEXT_SUBTYPES = ("PLAIN", "TEXT", "TXT")
+_DATE_VALUE = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(?:(\d{2})(\d{2})?(\d{2})?(\.\d{1,4})?)?([+-]\d{4})?$")
 _POWER_START = frozenset("×xX*1")
 _UNIT_TIMES = re.compile(r"^[×xX*]\s*(?=10)")
 _UNIT_POWER = re.compile(r"^10\^(\d+)")
@@ -142,10 +163,39 @@ def _patient(pid: Segment) -> Patient:
                    f"{RESIDENT_ID_OID})", pid.loc(3), "101")
 
 
+def _shown(text: str) -> str:
+    return repr(text) if len(text) <= 40 else f"{text[:20]!r}… ({len(text)} characters)"
+
+
+def _exact(text: str) -> float | None:
+    """The decimal ``text`` as a double when the double holds it exactly, else None.
+
+    Exactly: at most 15 significant digits (a double round-trips any such decimal) and a finite, normal
+    magnitude (no overflow to infinity, no underflow to 0 or to a subnormal with fewer digits).
+    """
+    significant = text.lstrip("+-").replace(".", "").lstrip("0").rstrip("0")
+    if len(significant) > _MAX_DIGITS:
+        return None
+    number = float(text)
+    if not math.isfinite(number) or (number != 0 and abs(number) < sys.float_info.min) or \
+            (number == 0 and significant):
+        return None
+    return number
+
+
 def _number(text: str, where: str) -> float:
     if not _NUMBER.match(text):
-        raise Hl7Error(f"{text[:40]!r} is not a number", where, "102")
-    return float(text)
+        raise Hl7Error(f"{_shown(text)} is not a number", where, "102")
+    number = _exact(text)
+    if number is None:
+        raise Hl7Error(f"the number {_shown(text)} cannot be stored exactly (at most {_MAX_DIGITS} significant "
+                       "digits, magnitude between about 2.2e-308 and 1.8e308)", where, "102")
+    return number
+
+
+def _null(obx: Segment, n: int) -> bool:
+    """Field ``n`` is the HL7 null ``""``: an explicit "no value" (HL7 v2 encoding rules)."""
+    return obx.raw(n).strip() == _HL7_NULL
 
 
 def ucum_unit(unit: str) -> str | None:
@@ -160,6 +210,8 @@ def ucum_unit(unit: str) -> str | None:
 
 
 def _unit(obx: Segment) -> str | None:
+    if _null(obx, 6):
+        return None
     comps = obx.components(6) + ["", ""]
     code, text = comps[0], comps[1]
     if _UNIT_TEN.fullmatch(code) and _UNIT_PER.match(text):  # an unescaped "10^9/L"
@@ -171,19 +223,30 @@ def _unit(obx: Segment) -> str | None:
 
 
 def _reference(obx: Segment) -> dict[str, Any]:
+    """OBX-7: ``low-high`` → low and high; ``>40``/``≥1`` → low, ``<5``/``≤5`` → high (with the text kept, as
+    the comparator says whether the limit itself is inside); anything else, or a number a double cannot
+    hold exactly, stays text."""
+    if _null(obx, 7):
+        return {}
     rep_sep = "~"
     text = rep_sep.join("^".join(c[0] for c in rep) for rep in obx.reps(7)).strip()  # "3.9~6.1" arrives as two reps
     if not text:
         return {}
     if m := _RANGE.match(text):
-        return {"ref_low": float(m.group(1)), "ref_high": float(m.group(2))}
-    if m := _BOUND.match(text):
-        bound = "ref_high" if _COMPARATORS[m.group(1)] in ("<", "<=") else "ref_low"
-        return {bound: float(m.group(2)), "ref_text": text[:256]}
+        low, high = _exact(m.group(1)), _exact(m.group(2))
+        if low is not None and high is not None:
+            return {"ref_low": low, "ref_high": high}
+    elif m := _BOUND.match(text):
+        limit = _exact(m.group(2))
+        if limit is not None:
+            bound = "ref_high" if _COMPARATORS[m.group(1)] in ("<", "<=") else "ref_low"
+            return {bound: limit, "ref_text": text[:256]}
     return {"ref_text": text[:256]}
 
 
 def _flag(obx: Segment) -> str | None:
+    if _null(obx, 8):
+        return None
     for rep in obx.reps(8):
         flag = rep[0][0].strip() if rep and rep[0] else ""
         if flag:
@@ -196,8 +259,103 @@ def _rep_texts(reps: list[list[list[str]]]) -> list[str]:
     return ["^".join(c[0] for c in rep).strip("^ ") for rep in reps]
 
 
+def _sn(obx: Segment, extra: dict[str, Any]) -> Value:
+    """SN: comparator ^ number ^ separator/suffix ^ number (HL7 v2 2A.2.70)."""
+    parts = obx.components(5) + ["", "", "", ""]
+    comparator, first, separator, second = parts[:4]
+    if not comparator and first in _COMPARATORS and _NUMBER.match(separator) and not second:
+        comparator, first, separator = first, separator, ""  # "^>^40": the comparator shifted into SN.2
+    if not any((comparator, first, separator, second)):
+        return Value("none", **extra)
+    if not separator and not second:
+        number = _number(first, obx.loc(5))
+        if comparator in ("", "="):
+            return Value("quantity", number, **extra)
+        if comparator in _COMPARATORS:
+            return Value("quantity", number, _COMPARATORS[comparator], **extra)
+        if comparator == "<>":
+            return Value("text", text=f"<>{first}", **extra)
+        raise Hl7Error(f"SN comparator {comparator!r} is not one of > < >= <= = <>", obx.loc(5), "103")
+    for part in (first, second):
+        if part:
+            _number(part, obx.loc(5))
+    return Value("text", text=f"{'' if comparator == '=' else comparator}{first}{separator}{second}", **extra)
+
+
+def _text_value(text: str, obx: Segment, extra: dict[str, Any]) -> Value:
+    if len(text) > 4000:
+        raise Hl7Error(f"text value of {len(text)} characters (at most 4000)", obx.loc(5), "102")
+    return Value("text", text=text, **extra) if text else Value("none", **extra)
+
+
+def _ed(obx: Segment, extra: dict[str, Any]) -> Value:
+    """ED: source application ^ type of data ^ data subtype ^ encoding ^ data (HL7 v2 2A.2.21).
+
+    Text (type TEXT/TX or subtype plain) is kept as the value; any other document is not: the value says
+    what it was, so a reader knows to ask the issuer for it.
+    """
+    parts = obx.components(5) + [""] * 5
+    kind, subtype, encoding, data = (p.strip() for p in parts[1:5])
+    if not data:
+        return Value("none", **extra)
+    coding = encoding.upper()
+    if coding not in ("", "A", "BASE64", "HEX"):
+        raise Hl7Error(f"ED encoding {encoding!r} is not one of A, Base64, Hex (HL7 table 0299)", obx.loc(5), "103")
+    raw: bytes | None = None
+    try:
+        if coding == "BASE64":
+            raw = base64.b64decode("".join(data.split()), validate=True)
+        elif coding == "HEX":
+            raw = bytes.fromhex(data)
+    except (binascii.Error, ValueError):
+        raise Hl7Error(f"ED data is not valid {encoding}", obx.loc(5), "102") from None
+    if kind.upper() in _ED_TEXT_TYPES or subtype.upper() in _ED_TEXT_SUBTYPES:
+        text = data if raw is None else _decoded(raw)
+        if text is not None:
+            return _text_value(text.replace("\r\n", "\n").strip(), obx, extra)
+    size = len(data.encode("utf-8")) if raw is None else len(raw)
+    what = "/".join(p for p in (kind, subtype) if p) or "data"
+    return Value("text", text=f"encapsulated {what} document of {size} bytes, not kept by the exchange: "
+                              "ask the issuer for it", **extra)
+
+
+def _decoded(raw: bytes) -> str | None:
+    for codec in ("utf-8", "gb18030"):
+        try:
+            return raw.decode(codec)
+        except UnicodeDecodeError:
+            continue
+    return None
+
+
+def _date_value(text: str, where: str) -> str:
+    """DT/DTM (TS.1): ``YYYY[MM[DD[HH[MM[SS[.S]]]]]][±ZZZZ]`` → ISO 8601 at the precision sent.
+
+    A date alone stays a calendar date; a time without an offset is China Standard Time (+08:00).
+    """
+    m = _DATE_VALUE.match(text)
+    try:
+        if not m:
+            raise ValueError(text)
+        year, month, day, hour, minute, second, fraction, offset = m.groups()
+        if hour is None:
+            datetime(int(year), int(month or 1), int(day or 1))  # checks month and day
+            return "-".join(p for p in (year, month, day) if p)
+        if day is None or month is None:
+            raise ValueError(text)
+        moment = datetime(int(year), int(month), int(day), int(hour), int(minute or 0), int(second or 0))
+    except ValueError:
+        raise Hl7Error(f"{_shown(text)} is not an HL7 date or time stamp (YYYY[MM[DD[HHMM[SS]]]][+ZZZZ])", where,
+                       "102") from None
+    zone = offset or "+0800"
+    if int(zone[1:3]) > 14 or int(zone[3:]) > 59:
+        raise Hl7Error(f"{_shown(text)} has no valid UTC offset", where, "102")
+    clock = moment.strftime("%H:%M") + (f":{second}{fraction or ''}" if second else "")
+    return f"{moment.date().isoformat()}T{clock}{zone[:3]}:{zone[3:]}"
+
+
 def _value(obx: Segment, status: str | None) -> Value | None:
-    """The observation value; None for an OBX that is not a result (attachment)."""
+    """The observation value; None for an OBX that is not a result (a reference pointer)."""
     kind = obx.get(2).upper()
     extra: dict[str, Any] = {"unit": _unit(obx), "interpretation": _flag(obx), **_reference(obx)}
     reps = obx.reps(5)
@@ -205,36 +363,19 @@ def _value(obx: Segment, status: str | None) -> Value | None:
         return Value("none", **extra)
     if kind in _SKIPPED_TYPES:
         return None
+    if _null(obx, 5):
+        return Value("none", **extra)
     if kind == "NM":
         text = obx.get(5)
         if not text:
             return Value("none", **extra)
         if m := _NM_COMPARATOR.match(text):
-            return Value("quantity", float(m.group(2)), _COMPARATORS[m.group(1)], **extra)
+            return Value("quantity", _number(m.group(2), obx.loc(5)), _COMPARATORS[m.group(1)], **extra)
         return Value("quantity", _number(text, obx.loc(5)), **extra)
     if kind == "SN":
-        parts = obx.components(5) + ["", "", "", ""]
-        comparator, first, separator, second = parts[:4]
-        if not any((comparator, first, separator, second)):
-            return Value("none", **extra)
-        if not separator and not second:
-            number = _number(first, obx.loc(5))
-            if comparator in ("", "="):
-                return Value("quantity", number, **extra)
-            if comparator in _COMPARATORS:
-                return Value("quantity", number, _COMPARATORS[comparator], **extra)
-            if comparator == "<>":
-                return Value("text", text=f"<>{first}", **extra)
-            raise Hl7Error(f"SN comparator {comparator!r} is not one of > < >= <= = <>", obx.loc(5), "103")
-        for part in (first, second):
-            if part:
-                _number(part, obx.loc(5))
-        return Value("text", text=f"{'' if comparator == '=' else comparator}{first}{separator}{second}", **extra)
+        return _sn(obx, extra)
     if kind in ("ST", "TX", "FT"):
-        text = "\n".join(t for t in _rep_texts(reps) if t)
-        if len(text) > 4000:
-            raise Hl7Error(f"text value of {len(text)} characters (at most 4000)", obx.loc(5), "102")
-        return Value("text", text=text, **extra) if text else Value("none", **extra)
+        return _text_value("\n".join(t for t in _rep_texts(reps) if t), obx, extra)
     if kind in ("CE", "CWE", "CNE"):
         labels = []
         for rep in reps:
@@ -242,11 +383,20 @@ def _value(obx: Segment, status: str | None) -> Value | None:
             if comps[0] or comps[1]:
                 labels.append(comps[1] or comps[0])
         return Value("coded", text="; ".join(labels)[:4000], **extra) if labels else Value("none", **extra)
+    if kind == "ED":
+        return _ed(obx, extra)
+    if kind in ("DT", "TS", "DTM"):
+        text = obx.get(5)
+        if not text:
+            return Value("none", **extra)
+        iso = _date_value(text, obx.loc(5))
+        return Value("text", text=iso, date=iso, **extra)
     if not kind:
         if not any(_rep_texts(reps)):
             return Value("none", **extra)
         raise Hl7Error("OBX-2 (value type) is required when OBX-5 has a value", obx.loc(2), "101")
-    raise Hl7Error(f"value type {kind!r} is not supported (NM, SN, ST, TX, FT, CE, CWE, CNE)", obx.loc(2), "103")
+    raise Hl7Error(f"value type {kind!r} is not supported (NM, SN, ST, TX, FT, CE, CWE, CNE, ED, DT, TS, DTM, RP)",
+                   obx.loc(2), "103")
 
 
 def _status(table: dict[str, str], seg: Segment, n: int) -> str | None:
@@ -256,6 +406,12 @@ def _status(table: dict[str, str], seg: Segment, n: int) -> str | None:
     if code not in table:
         raise Hl7Error(f"result status {code!r} is not supported ({', '.join(table)})", seg.loc(n), "103")
     return table[code]
+
+
+def _final(obx: Segment, report_status: str) -> bool:
+    """The observation claims to be final: OBX-11 F or C, or no OBX-11 in a final or corrected report."""
+    code = obx.get(11).upper()
+    return code in _FINAL_OBX if code else report_status in ("final", "corrected")
 
 
 def _report_status(obr: Segment, obx_statuses: list[tuple[Segment, str | None]]) -> str:
@@ -340,8 +496,12 @@ def _report(group: _Group, header: Header, msh: Segment, institution: str) -> La
         if not obs_codes:
             raise Hl7Error("OBX-3 (observation identifier) is required", obx.loc(3), "101")
         value = _value(obx, obx_status)
-        if value is not None:
-            observations.append(LabObservation(obs_codes, value, obx.loc()))
+        if value is None:
+            continue
+        if value.kind == "none" and status not in _VOID and _final(obx, status):
+            raise Hl7Error("OBX-5 (observation value) is empty on a final result: send the value, or result "
+                           "status X (no result can be obtained) or P (not yet final)", obx.loc(5), "101")
+        observations.append(LabObservation(obs_codes, value, obx.loc()))
     if not observations:
         if status not in _VOID:
             raise Hl7Error("the report has no OBX result", obr.loc(), "101")
@@ -373,6 +533,20 @@ def parse_reports(message: ParsedMessage, header: Header, institution: str) -> l
         seen[report.result_id] = report.location or ""
         reports.append(report)
     return reports
+
+
+@dataclass(frozen=True)
+class ReportOrigin:
+    """Where one report's identity came from: the order number's field, and whether OBR-22 was sent."""
+
+    number_location: str  # OBR^n^3 (filler order number), else OBR^n^2 (placer order number)
+    result_time_sent: bool  # False: the report time is MSH-7, which a resend changes
+
+
+def report_origins(message: ParsedMessage) -> list[ReportOrigin]:
+    """One :class:`ReportOrigin` per OBR, in the order of :func:`parse_reports`' reports (one per OBR)."""
+    return [ReportOrigin(seg.loc(3) if seg.get(3) else seg.loc(2), bool(seg.get(22)))
+            for seg in message.segments if seg.name == "OBR"]
 
 
 def parse_message(raw: bytes | str, institution: str) -> tuple[Header, list[LabReport]]:

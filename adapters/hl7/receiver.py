@@ -1,19 +1,29 @@
 """The receiver: one message in, one :class:`Outcome` (and the ACK to send) out.
 
-decode (:mod:`.charset`) → parse MSH and check it (:mod:`.header`) → duplicate check (:mod:`.journal`) →
-reports (:mod:`.oru`) → the shared result pipeline (map, pseudonymize, validate) → publish, acknowledged
-by Kafka → journal → ACK (:mod:`.ack`). :class:`Hl7Receiver` is the MLLP server's frame handler
-(:mod:`.mllp`) and serves file mode too; it never raises.
+decode (:mod:`.charset`) → parse MSH and check it (:mod:`.header`) → control ID check (:mod:`.journal`) →
+reports (:mod:`.oru`) → the shared result pipeline (map, pseudonymize, validate) → physical bounds
+(:mod:`codes.bounds`) → report conflict check (:mod:`.conflicts`) → publish, acknowledged by Kafka →
+journal → ACK (:mod:`.ack`). :class:`Hl7Receiver` is the MLLP server's frame handler (:mod:`.mllp`) and
+serves file mode too; it never raises.
 
 Rules implemented (docs/rules.md, "Delivery", "Privacy"):
 
 - A positive ACK only after ``ResultPipeline.publish`` returned (Kafka acknowledged every event of the
-  message); broker down or an internal error: AE/CE with ERR-3 207 (resend later), never journaled.
+  message) and the reports' digests are fsynced to the journal; broker down, a journal that cannot commit
+  or an internal error: AE/CE with ERR-3 207 (resend later), never journaled.
+- A resend (same MSH-3, MSH-4, MSH-10 and content) is published again — the memory-only embedded broker
+  may have lost the first copy; the store's natural key absorbs a second one — and only then gets the
+  stored ACK replayed; if the publish fails it is refused like any message while the broker is away. The
+  same control ID with other content is refused: AE/CE, ERR-3 205 at MSH-10, nothing published.
+- A report whose key (issuer, OBR-3 else OBR-2, version) was accepted before with other content is
+  refused: AE/CE, ERR-3 205 at OBR-3 (or OBR-2), nothing of the message published. The same content is a
+  duplicate: published again and accepted.
+- A quantity outside its item's physical bounds, in the item's unit after mapping, is refused (AE/CE,
+  ERR-3 102 at OBX-5).
 - A message larger than ``max_bytes`` is refused with AE from its head alone (the MSH segment is there).
-- Concurrent deliveries of one duplicate key are serialised in this process; no other lock is held across
-  the Kafka wait, so messages from concurrent connections are in flight together.
-- Everything logged passes :func:`schemas.resident_id.scrub`; a reused control ID with other content is
-  logged and processed as a new message.
+- Concurrent deliveries of one control ID, and of messages holding one report key, are serialised in this
+  process; no other lock is held across the Kafka wait, so other messages are in flight together.
+- Everything logged passes :func:`schemas.resident_id.scrub`.
 """
 from __future__ import annotations
 
@@ -23,18 +33,19 @@ import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Hashable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from adapters.hl7.ack import ack_code, ack_wanted, build_ack
 from adapters.hl7.charset import decode, header_text, reply_codec
+from adapters.hl7.conflicts import content_digest, report_key
 from adapters.hl7.exceptions import Hl7Error
 from adapters.hl7.header import Header, check_header, parse_header
-from adapters.hl7.journal import AckJournal
+from adapters.hl7.journal import AckJournal, ReportKey, StoredReport
 from adapters.hl7.mllp import DEFAULT_MAX_BYTES, HEAD_BYTES, Frame
-from adapters.hl7.oru import parse_reports
+from adapters.hl7.oru import ReportOrigin, parse_reports, report_origins
 from adapters.hl7.segments import ParsedMessage
 from adapters.pipeline import AdapterError, LabReport, ResultPipeline
 from adapters.pseudonymize import Pseudonymizer
@@ -48,14 +59,22 @@ _SCHEMA_OBSERVATION = re.compile(r"\$\.observations\[(\d+)\]")
 
 
 class _KeyLocks:
-    """Serialises concurrent deliveries of the same (MSH-3, MSH-4, MSH-10) inside this process."""
+    """Serialises concurrent work on the same key (a control ID, a report key) inside this process."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._held: dict[tuple[str, str, str], list[Any]] = {}
+        self._held: dict[Hashable, list[Any]] = {}
 
     @contextmanager
-    def hold(self, key: tuple[str, str, str]) -> Iterator[None]:
+    def hold_all(self, keys: Iterable[Any]) -> Iterator[None]:
+        """Hold every key's lock, taken in sorted order so that two holders never wait for each other."""
+        with ExitStack() as stack:
+            for key in sorted(set(keys)):
+                stack.enter_context(self.hold(key))
+            yield
+
+    @contextmanager
+    def hold(self, key: Hashable) -> Iterator[None]:
         with self._lock:
             entry = self._held.setdefault(key, [threading.Lock(), 0])
             entry[1] += 1
@@ -103,7 +122,8 @@ class Hl7Receiver:
         self.processing_ids = tuple(p.upper() for p in processing_ids)
         self.facilities = tuple(facilities)
         self.max_bytes = max_bytes
-        self._locks = _KeyLocks()
+        self._locks = _KeyLocks()  # control IDs
+        self._report_locks = _KeyLocks()  # report keys, taken while holding a control ID's lock, never before
         ResultPipeline(book, pseudonymizer).check_institution(institution)
 
     # the MLLP frame handler
@@ -121,7 +141,8 @@ class Hl7Receiver:
             return
         where = f" at {outcome.error.location}" if outcome.error and outcome.error.location else ""
         log.log(level, "hl7 %s: control=%s %s%s%s: %s", peer, scrub(outcome.control_id or "-"), outcome.code or "-",
-                " (duplicate, stored ACK replayed)" if outcome.duplicate else "", where, scrub(outcome.text))
+                " (duplicate, republished, stored ACK replayed)" if outcome.duplicate else "", where,
+                scrub(outcome.text))
 
     def _refuse(self, header: Header | None, error: Hl7Error, codec: str) -> Outcome:
         code = ack_code(header, "reject" if error.reject else "error")
@@ -178,48 +199,99 @@ class Hl7Receiver:
 
     def _process(self, message: ParsedMessage, header: Header, codec: str) -> Outcome:
         digest = self._digest(message)
-        if self.journal is not None:
-            stored = self.journal.get(header.key)
-            if stored is not None and stored.digest == digest:
-                return Outcome(stored.code, "duplicate: the stored acknowledgement is replayed",
-                               stored.ack if ack_wanted(header, True) else None, header.control_id, duplicate=True)
-            if stored is not None:
-                log.warning("hl7: control ID %s from %s reused with different content: processed as a new message",
-                            scrub(header.control_id), scrub(header.sending_facility))
+        stored = self.journal.get(header.key) if self.journal is not None else None
+        if stored is not None and stored.digest != digest:
+            return self._refuse(header, Hl7Error(
+                f"control ID {header.control_id} (MSH-10) was used before by this sender (MSH-3, MSH-4) for a message "
+                "with other content: nothing of this message was stored; send it under a new control ID",
+                "MSH^1^10", "205"), codec)
         pipeline = ResultPipeline(self.book, self.pseudonymizer, self.publisher)
         try:
             reports = parse_reports(message, header, self.institution)
             built = [self._event(pipeline, r) for r in reports]
+            origins = report_origins(message)
         except Hl7Error as error:
             return self._refuse(header, error, codec)
         except Exception as exc:  # noqa: BLE001
             log.error("hl7: building events failed: %s", scrub(repr(exc)))
             return self._refuse(header, Hl7Error("internal error building the result events", None, "207"), codec)
-        try:
-            pipeline.publish(built)
-        except BrokerUnavailable as exc:
-            log.warning("hl7: broker unavailable: %s", scrub(str(exc)))
-            return self._refuse(header, Hl7Error("the exchange cannot commit results right now (message broker "
-                                                 "unavailable); nothing was stored, resend later", None, "207"), codec)
-        except Exception as exc:  # noqa: BLE001
-            log.error("hl7: publishing failed: %s", scrub(repr(exc)))
-            return self._refuse(header, Hl7Error("internal error while committing; nothing acknowledged, resend "
-                                                 "later", None, "207"), codec)
+        accepted = {report_key(event): StoredReport(content_digest(event, origin.result_time_sent),
+                                                    event["patient"]["key_id"])
+                    for event, origin in zip(built, origins)}
+        with self._report_locks.hold_all(accepted):
+            refusal, new = self._conflict(built, origins, accepted)
+            if refusal is None:
+                refusal = self._commit(pipeline, built, new)
+        if refusal is not None:
+            return self._refuse(header, refusal, codec)
+        if stored is not None:  # a resend, published again: now its ACK may be replayed
+            return Outcome(stored.code, "duplicate: published again, the stored acknowledgement is replayed",
+                           stored.ack if ack_wanted(header, True) else None, header.control_id, duplicate=True,
+                           published=len(built))
         code = ack_code(header, "accept")
         text = f"{len(built)} result(s) committed"
         ack = build_ack(header, code, None, codec, self.institution, text)
         if self.journal is not None:
             try:
                 self.journal.put(header.key, digest, code, ack)
-            except sqlite3.Error as exc:  # a resend then republishes, which the store's natural key absorbs
-                log.error("hl7: ACK journal write failed (a resend would be republished): %s", exc)
+            except sqlite3.Error as exc:  # a resend is then processed as a new message
+                log.error("hl7: ACK journal write failed (a resend would get a new ACK): %s", exc)
         return Outcome(code, text, ack if ack_wanted(header, True) else None, header.control_id,
                        published=len(built))
 
-    @staticmethod
-    def _event(pipeline: ResultPipeline, report: LabReport) -> dict[str, Any]:
+    def _conflict(self, built: list[dict[str, Any]], origins: list[ReportOrigin], accepted: dict[ReportKey, StoredReport]
+                  ) -> tuple[Hl7Error | None, dict[ReportKey, StoredReport]]:
+        """The refusal for the first report whose key was accepted before with other content, if any, and the
+        reports not yet journaled (a duplicate's are: it costs no journal write)."""
+        if self.journal is None:
+            return None, {}
         try:
-            return pipeline.lab_event(report, "hl7v2")
+            known = self.journal.reports(list(accepted))
+        except sqlite3.Error as exc:
+            log.error("hl7: report journal read failed: %s", exc)
+            return Hl7Error("the exchange cannot check this message against the reports already accepted right "
+                            "now; nothing was stored, resend later", None, "207"), {}
+        new = {key: report for key, report in accepted.items()
+               if key not in known or known[key].key_id != report.key_id}
+        for event, origin in zip(built, origins):
+            key = report_key(event)
+            before = known.get(key)
+            if key in new or before is None or before.digest == accepted[key].digest:
+                continue
+            field = "OBR-3" if origin.number_location.endswith("^3") else "OBR-2"
+            advice = ("send a corrected result (OBR-25 C) with a newer time (OBR-22)" if event["status"] != "preliminary"
+                      else "a preliminary result is not replaced under the same number: send the final result "
+                           "(OBR-25 F), or a corrected result (OBR-25 C) with a newer time (OBR-22)")
+            return Hl7Error(f"report {event['result_id']} ({field}, version {event['version']}) conflicts with the "
+                            f"report already accepted under this number and version; {advice}",
+                            origin.number_location, "205"), {}
+        return None, new
+
+    def _commit(self, pipeline: ResultPipeline, built: list[dict[str, Any]],
+                new: dict[ReportKey, StoredReport]) -> Hl7Error | None:
+        """Publish (Kafka acknowledges every event), then record the new reports durably; the refusal if either
+        fails."""
+        try:
+            pipeline.publish(built)
+        except BrokerUnavailable as exc:
+            log.warning("hl7: broker unavailable: %s", scrub(str(exc)))
+            return Hl7Error("the exchange cannot commit results right now (message broker unavailable); nothing "
+                            "was stored, resend later", None, "207")
+        except Exception as exc:  # noqa: BLE001
+            log.error("hl7: publishing failed: %s", scrub(repr(exc)))
+            return Hl7Error("internal error while committing; nothing acknowledged, resend later", None, "207")
+        if self.journal is not None:
+            try:
+                self.journal.record_reports(new)
+            except sqlite3.Error as exc:  # published, but a later conflict could not be told: not acknowledged
+                log.error("hl7: report journal write failed: %s", exc)
+                return Hl7Error("internal error while committing (journal); nothing acknowledged, resend later",
+                                None, "207")
+        return None
+
+    def _event(self, pipeline: ResultPipeline, report: LabReport) -> dict[str, Any]:
+        try:
+            event = pipeline.lab_event(report, "hl7v2")
         except Hl7Error:
             raise
         except AdapterError as exc:
@@ -227,6 +299,9 @@ class Hl7Receiver:
             match = _SCHEMA_OBSERVATION.search(exc.message)
             if match and int(match.group(1)) < len(report.observations):
                 location = report.observations[int(match.group(1))].location or location
+            if exc.code == "value" and location and location.startswith("OBX^"):
+                location += "^5"  # the pipeline names the observation; its value is OBX-5
             hl7_code = "103" if exc.code == "not-found" else "102"
             raise Hl7Error(exc.message, location, hl7_code) from None
+        return event
 

@@ -37,6 +37,7 @@ class Reading:
     ref_high: float | None = None
     ref_text: str | None = None
     interpretation: str | None = None
+    date: str | None = None
 
 
 @dataclass(frozen=True)

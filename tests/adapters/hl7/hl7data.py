@@ -1,6 +1,8 @@
 """HL7 v2 sample messages and helpers shared by the adapter's tests (the fixtures are in conftest.py)."""
 from __future__ import annotations
 
+import threading
+import uuid
 from pathlib import Path
 
 import hl7 as hl7lib
@@ -71,3 +73,14 @@ class CountingPublisher(Publisher):
         batch = list(records)
         super().publish(batch)
         self.published += len(batch)
+
+
+def start_engine(bootstrap: str, database) -> tuple[threading.Event, threading.Thread]:  # type: ignore[no-untyped-def]
+    """An engine in a fresh consumer group (e.g. on a restarted, empty, memory-only broker); set the event to stop."""
+    from exchange.engine import ResultEngine
+
+    stop = threading.Event()
+    worker = ResultEngine(bootstrap, database, f"test-{uuid.uuid4().hex[:8]}", Publisher(bootstrap))
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    return stop, thread

@@ -1,29 +1,37 @@
-"""The ACK journal: no fsync before the ACK, yet replayed after a restart; group commit keeps the newest ACK."""
+"""The journal: ACKs without an fsync before the ACK, yet replayed after a restart; group commit keeps the
+newest ACK; report digests committed before ``record_reports`` returns, surviving a killed process."""
 from __future__ import annotations
 
-import threading
+import pytest
 
-from adapters.hl7 import AckJournal, Hl7Receiver
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from adapters.hl7 import AckJournal, Hl7Receiver, StoredReport
 from tests.adapters.hl7.hl7data import CHAOYANG
 
 
 def test_ack_journal_skips_the_fsync_but_survives_a_restart(receiver) -> None:  # type: ignore[no-untyped-def]
-    """WAL + synchronous=NORMAL, written by a group-committing thread: no fsync and no SQLite write before the
-    ACK (the results are durable in Kafka, not here). A queued ACK is replayed at once, and a committed one
-    by a new process (close() commits the queue)."""
+    """WAL + synchronous=NORMAL, written by a group-committing thread: no fsync and no SQLite write of the ACK
+    before it is sent (the results are durable in Kafka, not here). A queued ACK is replayed at once, and a
+    committed one by a new process (close() commits the queue); every replay follows a republish."""
     journal = receiver.journal
     with journal._reader() as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL (FULL is 2)
     first = receiver.handle(CHAOYANG)
     assert receiver.handle(CHAOYANG).ack == first.ack  # whether or not the writer has committed it yet
+    assert len(receiver.publisher.records) == 2  # the resend was published again
     journal.close()
     reopened = AckJournal(journal.path)
     try:
         assert reopened.count() == 1
         again = Hl7Receiver("bj-chaoyang-001", receiver.book, receiver.pseudonymizer, receiver.publisher,
                             reopened).handle(CHAOYANG)
-        assert again.duplicate and again.ack == first.ack and len(receiver.publisher.records) == 1
+        assert again.duplicate and again.ack == first.ack and len(receiver.publisher.records) == 3
     finally:
         reopened.close()
 
@@ -51,3 +59,72 @@ def test_ack_journal_group_commit_keeps_the_latest_ack_per_key(tmp_path) -> None
         assert (stored.digest, stored.code, stored.ack) == ("last", "CA", b"last ack")
     finally:
         reopened.close()
+
+
+_KILLED_WRITER = """
+import os, sys
+from pathlib import Path
+from adapters.hl7 import AckJournal, StoredReport
+journal = AckJournal(Path(sys.argv[1]))
+journal.put(("LIS", "F", "C1"), "d", "AA", b"ack")
+journal.record_reports({("bj-chaoyang-001", "R1", 2): StoredReport("a" * 64, "k1")})
+os._exit(0)  # killed: no close(), nothing flushed after record_reports returned
+"""
+
+
+@pytest.mark.integration  # a second process reads the journal
+def test_report_digests_are_committed_before_record_reports_returns(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "acks.db"
+    subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(path)], check=True, cwd=Path(__file__).parents[3])
+    journal = AckJournal(path)
+    try:
+        assert journal.reports([("bj-chaoyang-001", "R1", 2), ("bj-chaoyang-001", "R1", 3)]) == {
+            ("bj-chaoyang-001", "R1", 2): StoredReport("a" * 64, "k1")}
+    finally:
+        journal.close()
+
+
+def test_report_rows_are_fsynced_and_the_first_digest_stays(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    modes: list[str] = []
+
+    class Spy(sqlite3.Connection):
+        def execute(self, sql, *args):  # type: ignore[no-untyped-def]
+            if sql.startswith("PRAGMA synchronous"):
+                modes.append(sql.split("=")[1])
+            return super().execute(sql, *args)
+
+    connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *args, **kwargs: connect(*args, factory=Spy, **kwargs))
+    journal = AckJournal(tmp_path / "acks.db")
+    try:
+        key = ("bj-chaoyang-001", "R1", 2)
+        journal.put(("LIS", "F", "C1"), "d", "AA", b"ack")
+        journal.flush()
+        assert "FULL" not in modes  # an ACK alone is not fsynced
+        journal.record_reports({key: StoredReport("a" * 64, "k1")})
+        assert modes[-2:] == ["FULL", "NORMAL"]  # the report's transaction ran with synchronous=FULL
+        journal.record_reports({key: StoredReport("b" * 64, "k1")})  # the first digest under a key stays
+        assert journal.reports([key])[key].digest == "a" * 64
+        journal.record_reports({key: StoredReport("c" * 64, "k2")})  # ... unless made under another pseudonym key
+        assert journal.reports([key])[key] == StoredReport("c" * 64, "k2")
+        assert journal.report_count() == 1
+    finally:
+        journal.close()
+
+
+def test_concurrent_record_reports_share_commits(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    journal = AckJournal(tmp_path / "acks.db")
+
+    def record(n: int) -> None:
+        for i in range(25):
+            journal.record_reports({("bj-chaoyang-001", f"R{n}-{i}", 2): StoredReport(f"{n}{i}", "k1")})
+
+    workers = [threading.Thread(target=record, args=(n,)) for n in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    try:
+        assert journal.report_count() == 200 and journal._queued_reports == [] and journal._commit is None
+    finally:
+        journal.close()
