@@ -79,3 +79,14 @@ def test_lab_tables_refuse_exam_items(data_copy: Path) -> None:
     [problem] = [p for p in problems if p.file.endswith("zj-nb-001/v1.csv")]
     assert problem.line == len(lines) + 1
     assert problem.message == "I0001 is an exam item (imaging): map studies in imaging_mappings/zj-nb-001/<version>.csv"
+
+
+def test_one_imaging_table_is_validated_on_its_own(data_copy: Path) -> None:
+    from codes.tools import validate
+
+    table = data_copy / "imaging_mappings" / "zj-hz-001" / "v3.csv"
+    table.write_text(HEADER + ",,,,CT,CHEST,glowing,I0013,\n", "utf-8")
+    assert [(p.line, p.message) for p in validate([table])] == [
+        (2, "technique 'glowing' must be one of plain, contrast, plain+contrast, angiography, doppler, resting, "
+            "ambulatory, exercise")]
+    assert validate([data_copy / "imaging_mappings" / "zj-hz-001" / "v1.csv"]) == []
