@@ -50,16 +50,19 @@ def imaging_result_event(mapped: MappedImagingReport, patient: PseudonymizedPati
     """The ``hr.imaging-result.v1`` event of a mapped imaging report (study metadata, never pixel data)."""
     report = mapped.report
     study = report.study
+    shape = {"study_instance_uid": study.study_instance_uid, "accession_number": study.accession_number,
+             "modality": study.modality, "body_part": study.body_part, "technique": study.technique,
+             "description": study.description, "series_count": study.series_count,
+             "instance_count": study.instance_count,
+             "study_at": events.timestamp(study.study_at) if study.study_at else None}
+    if study.requested_procedure:  # optional in the schema: kept so a re-map sees what ingest saw
+        shape["requested_procedure"] = study.requested_procedure
     return {
         "schema": IMAGING_RESULT, "event_id": events.new_event_id(), "issuer": report.institution,
         "result_id": report.result_id, "version": report.version, "status": report.status,
         "patient": patient_object(patient),
         "item": mapped.item,
-        "study": {"study_instance_uid": study.study_instance_uid, "accession_number": study.accession_number,
-                  "modality": study.modality, "body_part": study.body_part, "technique": study.technique,
-                  "description": study.description, "series_count": study.series_count,
-                  "instance_count": study.instance_count,
-                  "study_at": events.timestamp(study.study_at) if study.study_at else None},
+        "study": shape,
         "report": ({"findings": report.findings, "impression": report.impression}
                    if report.findings or report.impression else None),
         "retrieval": report.retrieval,

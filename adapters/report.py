@@ -112,10 +112,11 @@ class Study:
     accession_number: str | None = None
     body_part: str | None = None
     technique: str | None = None  # plain | contrast | … (codes/ items' technique vocabulary)
-    description: str | None = None
+    description: str | None = None  # StudyDescription
     series_count: int | None = None
     instance_count: int | None = None
     study_at: datetime | None = None
+    requested_procedure: str | None = None  # RequestedProcedureDescription, a key of imaging mapping tables
 
 
 @dataclass(frozen=True)

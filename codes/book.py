@@ -12,9 +12,10 @@ from typing import Mapping as TMapping, Sequence
 
 from codes.calendar import BEIJING
 from codes.loinc import is_loinc_system
-from codes.loader import REASON_CODES_FILE, SHIPPED_DIR, Data, ReasonCode, load_dir, province_of
+from codes.loader import REASON_CODES_FILE, SHIPPED_DIR, Data, ReasonCode, description_key, load_dir, province_of
 from codes.model import (
-    Alliance, Catalogue, CodeError, Institution, Item, ItemBound, Mapping, MappingTable, Region,
+    Alliance, Catalogue, CodeError, ImagingMapping, ImagingMappingTable, Institution, Item, ItemBound, Mapping,
+    MappingTable, Region,
 )
 
 ENV_VAR = "HRX_CODES_DIR"
@@ -63,20 +64,23 @@ class CodeBook:
         self.catalogues: Sequence[Catalogue] = tuple(sorted(data.catalogues, key=lambda c: (c.id, c.effective_from)))
         self.aliases: TMapping[str, str] = MappingProxyType(dict(data.aliases))
         self.bounds: TMapping[str, ItemBound] = MappingProxyType(dict(data.bounds))  # item_bounds.csv by item code
-        self._by_loinc = {i.loinc: i for i in data.items.values() if i.loinc}
+        self._by_loinc = {code: i for i in data.items.values()
+                          for code in ((i.loinc,) if i.loinc else ()) + i.loinc_equivalents}
         self._imaging = {
             (i.modality, i.body_part, i.technique): i for i in data.items.values()
             if i.modality and i.body_part and i.technique
         }
         self._imaging_aliases = dict(data.imaging_aliases)
         self._mappings: dict[str, tuple[MappingTable, ...]] = {k: tuple(v) for k, v in data.mappings.items()}
+        self._imaging_mappings: dict[str, tuple[ImagingMappingTable, ...]] = {
+            k: tuple(v) for k, v in data.imaging_mappings.items()}
         self._prices = dict(data.prices)
         self.reason_codes: TMapping[str, ReasonCode] = MappingProxyType(dict(data.reason_codes))
 
     # -- items --------------------------------------------------------------------------------
 
     def item_by_loinc(self, loinc: str) -> Item | None:
-        """The unified item carrying this LOINC code, or None."""
+        """The unified item carrying this LOINC code in items.csv or in loinc_equivalents.csv, or None."""
         return self._by_loinc.get(loinc.strip()) if loinc else None
 
     def imaging_item(self, modality: str, body_part: str | None, technique: str | None) -> Item | None:
@@ -155,6 +159,28 @@ class CodeBook:
             return tables[-1] if tables else None
         return next((t for t in tables if t.version == version), None)
 
+    def _candidate_keys(self, code: str, system: str | None, qualifier: str) -> list[tuple[str, str, str]]:
+        """The (system, code, qualifier) keys a sent code may match, best first."""
+        is_loinc = is_loinc_system(system)
+        sys_key = "LN" if is_loinc else "local"
+        candidates = [(sys_key, code, qualifier)] + ([(sys_key, code, "")] if qualifier else [])
+        if not is_loinc and system not in (None, "local"):
+            # A hospital may tag its own codes with its own system name (HL7 "99LIS"): accept
+            # rows declared under that system first, then plain local rows.
+            candidates = [(system.strip(), code, qualifier), (system.strip(), code, "")] + candidates
+        return candidates
+
+    def qualified_items(self, institution_id: str, code: str, system: str | None = None,
+                        version: str | None = None) -> tuple[str, ...]:
+        """The unified items a local code maps to under some qualifier (sorted): when a code sent without
+        the qualifier that tells them apart names several items, which one is meant cannot be known."""
+        table = self.mapping_table(institution_id, version)
+        if table is None or not code:
+            return ()
+        systems = {key[0] for key in self._candidate_keys(code.strip(), system, "")}
+        return tuple(sorted({row.unified_code for (sys_key, local, qual), row in table.rows.items()
+                             if qual and local == code.strip() and sys_key in systems}))
+
     def map_code(self, institution_id: str, code: str, system: str | None = None,
                  qualifier: str | None = None, version: str | None = None) -> Mapping | None:
         """Map an incoming code to a unified item.
@@ -171,13 +197,7 @@ class CodeBook:
         is_loinc = is_loinc_system(system)
         table = self.mapping_table(institution_id, version)
         if table is not None:
-            sys_key = "LN" if is_loinc else "local"
-            candidates = [(sys_key, code, qual)] + ([(sys_key, code, "")] if qual else [])
-            if not is_loinc and system not in (None, "local"):
-                # A hospital may tag its own codes with its own system name (HL7 "99LIS"): accept
-                # rows declared under that system first, then plain local rows.
-                candidates = [(system.strip(), code, qual), (system.strip(), code, "")] + candidates
-            for key in candidates:
+            for key in self._candidate_keys(code, system, qual):
                 row = table.rows.get(key)
                 if row is not None:
                     item = self.items[row.unified_code]
@@ -187,6 +207,50 @@ class CodeBook:
             item = self.item_by_loinc(code)
             if item is not None:
                 return Mapping(item.code, 1.0, 0.0, item.unit, item.unit, LOINC_TABLE_VERSION, None)
+        return None
+
+
+    # -- imaging mappings ---------------------------------------------------------------------
+
+    def imaging_mapping_version(self, institution_id: str) -> str | None:
+        """Version label of the institution's imaging mapping table in use (the highest), or None."""
+        tables = self._imaging_mappings.get(institution_id)
+        return tables[-1].version if tables else None
+
+    def imaging_mapping_table(self, institution_id: str, version: str | None = None) -> ImagingMappingTable | None:
+        """One version of an institution's imaging mapping table (default: the highest)."""
+        tables = self._imaging_mappings.get(institution_id, ())
+        if version is None:
+            return tables[-1] if tables else None
+        return next((t for t in tables if t.version == version), None)
+
+    def map_study(self, institution_id: str, procedure_codes: Sequence[tuple[str, str | None]], *,
+                  modality: str | None, body_part: str | None, technique: str | None,
+                  study_description: str | None = None, requested_procedure: str | None = None,
+                  version: str | None = None) -> ImagingMapping | None:
+        """Map a study through the institution's imaging mapping table.
+
+        Tried in order: each procedure code (a row under its coding scheme, then a row without one); the
+        RequestedProcedureDescription, then the StudyDescription (a row for the study's Modality, then one for
+        any Modality; compared by :func:`codes.loader.description_key`); the study shape (Modality,
+        BodyPartExamined — empty when the study names none — and technique, ``plain`` when not given).
+        None when the institution has no table or nothing matches.
+        """
+        table = self.imaging_mapping_table(institution_id, version)
+        if table is None:
+            return None
+        mod = (modality or "").strip().upper()
+        keys: list[tuple[str, ...]] = []
+        for code, scheme in procedure_codes:
+            keys += [("procedure_code", (scheme or "").strip(), code.strip()), ("procedure_code", "", code.strip())]
+        for kind, text in (("requested_procedure", requested_procedure), ("study_description", study_description)):
+            if text and (norm := description_key(text)):
+                keys += [(kind, norm, mod), (kind, norm, "")]
+        keys.append(("shape", mod, (body_part or "").strip().upper(), (technique or "plain").strip().lower()))
+        for key in keys:
+            row = table.rows.get(key)
+            if row is not None:
+                return ImagingMapping(row.unified_code, table.version, row.kind)
         return None
 
 

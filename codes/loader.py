@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -20,12 +20,12 @@ from codes.calendar import BEIJING, beijing_date
 from codes.loinc import is_loinc_system, loinc_problem
 from codes.model import (
     CATEGORIES, EXAM_CATEGORIES, GRADE_ALIASES, GRADES, KINDS, LAB_CATEGORIES, LAB_KINDS, QC_LEVELS,
-    TECHNIQUES, TIER_QC_LEVEL, TIERS, Alliance, Catalogue, CatalogueItem, GradeOverlay, Institution, Item,
-    ItemBound, MappingRow, MappingTable, Problem, QcCertificate, Region,
+    TECHNIQUES, TIER_QC_LEVEL, TIERS, Alliance, Catalogue, CatalogueItem, GradeOverlay, ImagingMappingRow,
+    ImagingMappingTable, Institution, Item, ItemBound, MappingRow, MappingTable, Problem, QcCertificate, Region,
 )
 from codes.names import normalize_name
 from codes.sources import DUP_KEYS, SourceError, csv_header, csv_rows, line_of, load_yaml
-from codes.ucum import UcumError, validate_ucum
+from codes.units import UcumError, validate_ucum
 from schemas.events import InvalidEvent, validate as validate_event
 
 
@@ -36,6 +36,10 @@ ITEM_FIELDS = (
 BOUND_FIELDS = ("code", "min", "max", "unit")
 MAPPING_FIELDS = ("local_code", "unified_code")
 MAPPING_OPTIONAL = ("system", "qualifier", "local_name", "source_unit", "factor", "offset", "note")
+LOINC_EQUIVALENT_FIELDS = ("unified_code", "loinc", "note")
+IMAGING_MAPPING_FIELDS = ("unified_code",)
+IMAGING_MAPPING_OPTIONAL = ("system", "procedure_code", "requested_procedure", "study_description", "modality",
+                            "body_part", "technique", "local_name", "note")
 ALLIANCE_KINDS = ("close_knit", "city_group", "county_community")
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
@@ -78,11 +82,13 @@ class Data:
     items: dict[str, Item] = field(default_factory=dict)
     item_lines: dict[str, int] = field(default_factory=dict)
     bounds: dict[str, ItemBound] = field(default_factory=dict)
+    loinc_lines: dict[str, str] = field(default_factory=dict)  # every LOINC code in use -> "file:line"
     aliases: dict[str, str] = field(default_factory=dict)
     imaging_aliases: dict[tuple[str, str], str] = field(default_factory=dict)
     institutions: dict[str, Institution] = field(default_factory=dict)
     prices: dict[tuple[str, str], Decimal] = field(default_factory=dict)
     mappings: dict[str, list[MappingTable]] = field(default_factory=dict)
+    imaging_mappings: dict[str, list[ImagingMappingTable]] = field(default_factory=dict)
     catalogues: list[Catalogue] = field(default_factory=list)
     reason_codes: dict[str, ReasonCode] = field(default_factory=dict)
     reason_codes_file: Path | None = None  # root's own file, or the shipped one when root has none
@@ -320,6 +326,7 @@ def load_items(data: Data, problems: list[Problem]) -> None:
             elif loinc in loincs:
                 sink(line, f"{code}: LOINC {loinc} already used on line {loincs[loinc]}")
             loincs.setdefault(loinc, line)
+            data.loinc_lines.setdefault(loinc, f"items.csv:{line}")
             if kind not in LAB_KINDS:
                 sink(line, f"{code}: only lab items carry a LOINC code here")
         unit = row["unit"] or None
@@ -434,6 +441,45 @@ def load_item_bounds(data: Data, problems: list[Problem]) -> None:
                        "(bounds apply to values converted to the item's unit)")
             continue
         data.bounds[code] = ItemBound(code, low, high, unit)
+
+
+def load_loinc_equivalents(data: Data, problems: list[Problem]) -> None:
+    """loinc_equivalents.csv (optional): unified_code,loinc,note — further LOINC codes of a lab item.
+
+    LOINC has several codes for one analyte (specimen, method, mass or substance concentration). Each code
+    must pass its check digit, name a lab item, and belong to one item only: a code listed for two items (or
+    also in items.csv) would make a result's item a guess.
+    """
+    path = data.root / "loinc_equivalents.csv"
+    if not path.exists():
+        return
+    sink = Sink(problems, path)
+    header = csv_header(path)
+    missing = [f for f in LOINC_EQUIVALENT_FIELDS[:2] if f not in header]
+    if missing:
+        sink(1, f"missing column(s): {', '.join(missing)}")
+        return
+    found: dict[str, list[str]] = {}
+    for line, row in csv_rows(path):
+        code, loinc = row.get("unified_code", ""), row.get("loinc", "")
+        item = data.items.get(code)
+        if item is None:
+            sink(line, f"unknown unified_code {code!r}")
+            continue
+        if not item.is_lab:
+            sink(line, f"{code}: only lab items carry LOINC codes")
+            continue
+        if (msg := loinc_problem(loinc)) is not None:
+            sink(line, f"{code}: {msg}")
+            continue
+        if loinc in data.loinc_lines:
+            sink(line, f"{code}: LOINC {loinc} already belongs to an item ({data.loinc_lines[loinc]}); "
+                       "one LOINC code maps to one item only")
+            continue
+        data.loinc_lines[loinc] = f"{path.name}:{line}"
+        found.setdefault(code, []).append(loinc)
+    for code, codes in found.items():
+        data.items[code] = replace(data.items[code], loinc_equivalents=tuple(codes))
 
 
 def load_aliases(data: Data, problems: list[Problem]) -> None:
@@ -686,6 +732,10 @@ def load_mapping_table(path: Path, institution_id: str, data: Data, problems: li
         if item is None:
             sink(line, f"unknown unified_code {target!r}")
             continue
+        if not item.is_lab:
+            sink(line, f"{target} is an exam item ({item.kind}): map studies in "
+                       f"imaging_mappings/{institution_id}/<version>.csv")
+            continue
         if system == "LN" and (msg := loinc_problem(local)) is not None:
             sink(line, msg)
         source_unit = row.get("source_unit") or None
@@ -713,6 +763,88 @@ def load_mapping_table(path: Path, institution_id: str, data: Data, problems: li
         rows[key] = MappingRow(system, local, qual, row.get("local_name") or None, target, source_unit,
                                factor, offset, row.get("note") or None, line)
     return MappingTable(institution_id, path.stem, MappingProxyType(rows), str(path))
+
+
+def load_imaging_mappings(data: Data, problems: list[Problem]) -> None:
+    """imaging_mappings/<institution_id>/<version>.csv — versioned like the lab tables; the highest applies."""
+    root = data.root / "imaging_mappings"
+    if not root.exists():
+        return
+    for inst_dir in sorted(p for p in root.iterdir()):
+        if not inst_dir.is_dir():
+            problems.append(Problem(str(inst_dir), 0, "expected a directory imaging_mappings/<institution_id>/ "
+                                                      "holding <version>.csv files"))
+            continue
+        if inst_dir.name not in data.institutions:
+            problems.append(Problem(str(inst_dir), 0, f"unknown institution {inst_dir.name!r}"))
+            continue
+        tables = [t for t in (load_imaging_mapping_table(path, inst_dir.name, data, problems)
+                              for path in sorted(inst_dir.glob("*.csv"))) if t is not None]
+        tables.sort(key=lambda t: version_key(t.version))
+        if tables:
+            data.imaging_mappings[inst_dir.name] = tables
+
+
+def description_key(text: str) -> str:
+    """How descriptions are compared: :func:`codes.names.normalize_name` (width, case, spaces, punctuation)."""
+    return normalize_name(text)
+
+
+def load_imaging_mapping_table(path: Path, institution_id: str, data: Data,
+                               problems: list[Problem]) -> ImagingMappingTable | None:
+    """Parse one imaging mapping table version; each row has exactly one kind of key (see ImagingMappingRow)."""
+    sink = Sink(problems, path)
+    header = csv_header(path)
+    if "unified_code" not in header:
+        sink(1, "missing column(s): unified_code")
+        return None
+    unknown = [h for h in header if h not in IMAGING_MAPPING_FIELDS + IMAGING_MAPPING_OPTIONAL]
+    if unknown:
+        sink(1, f"unknown column(s): {', '.join(unknown)}")
+    rows: dict[tuple[str, ...], ImagingMappingRow] = {}
+    for line, row in csv_rows(path):
+        target = row.get("unified_code", "")
+        item = data.items.get(target)
+        if item is None:
+            sink(line, f"unknown unified_code {target!r}")
+            continue
+        if item.is_lab:
+            sink(line, f"{target} is a lab item: map lab codes in mappings/{institution_id}/<version>.csv")
+            continue
+        code, requested, described = (row.get(k, "") for k in ("procedure_code", "requested_procedure",
+                                                                 "study_description"))
+        modality, body_part = row.get("modality", "").upper(), row.get("body_part", "").upper()
+        technique = row.get("technique", "").lower()
+        for label, value in (("modality", modality), ("body_part", body_part)):
+            if value and not _DICOM_CS_RE.match(value):
+                sink(line, f"{label} {value!r} is not a DICOM code string (upper case, <= 16 chars)")
+        if technique and technique not in TECHNIQUES:
+            sink(line, f"technique {technique!r} must be one of {', '.join(TECHNIQUES)}")
+        keys = [k for k, v in (("procedure_code", code), ("requested_procedure", requested),
+                               ("study_description", described)) if v]
+        if len(keys) > 1:
+            sink(line, f"a row has one key: {' and '.join(keys)} are both filled")
+            continue
+        if keys == ["procedure_code"]:
+            if body_part or technique or modality:
+                sink(line, "a procedure-code row takes no modality, body_part or technique")
+            key: tuple[str, ...] = ("procedure_code", row.get("system", ""), code)
+        elif keys:
+            if body_part or technique:
+                sink(line, "a description row may name a modality, but no body_part or technique")
+            key = (keys[0], description_key(requested or described), modality)
+        elif modality and technique:
+            key = ("shape", modality, body_part, technique)
+        else:
+            sink(line, "a row needs a procedure_code, a requested_procedure, a study_description, "
+                       "or modality + technique (+ body_part)")
+            continue
+        if key in rows:
+            sink(line, f"duplicate {key[0]} row (first on line {rows[key].line})")
+            continue
+        rows[key] = ImagingMappingRow(key[0], key[1:], target, row.get("local_name") or None,
+                                      row.get("note") or None, line)
+    return ImagingMappingTable(institution_id, path.stem, MappingProxyType(rows), str(path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -959,11 +1091,13 @@ def load_dir(root: Path) -> tuple[Data, list[Problem]]:
     load_alliances(data, problems)
     load_items(data, problems)
     load_item_bounds(data, problems)
+    load_loinc_equivalents(data, problems)
     load_aliases(data, problems)
     load_imaging_aliases(data, problems)
     load_prices(data, problems)
     load_institutions(data, problems)
     load_mappings(data, problems)
+    load_imaging_mappings(data, problems)
     load_catalogues(data, problems)
     load_reason_codes(data, problems)
     return data, sorted(set(problems), key=lambda p: (p.file, p.line, p.message))

@@ -8,14 +8,21 @@ a mapping table changed (``exchange.remap``) run the same mapping.
 Rules (``codes/README.md``, "mappings"): a code's alternatives are tried in order and the first that maps
 wins; the sender's code system reaches :meth:`CodeBook.map_code` unchanged, which decides what is LOINC
 (:func:`codes.loinc.is_loinc_system`) and finds rows declared under a hospital's own system. An unmapped code
-is kept with the reason, never dropped.
+is kept with the reason (:mod:`codes.issues`: a code and a message in Chinese and English), never dropped.
+
+Units (:mod:`codes.units`): a value in the item's unit, however spelled, is kept; a unit that becomes the
+mapping's source unit or the item's unit by a pure scale factor (``mg/dL`` → ``g/L``) converts; a conversion
+between mass and substance (``mg/dL`` → ``mmol/L``) needs the analyte's molar mass, so only a mapping row's
+``factor`` makes it. Anything else leaves the value as sent and the observation unmapped.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from codes import units
 from codes.book import CodeBook
+from codes.issues import NO_ISSUE, issue
 from codes.model import Mapping
 
 
@@ -59,7 +66,8 @@ class SentValue(Protocol):
 
 class SentStudy(Protocol):
     """The shape of an imaging study (``adapters.report.Study`` is one): DICOM Modality, BodyPartExamined,
-    the technique and the study description."""
+    the technique and the study description; a ``requested_procedure`` attribute (the
+    RequestedProcedureDescription), when the study has one, is used too."""
 
     @property
     def modality(self) -> str: ...
@@ -79,23 +87,29 @@ def map_code(book: CodeBook, institution: str, codes: Sequence[SentCode]) -> tup
     """The event's coded item and the mapping found (None when unmapped, the code is then kept as sent).
 
     Alternatives are tried in order and the first one that maps wins; each goes to
-    :meth:`CodeBook.map_code` with its system as sent. Raises :class:`NoCode` when ``codes`` is empty.
+    :meth:`CodeBook.map_code` with its system as sent. When none maps, the item keeps the first code sent —
+    or the first that names several items by qualifier (``ambiguous``) — and says why. Raises
+    :class:`NoCode` when ``codes`` is empty.
     """
     if not codes:
         raise NoCode("no code given")
-    code, mapping = codes[0], None
     for candidate in codes:
         mapping = book.map_code(institution, candidate.code, candidate.system, candidate.qualifier)
         if mapping is not None:
-            code = candidate
-            break
+            return _coded(book, institution, candidate, mapping.unified_code, NO_ISSUE), mapping
+    for candidate in codes:
+        if len(items := book.qualified_items(institution, candidate.code, candidate.system)) > 1:
+            return _coded(book, institution, candidate, None,
+                          issue("qualifier_needed", code=candidate.code, items="、".join(items))), None
+    return _coded(book, institution, codes[0], None, issue("local_code_unknown", code=codes[0].code)), None
+
+
+def _coded(book: CodeBook, institution: str, code: SentCode, unified: str | None,
+           why: dict[str, Any]) -> dict[str, Any]:
     # The institution's table version in force is recorded even when nothing mapped: when the table
     # changes, results stored under an older version are re-evaluated (exchange/remap.py).
-    item = {"unified_code": mapping.unified_code if mapping else None, "local_code": code.code,
-            "local_system": code.system, "local_name": code.display,
-            "mapping_version": book.mapping_version(institution),
-            "mapping_issue": None if mapping else "no mapping for this local code"}
-    return item, mapping
+    return {"unified_code": unified, "local_code": code.code, "local_system": code.system,
+            "local_name": code.display, "mapping_version": book.mapping_version(institution), **why}
 
 
 def map_observation(book: CodeBook, institution: str, seq: int, codes: Sequence[SentCode],
@@ -119,56 +133,77 @@ def map_observation(book: CodeBook, institution: str, seq: int, codes: Sequence[
 
 
 def convert_units(observation: dict[str, Any], mapping: Mapping) -> None:
-    """Apply the mapping's conversion (``unified = value * factor + offset``) when the hospital reports the
-    mapping's source unit; the value, unit and reference range as sent are kept under ``original``.
+    """Bring a quantity to the item's unit; the value, unit and reference range as sent are kept under
+    ``original`` whenever anything about them changed (even only the unit's spelling).
 
-    A unit that is neither the source nor the target unit cannot be trusted: the value is kept as sent and
-    the observation becomes unmapped (viewable, never recognizable) with the reason.
+    In order: the item's unit however spelled (factor 1); the mapping's source unit, reached by a pure scale
+    factor from the unit sent, then ``unified = value * factor + offset`` of the mapping; the item's unit
+    reached by a pure scale factor. Otherwise the value is kept as sent and the observation becomes unmapped
+    (viewable, never recognizable) with the reason ``unit_not_convertible``.
     """
     unit = observation["unit"]
     target = mapping.target_unit
     if target is None or unit == target:
         return
-    if mapping.source_unit is not None and unit == mapping.source_unit:
-        ref = observation["reference_range"]
-        observation["original"] = {"value": observation["value"], "unit": unit,
-                                   "reference_range": dict(ref) if ref else None}
-        if observation["value"] is not None:
-            observation["value"] = round(mapping.convert(observation["value"]), 6)
-        if ref:
-            for bound in ("low", "high"):
-                if ref[bound] is not None:
-                    ref[bound] = round(mapping.convert(ref[bound]), 6)
-        observation["unit"] = target
+    sent = units.normalize_unit(unit)
+    factor: float | None = None
+    offset = 0.0
+    if sent is not None:
+        if sent == units.normalize_unit(target):
+            factor = 1.0
+        elif (mapping.source_unit is not None and mapping.source_unit != target
+              and (scale := units.scale_factor(sent, mapping.source_unit)) is not None):
+            factor, offset = scale * mapping.factor, mapping.offset
+        else:
+            factor = units.scale_factor(sent, target)
+    item = observation["item"]
+    if factor is None:
+        message = "unit_missing" if unit is None or not unit.strip() else "unit_not_convertible_to_item"
+        item.update(issue(message, item=mapping.unified_code, unit=unit, target=target))
+        item["unified_code"] = None
         return
-    observation["item"]["mapping_issue"] = (f"unit {unit!r} is neither the mapped unit {target!r} nor a "
-                                            f"convertible source unit {mapping.source_unit!r}")
-    observation["item"]["unified_code"] = None
+    ref = observation["reference_range"]
+    observation["original"] = {"value": observation["value"], "unit": unit,
+                               "reference_range": dict(ref) if ref else None}
+    if observation["value"] is not None:
+        observation["value"] = round(observation["value"] * factor + offset, 6)
+    if ref:
+        for bound in ("low", "high"):
+            if ref[bound] is not None:
+                ref[bound] = round(ref[bound] * factor + offset, 6)
+    observation["unit"] = target
 
 
 def infer_report_item(item: dict[str, Any], observations: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The report's item, or — when its own code is unmapped and it holds exactly one observation, which is
-    mapped — that observation's item: such a report is that item's result."""
-    if item["unified_code"] is not None or len(observations) != 1:
+    mapped — that observation's item: such a report is that item's result. An unmapped report whose
+    observations map to several items is ``ambiguous``: it is no one item's result."""
+    if item["unified_code"] is not None:
         return item
-    mapped = observations[0]["item"]["unified_code"]
-    if mapped is None:
-        return item
-    return {**item, "unified_code": mapped, "mapping_issue": None}
+    mapped = sorted({o["item"]["unified_code"] for o in observations if o["item"]["unified_code"] is not None})
+    if len(observations) == 1 and mapped:
+        return {**item, "unified_code": mapped[0], **NO_ISSUE}
+    if len(mapped) > 1:
+        return {**item, **issue("report_spans_items", code=item["local_code"], items="、".join(mapped))}
+    return item
 
 
 def imaging_item(book: CodeBook, institution: str, codes: Sequence[SentCode], study: SentStudy) -> dict[str, Any]:
-    """The unified imaging item of a study: its procedure codes through the institution's table first, then
-    the study's shape (Modality + BodyPartExamined + technique) through the items' DICOM columns
-    (:meth:`CodeBook.imaging_item`, no guessing across body parts)."""
-    if codes:
-        item, mapping = map_code(book, institution, codes)
-        if mapping is not None:
-            return item
-    found = book.imaging_item(study.modality, study.body_part, study.technique)
+    """The unified imaging item of a study: the institution's imaging mapping table first
+    (:meth:`CodeBook.map_study`: procedure codes, requested procedure and study descriptions, study shape),
+    then the study's shape through the items' DICOM columns (:meth:`CodeBook.imaging_item`, no guessing
+    across body parts). The imaging table's version in force is recorded, mapped or not (re-map)."""
+    requested = getattr(study, "requested_procedure", None)
+    mapped = book.map_study(institution, [(c.code, c.system) for c in codes], modality=study.modality,
+                            body_part=study.body_part, technique=study.technique,
+                            study_description=study.description, requested_procedure=requested)
+    found = mapped.unified_code if mapped else None
+    if found is None and (shaped := book.imaging_item(study.modality, study.body_part, study.technique)):
+        found = shaped.code
     first = codes[0] if codes else None
     local = first.code if first else "/".join(p or "-" for p in (study.modality, study.body_part, study.technique))
-    return {"unified_code": found.code if found else None, "local_code": local[:64],
-            "local_system": first.system if first else "dicom", "local_name": study.description,
-            "mapping_version": None,
-            "mapping_issue": None if found else "no unified imaging item for this procedure / study shape"}
+    return {"unified_code": found, "local_code": local[:64],
+            "local_system": first.system if first else "dicom",
+            "local_name": study.description,
+            "mapping_version": book.imaging_mapping_version(institution),
+            **(NO_ISSUE if found else issue("study_unknown"))}

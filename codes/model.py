@@ -93,6 +93,8 @@ class Item:
     technique: str | None
     components: tuple[str, ...]
     price_cny: Decimal | None
+    #: Further LOINC codes for the same analyte and a comparable result (``loinc_equivalents.csv``).
+    loinc_equivalents: tuple[str, ...] = ()
 
     @property
     def is_lab(self) -> bool:
@@ -331,3 +333,39 @@ class MappingTable:
     version: str
     rows: TMapping[tuple[str, str, str], MappingRow] = field(hash=False)
     source: str = ""
+
+
+@dataclass(frozen=True)
+class ImagingMappingRow:
+    """One row of a hospital's imaging mapping table: what identifies a study, and its unified item.
+
+    Exactly one kind of key is filled: a procedure code (with its coding scheme, empty for any), a
+    RequestedProcedureDescription or a StudyDescription (each optionally limited to one Modality), or a study
+    shape (Modality + BodyPartExamined + technique; an empty body part matches a study that names none).
+    """
+
+    kind: str  # procedure_code | requested_procedure | study_description | shape
+    key: tuple[str, ...]
+    unified_code: str
+    local_name: str | None
+    note: str | None
+    line: int
+
+
+@dataclass(frozen=True)
+class ImagingMappingTable:
+    """One version of an institution's imaging mapping table, rows keyed by ``(kind, *key)``."""
+
+    institution_id: str
+    version: str
+    rows: TMapping[tuple[str, ...], ImagingMappingRow] = field(hash=False)
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class ImagingMapping:
+    """A study mapped through an imaging mapping table: the item, the table version and the row's kind."""
+
+    unified_code: str
+    table_version: str
+    matched_by: str

@@ -13,7 +13,9 @@ from typing import Any, Iterable, Sequence
 
 from codes.book import CodeBook, default_codes_dir
 from codes.calendar import BEIJING
-from codes.loader import Data, check_catalogue_versions, load_dir, load_mapping_table, parse_catalogue
+from codes.loader import (
+    Data, check_catalogue_versions, load_dir, load_imaging_mapping_table, load_mapping_table, parse_catalogue,
+)
 from codes.model import Catalogue, Problem, TIERS
 
 # 2024 guidance (国卫医政发〔2024〕37号) targets: alliances recognise all items; a city more than 200
@@ -40,7 +42,7 @@ def validate(paths: Sequence[str | os.PathLike[str]], reference: str | os.PathLi
     (or a directory of them) is checked against a reference data set — ``reference``, else the data
     directory the file lives in, else $HRX_CODES_DIR / the shipped data — including overlaps with the
     reference's other versions of the same catalogue id. A CSV under ``mappings/<institution>/`` is
-    checked as a mapping table.
+    checked as a lab mapping table, one under ``imaging_mappings/<institution>/`` as an imaging mapping table.
     """
     problems: list[Problem] = []
     extra_catalogues: list[Catalogue] = []
@@ -62,11 +64,13 @@ def validate(paths: Sequence[str | os.PathLike[str]], reference: str | os.PathLi
                     # compare with the reference's versions of the same id, except this very file
                     others = [c for c in data.catalogues if c.id == cat.id and Path(c.source).resolve() != f.resolve()]
                     check_catalogue_versions(others + [cat], problems)
-            elif f.suffix == ".csv" and f.parent.parent.name == "mappings":
+            elif f.suffix == ".csv" and f.parent.parent.name in ("mappings", "imaging_mappings"):
                 if f.parent.name not in data.institutions:
                     problems.append(Problem(str(f), 0, f"unknown institution {f.parent.name!r}"))
-                else:
+                elif f.parent.parent.name == "mappings":
                     load_mapping_table(f, f.parent.name, data, problems)
+                else:
+                    load_imaging_mapping_table(f, f.parent.name, data, problems)
             else:
                 problems.append(Problem(str(f), 0, "not a catalogue (.yaml) or mapping table; pass the data directory to check everything"))
     if len(extra_catalogues) > 1:

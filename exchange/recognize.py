@@ -318,8 +318,9 @@ def _unusable(issuer_id: str, item: Any, status: str) -> Answer:
     """Unmapped, not final, or from an unknown issuer: no catalogue is even consulted."""
     if item is None:
         return Answer(None, Status.UNMAPPED, reasons=(Reason(
-            "出具机构的本地项目编码未映射到统一互认编码，结果仅供查阅，不可互认",
-            "the issuer's local item code is not mapped to a unified item code: viewable, never recognizable"),))
+            "该结果没有统一互认项目（编码未知、单位无法换算或对应多个项目，原因见结果的映射说明），结果仅供查阅，不可互认",
+            "the result has no unified item (an unknown code, a unit that cannot be converted or a code naming "
+            "several items: its mapping issue says which): viewable, never recognizable"),))
     if status not in FINAL_STATUSES:
         return Answer(item.code, Status.NOT_FINAL, reasons=(Reason(
             f"报告状态为“{status}”，仅终审、修订或更正后的报告可互认",

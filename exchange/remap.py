@@ -62,50 +62,60 @@ def remap_event(book: CodeBook, event: dict[str, Any]) -> dict[str, Any]:
         # A study mapped by its shape has no procedure code: its local code is the shape itself.
         codes = [] if event["item"].get("local_system") == "dicom" else [_code(event["item"])]
         shape = Study(study["study_instance_uid"], study["modality"], body_part=study.get("body_part"),
-                      technique=study.get("technique"), description=study.get("description"))
+                      technique=study.get("technique"), description=study.get("description"),
+                      requested_procedure=study.get("requested_procedure"))
         new["item"] = imaging_item(book, issuer, codes, shape)
     return new
 
 
 def remap(database: Database, book: CodeBook, *, everything: bool = False, batch: int = 500) -> RemapReport:
-    """Re-map stored results whose issuer's mapping table changed since they were stored (or all of them)."""
+    """Re-map stored results whose issuer's mapping table changed since they were stored (or all of them): lab
+    results against the issuer's lab table version, imaging results against its imaging table version."""
     report = RemapReport()
     for issuer in sorted(book.institutions):
-        current = book.mapping_version(issuer)
-        query = select(Result.id, Result.event).where(Result.issuer == issuer).order_by(Result.id)
-        if not everything:
-            query = query.where(or_(Result.mapping_version.is_(None), Result.mapping_version != current)
-                                if current is not None else Result.mapping_version.is_not(None))
-        last = 0
-        while True:
-            with database.begin() as conn:
-                rows = conn.execute(query.where(Result.id > last).limit(batch)).all()
-                for pk, raw in rows:
-                    last = pk
-                    report.examined += 1
-                    event = orjson.loads(raw)
-                    new = remap_event(book, event)
-                    new["item"]["mapping_version"] = current
-                    for obs in new.get("observations") or ():
-                        obs["item"]["mapping_version"] = current
-                    report.newly_mapped += _newly_mapped(event, new)
-                    if new == event:
-                        conn.execute(update(Result).where(Result.id == pk).values(mapping_version=current))
-                        continue
-                    report.changed += 1
-                    report.by_issuer[issuer] = report.by_issuer.get(issuer, 0) + 1
-                    conn.execute(update(Result).where(Result.id == pk).values(
-                        unified_code=new["item"]["unified_code"], mapping_version=current,
-                        event=orjson.dumps(new).decode()))
-                    if new.get("observations") is not None:
-                        conn.execute(delete(Observation).where(Observation.result_pk == pk))
-                        conn.execute(Observation.__table__.insert(), observation_rows(pk, new))
-            if len(rows) < batch:
-                break
+        for kind, current in (("lab", book.mapping_version(issuer)),
+                              ("imaging", book.imaging_mapping_version(issuer))):
+            _remap_kind(database, book, issuer, kind, current, everything, batch, report)
     if report.changed:
         log.info("remap: %d of %d examined results re-mapped (%d codes newly mapped)", report.changed,
                  report.examined, report.newly_mapped)
     return report
+
+
+def _remap_kind(database: Database, book: CodeBook, issuer: str, kind: str, current: str | None, everything: bool,
+                batch: int, report: RemapReport) -> None:
+    """One issuer's results of one kind (``lab`` or ``imaging``), in batches of ``batch`` per transaction."""
+    query = (select(Result.id, Result.event).where(Result.issuer == issuer, Result.kind == kind)
+             .order_by(Result.id))
+    if not everything:
+        query = query.where(or_(Result.mapping_version.is_(None), Result.mapping_version != current)
+                            if current is not None else Result.mapping_version.is_not(None))
+    last = 0
+    while True:
+        with database.begin() as conn:
+            rows = conn.execute(query.where(Result.id > last).limit(batch)).all()
+            for pk, raw in rows:
+                last = pk
+                report.examined += 1
+                event = orjson.loads(raw)
+                new = remap_event(book, event)
+                new["item"]["mapping_version"] = current
+                for obs in new.get("observations") or ():
+                    obs["item"]["mapping_version"] = current
+                report.newly_mapped += _newly_mapped(event, new)
+                if new == event:
+                    conn.execute(update(Result).where(Result.id == pk).values(mapping_version=current))
+                    continue
+                report.changed += 1
+                report.by_issuer[issuer] = report.by_issuer.get(issuer, 0) + 1
+                conn.execute(update(Result).where(Result.id == pk).values(
+                    unified_code=new["item"]["unified_code"], mapping_version=current,
+                    event=orjson.dumps(new).decode()))
+                if new.get("observations") is not None:
+                    conn.execute(delete(Observation).where(Observation.result_pk == pk))
+                    conn.execute(Observation.__table__.insert(), observation_rows(pk, new))
+        if len(rows) < batch:
+            break
 
 
 def _newly_mapped(old: dict[str, Any], new: dict[str, Any]) -> int:

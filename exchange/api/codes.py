@@ -206,3 +206,51 @@ def institution(institution_id: str, request: Request) -> dict[str, Any]:
     body["regions"] = list(book.region_ids(found))
     body["mapping_version"] = book.mapping_version(found.id)
     return body
+
+
+class UnmappedCode(BaseModel):
+    model_config = ANSWER
+
+    issuer: str
+    local_code: str
+    local_system: str | None
+    results: int = Field(description="current results that carry this code")
+
+
+class UnmappedGroup(BaseModel):
+    model_config = ANSWER
+
+    reason: str | None = Field(description="`unknown_code`, `unit_not_convertible`, `ambiguous`; null for results "
+                                           "stored before reasons were recorded")
+    zh: str
+    en: str
+    codes: list[UnmappedCode]
+
+
+class UnmappedQueue(BaseModel):
+    model_config = ANSWER
+
+    codes_version: str
+    groups: list[UnmappedGroup]
+
+
+@router.get("/unmapped-codes", summary="Codes stored without a unified item, grouped by why (the unmapped queue)",
+            response_model=UnmappedQueue, responses=refusals(422))
+def unmapped(request: Request, institution: str | None = None) -> dict[str, Any]:
+    """The queue ``hrx codes unmapped`` prints: per reason (``unknown_code``, ``unit_not_convertible``,
+    ``ambiguous``; null for results stored before reasons were recorded) its heading in Chinese and English and
+    the codes with how many current results carry them. No patient data: no audit record."""
+    from codes.issues import REASONS, reason_title
+    from exchange.store import unmapped_codes
+
+    context = context_of(request)
+    with context.database.connect() as conn:
+        rows = unmapped_codes(conn, institution)
+    groups = []
+    for reason in [*REASONS, None]:
+        codes = [{"issuer": r.issuer, "local_code": r.local_code, "local_system": r.local_system,
+                  "results": r.results} for r in rows if r.reason == reason]
+        if codes:
+            zh, en = reason_title(reason)
+            groups.append({"reason": reason, "zh": zh, "en": en, "codes": codes})
+    return {"codes_version": context.book.version, "groups": groups}

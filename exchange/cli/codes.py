@@ -16,7 +16,9 @@ def codes_group() -> None:
 @click.option("--institution", help="only this issuer")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def codes_unmapped(institution: str | None, as_json: bool) -> None:
-    """List local codes that reached the store without a unified code, with how many results carry them."""
+    """List codes that reached the store without a unified code, grouped by why (unknown code, unit not
+    convertible, ambiguous), with how many results carry them."""
+    from codes.issues import REASONS, reason_title
     from exchange import runtime
     from exchange.store import unmapped_codes
 
@@ -29,9 +31,14 @@ def codes_unmapped(institution: str | None, as_json: bool) -> None:
     if not rows:
         click.echo("没有未映射的本地编码 / no unmapped local codes")
         return
-    click.echo(f"{'机构 institution':<24} {'本地编码 local code':<24} {'结果数 results':>14}  system")
-    for r in rows:
-        click.echo(f"{r.issuer:<24} {r.local_code:<24} {r.results:>14}  {r.local_system or '-'}")
+    order = {reason: i for i, reason in enumerate(REASONS)}
+    for reason in sorted({r.reason for r in rows}, key=lambda x: order.get(x, len(order)) if x else len(order) + 1):
+        group = [r for r in rows if r.reason == reason]
+        zh, en = reason_title(reason)
+        click.echo(f"\n{zh} / {en} ({reason or '-'}): {len(group)} 个编码 / codes")
+        click.echo(f"  {'机构 institution':<24} {'本地编码 local code':<24} {'结果数 results':>14}  system")
+        for r in group:
+            click.echo(f"  {r.issuer:<24} {r.local_code:<24} {r.results:>14}  {r.local_system or '-'}")
 
 
 @codes_group.command("remap")

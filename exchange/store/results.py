@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import Connection, String, bindparam, case, func, literal, select
+from sqlalchemy import Connection, bindparam, case, exists, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from schemas.events import parse_timestamp
@@ -452,22 +452,25 @@ class UnmappedCode:
     local_code: str
     local_system: str | None
     results: int
+    reason: str | None = None  # the item's mapping_issue_code; None in events stored before reasons existed
 
 
 def unmapped_codes(conn: Connection, issuer: str | None = None) -> list[UnmappedCode]:
-    """Local codes without a unified code in the current versions of stored results, most frequent first."""
-    obs = (select(Result.issuer, Observation.local_code, Observation.local_system,
-                  func.count(func.distinct(Result.id)).label("n"))
-           .join(ResultHead, ResultHead.result_pk == Result.id)
-           .join(Observation, Observation.result_pk == Result.id)
-           .where(Observation.unified_code.is_(None))
-           .group_by(Result.issuer, Observation.local_code, Observation.local_system))
-    imaging = (select(Result.issuer, Result.local_code, literal(None, String()).label("local_system"),
-                      func.count().label("n"))
-               .join(ResultHead, ResultHead.result_pk == Result.id)
-               .where(Result.kind == "imaging", Result.unified_code.is_(None))
-               .group_by(Result.issuer, Result.local_code))
+    """Codes without a unified code in the current versions of stored results (observations, imaging items and
+    lab reports' own items), per issuer, code and reason, with how many results carry them, most frequent
+    first. The reason is read from the stored event: it is not a column."""
+    unmapped_value = exists().where(Observation.result_pk == Result.id, Observation.unified_code.is_(None))
+    query = (select(Result.id, Result.issuer, Result.event)
+             .join(ResultHead, ResultHead.result_pk == Result.id)
+             .where(or_(Result.unified_code.is_(None), unmapped_value)))
     if issuer is not None:
-        obs, imaging = obs.where(Result.issuer == issuer), imaging.where(Result.issuer == issuer)
-    rows = [UnmappedCode(*r) for q in (obs, imaging) for r in conn.execute(q).all()]
-    return sorted(rows, key=lambda u: (-u.results, u.issuer, u.local_code))
+        query = query.where(Result.issuer == issuer)
+    carriers: dict[tuple[str, str, str | None, str | None], set[int]] = {}
+    for pk, who, raw in conn.execute(query):
+        event = orjson.loads(raw)
+        for item in [event["item"], *(o["item"] for o in event.get("observations") or ())]:
+            if item.get("unified_code") is None:
+                key = (who, item["local_code"], item.get("local_system"), item.get("mapping_issue_code"))
+                carriers.setdefault(key, set()).add(pk)
+    rows = [UnmappedCode(who, code, system, len(pks), reason) for (who, code, system, reason), pks in carriers.items()]
+    return sorted(rows, key=lambda u: (-u.results, u.issuer, u.local_code, u.reason or ""))

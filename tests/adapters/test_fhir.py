@@ -56,11 +56,11 @@ def test_unmapped_local_codes_are_kept_not_dropped(pipeline) -> None:  # type: i
 def test_unexpected_unit_makes_the_observation_unmapped(pipeline) -> None:  # type: ignore[no-untyped-def]
     bundle = copy.deepcopy(BUNDLE)
     obs = _entry(bundle, "Observation")
-    obs["valueQuantity"]["code"] = obs["valueQuantity"]["unit"] = "g/L"
+    obs["valueQuantity"]["code"] = obs["valueQuantity"]["unit"] = "U/L"
     [event] = bundle_events(pipeline, bundle)
     first = event["observations"][0]
-    assert first["item"]["unified_code"] is None and "g/L" in first["item"]["mapping_issue"]
-    assert first["value"] == 99
+    assert first["item"]["unified_code"] is None and "U/L" in first["item"]["mapping_issue"]
+    assert first["item"]["mapping_issue_code"] == "unit_not_convertible" and first["value"] == 99
 
 
 def _broken(path: str, value: object) -> dict:  # type: ignore[type-arg]

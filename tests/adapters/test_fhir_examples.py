@@ -25,7 +25,8 @@ CBC_ITEMS = {"L0165": 1, "L0166": 1, "L0167": 1, "L0168": 1, "L0169": 1, "L0170"
              "L0187": 1}
 #: Bundle-ghp's chemistry panel (p1) members with a unified item, LOINC-coded.
 GHP_CHEMISTRY = {"L0001": 1, "L0002": 1, "L0003": 1, "L0004": 1, "L0005": 1, "L0006": 1, "L0007": 1, "L0009": 1,
-                 "L0010": 1, "L0019": 1, "L0032": 1, "L0045": 1, "L0046": 1, "L0047": 1, "L0048": 1, "L0050": 1}
+                 "L0010": 1, "L0019": 1, "L0026": 1, "L0027": 1, "L0032": 1, "L0045": 1, "L0046": 1, "L0047": 1,
+                 "L0048": 1, "L0050": 1}
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,9 @@ CASES = [
     Case("Bundle-101", NO_ISSUER,
          Stored("lab", "http://acme.com/lab/reports|5234342", None, 17, CBC_ITEMS)),
     # LOINC 35200-5, 35217-9, 2085-9 and 13457-7 are the mass-concentration codes: no unified item carries them.
-    Case("Bundle-lipids", NO_ISSUER, Stored("lab", "http://acme.com/lab/reports|5234342", None, 4)),
+    # The lipid panel's four members map through codes/data/loinc_equivalents.csv, the report to 血脂四项.
+    Case("Bundle-lipids", NO_ISSUER, Stored("lab", "http://acme.com/lab/reports|5234342", "L0266", 4,
+                                            {"L0037": 1, "L0038": 1, "L0039": 1, "L0040": 1})),
     # 3 panels (hasMember) of 22 + 17 + 9 members.
     Case("Bundle-ghp", NO_ISSUER,
          Stored("lab", "http://acme.com/lab/reports|ghp-example", None, 51, {**GHP_CHEMISTRY, **CBC_ITEMS})),
@@ -70,7 +73,8 @@ CASES = [
          Stored("lab", "https://acme.org/identifiers|RP723234", "L0251", 24, {"L0251": 6, "L0254": 12})),
     # 1 organism panel → 2 observations and 2 nested panels of 19 and 1 members.
     Case("Bundle-micro", NO_ISSUER, Stored("lab", "http://hnam.org/identifiers/orders|290741144", None, 25)),
-    Case("Bundle-report", NO_IDENTIFIER, Stored("lab", "urn:example:localised|bm-1", None, 13), identifier="bm-1"),
+    Case("Bundle-report", NO_IDENTIFIER, Stored("lab", "urn:example:localised|bm-1", None, 13, {"L0168": 1}),
+         identifier="bm-1"),
     # Observation f004's reference range text is longer than the event contract's 256 characters.
     Case("Bundle-f001", NO_ISSUER, Refused("Bundle.entry[5].resource", "reference_range.text"),
          extra=("Observation-f001", "Observation-f002", "Observation-f003", "Observation-f004", "Observation-f005")),

@@ -6,6 +6,7 @@ import json
 import shutil
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
@@ -292,3 +293,61 @@ def test_a_loinc_code_maps_end_to_end_under_any_loinc_system_name(book: CodeBook
     assert glucose["item"]["mapping_version"] == "v1" and glucose["original"]["unit"] == "mg/dL"
     assert (potassium["item"]["unified_code"], potassium["value"]) == (book.item_by_loinc("2823-3").code, 4.1)
     assert potassium["item"]["local_system"] == system
+
+
+def _pydicom_study_report(name: str, institution: str, pseudonymizer: Pseudonymizer) -> ImagingReport:
+    """One of pydicom's bundled test files, as shipped except for the resident ID the DICOM adapter requires,
+    through the adapter's own metadata extraction (read by path: get_testdata_file may go to the network)."""
+    import pydicom
+
+    from adapters.dicom.metadata import build_report, instance_record
+
+    ds = pydicom.dcmread(Path(pydicom.__file__).parent / "data" / "test_files" / name)
+    ds.PatientID, ds.IssuerOfPatientID = RESIDENT_ID, "NNCHN"
+    record = instance_record(ds, pseudonymizer)
+    return build_report([record], institution=institution, version=1, result_id=None, previous_status=None,
+                        retrieval=None, received_at=RECEIVED)
+
+
+@pytest.mark.parametrize(("name", "study", "item"), [
+    ("CT_small.dcm", ("CT", None, "contrast", "e+1"), "I0014"),   # matched by its StudyDescription
+    ("MR_small.dcm", ("MR", None, "plain", None), "I0070"),       # matched by its shape
+])
+def test_pydicoms_bundled_studies_map_through_the_imaging_table(book: CodeBook, pseudonymizer: Pseudonymizer,
+                                                                 name: str, study: tuple, item: str) -> None:
+    from adapters.dicom.metadata import KnownPseudonyms
+
+    report = _pydicom_study_report(name, "zj-hz-001", pseudonymizer)
+    shape = report.study
+    assert (shape.modality, shape.body_part, shape.technique, shape.description) == study
+    event = ResultPipeline(book, KnownPseudonyms(pseudonymizer.key_id), received_at=RECEIVED).imaging_event(
+        report, "dicom")
+    assert (event["item"]["unified_code"], event["item"]["mapping_version"]) == (item, "v1")
+    assert event["item"]["mapping_issue_code"] is None
+    # a hospital without such rows: neither study says its body part, so nothing maps, and the reason says so
+    elsewhere = map_imaging_report(book, _pydicom_study_report(name, INSTITUTION, pseudonymizer)).item
+    assert (elsewhere["unified_code"], elsewhere["mapping_issue_code"]) == (None, "unknown_code")
+    assert elsewhere["mapping_version"] is None  # bj-xicheng-001 has no imaging table
+
+
+def test_a_requested_procedure_reaches_the_event_and_the_imaging_table(book: CodeBook,
+                                                                       pseudonymizer: Pseudonymizer) -> None:
+    study = replace(_imaging().study, body_part=None, technique="contrast", requested_procedure="胸部CT增强")
+    event = ResultPipeline(book, pseudonymizer).imaging_event(_imaging(institution="zj-hz-001", study=study), "dicom")
+    assert event["item"]["unified_code"] == "I0014"
+    assert event["study"]["requested_procedure"] == "胸部CT增强"
+    assert "requested_procedure" not in ResultPipeline(book, pseudonymizer).imaging_event(_imaging(), "dicom")["study"]
+
+
+def test_a_lab_event_carries_the_reason_of_each_unmapped_code(book: CodeBook, pseudonymizer: Pseudonymizer) -> None:
+    report = _lab(codes=[Code("PANEL-UNKNOWN")], observations=[
+        LabObservation([Code("BJXCGLU")], Value("quantity", 90.0, unit="mg/dl")),
+        LabObservation([Code("2823-3", "http://loinc.org")], Value("quantity", 4.1, unit="mmol/l")),
+        LabObservation([Code("2823-3", "http://loinc.org")], Value("quantity", 4.1, unit="U/L")),
+        LabObservation([Code("NO-SUCH")], Value("quantity", 1.0, unit="mmol/L"))])
+    event = ResultPipeline(book, pseudonymizer).lab_event(report, "hl7v2")
+    reasons = [(o["item"]["unified_code"], o["item"]["mapping_issue_code"]) for o in event["observations"]]
+    assert reasons == [("L0032", None), ("L0045", None), (None, "unit_not_convertible"), (None, "unknown_code")]
+    assert event["observations"][0]["value"] == round(90 * 0.05551, 6)  # mg/dl is the row's mg/dL
+    assert event["item"]["mapping_issue_code"] == "ambiguous"  # its observations map to L0032 and L0045
+    assert "L0032、L0045" in event["item"]["mapping_issue_zh"]

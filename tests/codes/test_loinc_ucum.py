@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from codes.loinc import is_valid_loinc, loinc_check_digit, loinc_problem
-from codes.ucum import UcumError, is_valid_ucum, validate_ucum
+from codes.units import UcumError, is_valid_ucum, validate_ucum
 
 
 @pytest.mark.parametrize("code", ["14749-6", "2345-7", "2823-3", "718-7", "600-7", "57021-8", "62238-1", "4548-4", "10334-1"])

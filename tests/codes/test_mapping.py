@@ -43,13 +43,15 @@ def test_loinc_fallback_through_items(book):
 
 
 def test_hospital_row_wins_over_loinc_column(book):
-    # zj-hz-001's analyser sends glucose as 2345-7 (mg/dL); its own row converts, the items' column has no 2345-7
+    # zj-hz-001's analyser sends glucose as 2345-7 (mg/dL); its own row converts
     m = book.map_code("zj-hz-001", "2345-7", system=LOINC)
     assert m.unified_code == book.item_by_loinc("14749-6").code
     assert m.factor == pytest.approx(0.05551)
     assert m.table_version == "v1"
-    # another hospital without such a row cannot map 2345-7
-    assert book.map_code("zj-nb-001", "2345-7", system=LOINC) is None
+    # another hospital without such a row reaches the item through loinc_equivalents.csv, without a factor:
+    # only a value in the item's unit (mmol/L) can then be used (codes/mapping.py convert_units)
+    other = book.map_code("zj-nb-001", "2345-7", system=LOINC)
+    assert (other.unified_code, other.factor, other.source_unit, other.table_version) == ("L0032", 1.0, "mmol/L", "loinc")
 
 
 def test_unmapped_is_none(book):
@@ -69,10 +71,12 @@ def test_versions(book):
     assert book.mapping_version("nope") is None
 
 
-def test_imaging_codes_map_too(book):
-    m = book.map_code("zj-hz-001", "CT-HEAD-P")
+def test_imaging_codes_map_through_the_imaging_table(book):
+    # procedure codes live in imaging_mappings/, not in the lab table
+    assert book.map_code("zj-hz-001", "CT-HEAD-P") is None
+    m = book.map_study("zj-hz-001", [("CT-HEAD-P", "99RIS")], modality="MR", body_part="LSPINE", technique=None)
     assert book.items[m.unified_code].modality == "CT"
-    assert m.target_unit is None and m.factor == 1.0
+    assert (m.table_version, m.matched_by) == ("v1", "procedure_code")
 
 
 def test_imaging_item_lookup(book):

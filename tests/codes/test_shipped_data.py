@@ -11,7 +11,7 @@ import pytest
 from codes.book import SHIPPED_DIR
 from codes.loader import load_dir
 from codes.loinc import is_valid_loinc
-from codes.ucum import is_valid_ucum
+from codes.units import is_valid_ucum
 
 
 def test_loads_with_zero_problems():
@@ -53,7 +53,9 @@ def test_every_unit_parses():
 def test_item_shape(book):
     glucose = book.item_by_loinc("14749-6")
     assert glucose is not None and glucose.unit == "mmol/L" and glucose.category == "biochemistry"
-    assert book.item_by_loinc("2345-7") is None  # the mass-concentration code is not an item's code
+    # the mass-concentration code is an equivalent (loinc_equivalents.csv), not the item's own code
+    assert glucose.loinc == "14749-6" and "2345-7" in glucose.loinc_equivalents
+    assert book.item_by_loinc("2345-7") is glucose
     cbc = next(i for i in book.items.values() if i.loinc == "57021-8")
     assert cbc.kind == "lab_panel" and len(cbc.components) >= 20
     assert all(book.items[c].kind == "lab_analyte" for c in cbc.components)

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from adapters.pipeline import Code, LabObservation, LabReport, Patient, ResultPipeline, Value
+from adapters.pipeline import Code, ImagingReport, LabObservation, LabReport, Patient, ResultPipeline, Study, Value
 from codes import default_codes_dir, load_codebook
 from exchange.decisions import find_result
 from schemas.resident_id import make_resident_id
@@ -60,4 +61,64 @@ def test_unmapped_then_remapped_after_a_new_table(book, pseudonymizer, database,
         full = find_result(conn, f"{INSTITUTION}/R-NEW-1")
     assert full is not None and full.event["observations"][0]["original"]["value"] == 90.0
     assert full.event["observations"][0]["item"]["unified_code"] == "L0032"
+    assert remap(database, newer).changed == 0
+
+
+def _imaging_report(result_id: str, study: Study) -> ImagingReport:
+    return ImagingReport(institution="zj-hz-001", result_id=result_id, version=1, status="final",
+                         patient=Patient(make_resident_id("11010519800312002")), study=study,
+                         reported_at=datetime(2026, 11, 20, 8, tzinfo=UTC))
+
+
+def test_unmapped_codes_are_listed_by_reason(book, pseudonymizer, database, database_url, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    pipeline = ResultPipeline(book, pseudonymizer)
+    lab = replace(_report("R-WHY-1"), codes=[Code("PANEL-X")], observations=[
+        LabObservation([Code("NEWGLU")], Value("quantity", 5.0, unit="mmol/L")),
+        LabObservation([Code("K")], Value("quantity", 4.0, unit="U/L")),
+        LabObservation([Code("NA")], Value("quantity", 140.0, unit="mmol/L")),
+        LabObservation([Code("CL")], Value("quantity", 100.0, unit="mmol/L"))])
+    study = Study("1.2.840.99.1", "CT", body_part="ELBOW", technique="contrast")
+    events = [pipeline.lab_event(lab, "fhir"), pipeline.imaging_event(_imaging_report("ACC-WHY", study), "dicom")]
+    with database.begin() as conn:
+        ingest(conn, [Delivery(e) for e in events])
+    with database.connect() as conn:
+        listed = {(u.issuer, u.local_code, u.reason): u.results for u in unmapped_codes(conn)}
+    assert listed == {(INSTITUTION, "NEWGLU", "unknown_code"): 1, (INSTITUTION, "K", "unit_not_convertible"): 1,
+                      (INSTITUTION, "PANEL-X", "ambiguous"): 1, ("zj-hz-001", "CT/ELBOW/contrast", "unknown_code"): 1}
+
+    from click.testing import CliRunner
+
+    from exchange.cli.codes import codes_group
+
+    monkeypatch.setenv("HRX_DATABASE_URL", database_url)
+    output = CliRunner().invoke(codes_group, ["unmapped"]).output
+    headings = [line for line in output.splitlines() if line and not line.startswith(" ")]
+    assert headings == ["未知编码 / unknown code (unknown_code): 2 个编码 / codes",
+                        "单位无法换算 / unit not convertible (unit_not_convertible): 1 个编码 / codes",
+                        "对应多个项目 / ambiguous (ambiguous): 1 个编码 / codes"]
+    assert "PANEL-X" in output.split("ambiguous (ambiguous)")[1]
+
+
+def test_imaging_results_are_remapped_when_the_imaging_table_changes(book, pseudonymizer, database,  # type: ignore[no-untyped-def]
+                                                                    tmp_path) -> None:
+    study = Study("1.2.840.99.2", "CT", body_part=None, technique="plain", description="胸部平扫")
+    event = ResultPipeline(book, pseudonymizer).imaging_event(_imaging_report("ACC-IMG-1", study), "dicom")
+    assert (event["item"]["unified_code"], event["item"]["mapping_version"]) == (None, "v1")
+    with database.begin() as conn:
+        ingest(conn, [Delivery(event)])
+    assert remap(database, book).changed == 0  # the same tables: nothing to re-evaluate
+
+    root = tmp_path / "codes"
+    shutil.copytree(default_codes_dir(), root)
+    folder = root / "imaging_mappings" / "zj-hz-001"
+    (folder / "v2.csv").write_text((folder / "v1.csv").read_text("utf-8") + ",,,胸部平扫,CT,,,I0013,,added\n",
+                                   "utf-8")
+    newer = load_codebook(root)
+    report = remap(database, newer)
+    assert (report.changed, report.newly_mapped) == (1, 1)
+    with database.connect() as conn:
+        full = find_result(conn, "zj-hz-001/ACC-IMG-1")
+        assert unmapped_codes(conn) == []
+    assert full is not None and full.event["item"]["unified_code"] == "I0013"
+    assert (full.event["item"]["mapping_version"], full.event["item"]["mapping_issue_code"]) == ("v2", None)
     assert remap(database, newer).changed == 0

@@ -67,3 +67,21 @@ def test_operators_own_code_directory_is_used(tmp_path: Path) -> None:
     assert book.institution("bj-chaoyang-001").name_zh == "运营方自有医院"
     assert runtime.codebook(Settings.from_env({"HRX_CODES_DIR": str(root)})).version == book.version
 
+
+
+def test_the_unmapped_queue_by_reason(api, book, pseudonymizer) -> None:  # type: ignore[no-untyped-def]
+    from adapters.pipeline import Code, LabObservation, LabReport, Patient, ResultPipeline, Value
+    from exchange.store import Delivery, ingest
+    from schemas.resident_id import make_resident_id
+
+    report = LabReport(institution="bj-chaoyang-001", result_id="R-Q-1", version=2, status="final",
+                       patient=Patient(make_resident_id("11010519800312002")), codes=[Code("NEWGLU")],
+                       observations=[LabObservation([Code("NEWGLU")], Value("quantity", 5.0, unit="mmol/L")),
+                                     LabObservation([Code("K")], Value("quantity", 4.0, unit="U/L"))],
+                       reported_at=datetime.fromisoformat(AT))
+    with api.app.state.context.database.begin() as conn:
+        ingest(conn, [Delivery(ResultPipeline(book, pseudonymizer).lab_event(report, "fhir"))])
+    body = api.get("/api/v1/unmapped-codes").json()
+    assert [(g["reason"], g["en"], [(c["local_code"], c["results"]) for c in g["codes"]]) for g in body["groups"]] == [
+        ("unknown_code", "unknown code", [("NEWGLU", 1)]), ("unit_not_convertible", "unit not convertible", [("K", 1)])]
+    assert api.get("/api/v1/unmapped-codes", params={"institution": "zj-hz-001"}).json()["groups"] == []
