@@ -21,8 +21,9 @@ def adapter_fhir(files: tuple[Path, ...]) -> None:
     from adapters.publish import Publisher
 
     settings = Settings.from_env()
+    pseudonymizer = runtime.pseudonymizer(settings)  # refuses to start without the exchange's key
     publisher = Publisher(runtime.require_bootstrap(settings))
-    pipeline = ResultPipeline(runtime.codebook(settings), runtime.pseudonymizer(settings), publisher)
+    pipeline = ResultPipeline(runtime.codebook(settings), pseudonymizer, publisher)
     failed = 0
     try:
         for path in files:
