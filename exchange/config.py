@@ -1,7 +1,9 @@
 """Runtime settings, read once from the environment.
 
 Every knob has an embedded default so that ``hrx up`` works on a fresh machine: a bundled broker, an SQLite
-file under ``./var`` and a pseudonym key file generated beside it (never inside the database or on a topic).
+file under ``./var`` and a pseudonym key file beside it (never inside the database or on a topic), which only
+``hrx up``'s first run or ``hrx keys init`` creates. Other processes started with the same var directory take
+what their environment leaves open from the running ``hrx up``'s ``var/stack.json`` (exchange.stack_file).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from exchange.stack_file import StackFile, read_stack_file
 from schemas.topics import DEFAULT_PARTITIONS
 
 ENGINE_GROUP = "hrx-engine"
@@ -26,30 +29,53 @@ class Settings:
     database_url: str | None = None  # None: SQLite file under var_dir
     pseudonym_key: bytes | None = None
     pseudonym_key_file: Path | None = None
+    pseudonym_algorithm: str | None = None  # None: the pseudonymizer's default (HMAC-SM3)
+    #: Key ids the engine accepts besides its own key's (a rotation period): HRX_PSEUDONYM_ACCEPTED_KEY_IDS.
+    accepted_key_ids: tuple[str, ...] = ()
     codes_dir: Path | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     engine_group: str = ENGINE_GROUP
     partitions: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PARTITIONS))
     fhir_max_bytes: int = FHIR_MAX_BYTES
+    #: The running ``hrx up`` whose stack file filled what the environment left open, if any.
+    stack: StackFile | None = None
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, stack: bool = True) -> Settings:
+        """Settings from the environment; with ``stack``, the gaps are filled from a running ``hrx up``'s
+        stack file in the same var directory (broker, store, codes, key file and algorithm)."""
         env = os.environ if environ is None else environ
         var_dir = Path(env.get("HRX_VAR_DIR", "var"))
         key = env.get("HRX_PSEUDONYM_KEY")
         key_file = env.get("HRX_PSEUDONYM_KEY_FILE")
+        running = read_stack_file(var_dir) if stack else None
+        bootstrap = env.get("HRX_KAFKA_BOOTSTRAP") or None
+        database_url = env.get("HRX_DATABASE_URL") or None
+        codes_dir = env.get("HRX_CODES_DIR") or None
+        algorithm = env.get("HRX_PSEUDONYM_ALGORITHM") or None
+        if running is not None:
+            bootstrap = bootstrap or running.kafka_bootstrap
+            database_url = database_url or running.database_url
+            codes_dir = codes_dir or running.codes_dir
+            algorithm = algorithm or running.pseudonym_algorithm
+            if not key and not key_file:
+                key_file = running.pseudonym_key_file
         return cls(
             var_dir=var_dir,
-            kafka_bootstrap=env.get("HRX_KAFKA_BOOTSTRAP") or None,
-            database_url=env.get("HRX_DATABASE_URL") or None,
+            kafka_bootstrap=bootstrap,
+            database_url=database_url,
             pseudonym_key=key.encode() if key else None,
             pseudonym_key_file=Path(key_file) if key_file else None,
-            codes_dir=Path(env["HRX_CODES_DIR"]) if env.get("HRX_CODES_DIR") else None,
+            pseudonym_algorithm=algorithm,
+            accepted_key_ids=tuple(k.strip() for k in env.get("HRX_PSEUDONYM_ACCEPTED_KEY_IDS", "").split(",")
+                                   if k.strip()),
+            codes_dir=Path(codes_dir) if codes_dir else None,
             http_host=env.get("HRX_HTTP_HOST", "127.0.0.1"),
             http_port=int(env.get("HRX_HTTP_PORT", "8080")),
             engine_group=env.get("HRX_ENGINE_GROUP", ENGINE_GROUP),
             fhir_max_bytes=_positive(env, "HRX_FHIR_MAX_BYTES", FHIR_MAX_BYTES),
+            stack=running,
         )
 
     @property
@@ -61,6 +87,10 @@ class Settings:
         env = {"HRX_VAR_DIR": str(self.var_dir), "HRX_DATABASE_URL": self.effective_database_url,
                "HRX_HTTP_HOST": self.http_host, "HRX_HTTP_PORT": str(self.http_port),
                "HRX_ENGINE_GROUP": self.engine_group}
+        if self.pseudonym_algorithm:
+            env["HRX_PSEUDONYM_ALGORITHM"] = self.pseudonym_algorithm
+        if self.accepted_key_ids:
+            env["HRX_PSEUDONYM_ACCEPTED_KEY_IDS"] = ",".join(self.accepted_key_ids)
         if self.kafka_bootstrap:
             env["HRX_KAFKA_BOOTSTRAP"] = self.kafka_bootstrap
         if self.pseudonym_key_file:

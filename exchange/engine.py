@@ -1,9 +1,10 @@
 """The engine consumer: Kafka result topics → validated events → the SQL store.
 
-Delivery rule (DOMAIN.md §8): offsets are committed only after the SQL transaction that stored the batch
-has committed. A crash between the two replays the batch, and the store's UNIQUE natural keys turn the
-replay into no-ops, so every event is stored exactly once. An event that fails validation is published to
-``hr.deadletter.v1`` (with its source topic/partition/offset) and recorded, and consumption continues.
+Delivery rule (docs/rules.md, "Delivery"): offsets are committed only after the SQL transaction that stored
+the batch has committed. A crash between the two replays the batch, and the store's UNIQUE natural keys turn
+the replay into no-ops, so every event is stored exactly once. An event that fails validation, or whose pseudonym
+was made under a key id this exchange does not use (:class:`KeyIds`), is published to ``hr.deadletter.v1``
+(with its source topic/partition/offset) and recorded, and consumption continues.
 Scale-out: start more engine processes in the same consumer group, up to the topics' partition counts.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
@@ -45,6 +47,27 @@ class EngineStats:
     started_at: float = field(default_factory=time.time)
 
 
+@dataclass(frozen=True)
+class KeyIds:
+    """The pseudonym key ids whose events the engine stores: its own key's, and during a rotation the ids it
+    was told to accept as well (docs/rules.md, "Privacy").
+
+    An event under any other key or algorithm carries pseudonyms that no lookup by resident ID here will ever
+    compute, so storing it would lose it silently: it is dead-lettered instead, saying which id it carries.
+    """
+
+    own: str
+    accepted: frozenset[str] = frozenset()
+
+    def refusal(self, event: Mapping[str, Any]) -> str | None:
+        """Why ``event`` is not stored under these keys, or None when its key id is known."""
+        key_id = event["patient"]["key_id"]
+        if key_id == self.own or key_id in self.accepted:
+            return None
+        also = f" (also accepting {', '.join(sorted(self.accepted))})" if self.accepted else ""
+        return f"unknown pseudonym key id {key_id}; this exchange uses {self.own}{also}"
+
+
 @dataclass
 class PreparedBatch:
     """A polled batch after validation: what to store, what to dead-letter, and the offsets it completes."""
@@ -59,7 +82,7 @@ class ResultEngine:
 
     def __init__(self, bootstrap: str, database: Database, group: str, publisher: Publisher,
                  topics: Sequence[str] = RESULT_TOPICS, max_poll_records: int = 1000,
-                 session_timeout_ms: int = 10000) -> None:
+                 session_timeout_ms: int = 10000, key_ids: KeyIds | None = None) -> None:
         self.bootstrap = bootstrap
         self.database = database
         self.group = group
@@ -67,6 +90,8 @@ class ResultEngine:
         self.topics = tuple(topics)
         self.max_poll_records = max_poll_records
         self.session_timeout_ms = session_timeout_ms
+        #: None stores events whatever their key id (embedding in a process that checked them already).
+        self.key_ids = key_ids
         self.stats = EngineStats()
         #: Set once the group coordinator assigned partitions to this consumer (joining takes seconds).
         self.ready = threading.Event()
@@ -129,10 +154,15 @@ class ResultEngine:
             schema = events.SCHEMA_OF_TOPIC[tp.topic]
             for record in records:
                 try:
-                    prepared.good.append(Delivery(events.decode(schema, record.value), tp.topic, tp.partition,
-                                                  record.offset, record.value))
+                    event = events.decode(schema, record.value)
                 except events.InvalidEvent as exc:
                     prepared.bad.append((record, str(exc)))
+                    continue
+                refusal = self.key_ids.refusal(event) if self.key_ids is not None else None
+                if refusal is not None:
+                    prepared.bad.append((record, refusal))
+                else:
+                    prepared.good.append(Delivery(event, tp.topic, tp.partition, record.offset, record.value))
             prepared.offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
         return prepared
 

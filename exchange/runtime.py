@@ -2,12 +2,22 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine as Database
 
 from exchange.config import Settings
-from adapters.pseudonymize import Pseudonymizer
+from adapters.pseudonymize import (
+    DEFAULT_ALGORITHM,
+    AlgorithmUnavailable,
+    Pseudonymizer,
+    PseudonymKeyMissing,
+    create_key_file,
+    key_file_path,
+    resolve_provider,
+)
 from exchange.store import connect, migrate
 
 if TYPE_CHECKING:
@@ -35,7 +45,83 @@ def database(settings: Settings, upgrade: bool = True) -> Database:
 
 
 def pseudonymizer(settings: Settings) -> Pseudonymizer:
-    return Pseudonymizer.from_settings(settings.pseudonym_key, settings.pseudonym_key_file, settings.var_dir)
+    """The configured pseudonym key and algorithm; SystemExit with what to set when the key is missing.
+
+    No process creates a key here: a second key would make pseudonyms no lookup by resident ID finds (only
+    ``hrx keys init`` and the first ``hrx up``, :func:`pseudonymizer_creating_default`, create one).
+    """
+    try:
+        found = Pseudonymizer.from_settings(settings.pseudonym_key, settings.pseudonym_key_file,
+                                            settings.var_dir, **_algorithm(settings))
+    except PseudonymKeyMissing as exc:
+        running = settings.stack
+        if running is not None and running.pseudonym_key_file is None:
+            raise SystemExit(f"no pseudonym key: hrx up (pid {running.pid}) uses an inline key "
+                             f"(HRX_PSEUDONYM_KEY, key id {running.key_id}); set the same HRX_PSEUDONYM_KEY") from None
+        raise SystemExit(str(exc)) from None
+    except (AlgorithmUnavailable, ValueError) as exc:
+        raise SystemExit(f"pseudonym key: {exc}") from None
+    _log_key(found, settings)
+    return found
+
+
+def pseudonymizer_creating_default(settings: Settings) -> Pseudonymizer:
+    """``hrx up``'s key: as :func:`pseudonymizer`, except that the embedded default ``var/pseudonym.key`` is
+    created on the first run (logged with its file and key id).
+
+    Not when the embedded SQLite store already exists: its results were made under a key that is gone, and a
+    new one would silently split every patient in two.
+    """
+    if settings.pseudonym_key or settings.pseudonym_key_file:
+        return pseudonymizer(settings)
+    path = key_file_path(None, settings.var_dir)
+    store = settings.var_dir / "hrx.db"
+    if not path.exists():
+        if settings.database_url is None and store.exists():
+            raise SystemExit(f"no pseudonym key: {path} is missing but the store {store} holds results made "
+                             "under a key: restore the key file (or set HRX_PSEUDONYM_KEY_FILE); only to start "
+                             "over with a new key, run `hrx keys init`")
+        try:
+            resolve_provider(settings.pseudonym_algorithm or DEFAULT_ALGORITHM)  # refuse before creating
+            created = Pseudonymizer(create_key_file(path), **_algorithm(settings))
+        except FileExistsError:  # created meanwhile by `hrx keys init`: use it
+            pass
+        except AlgorithmUnavailable as exc:
+            raise SystemExit(f"pseudonym key: {exc}") from None
+        else:
+            log.info("pseudonym key: created %s (key id %s, mode 0600) — keep it and back it up: every adapter "
+                     "and API of this exchange must use it", path.resolve(), created.key_id)
+    return pseudonymizer(settings)
+
+
+def _algorithm(settings: Settings) -> dict[str, str]:
+    return {"algorithm": settings.pseudonym_algorithm} if settings.pseudonym_algorithm else {}
+
+
+def _log_key(found: Pseudonymizer, settings: Settings) -> None:
+    source = ("HRX_PSEUDONYM_KEY" if settings.pseudonym_key
+              else key_file_path(settings.pseudonym_key_file, settings.var_dir))
+    log.info("pseudonym key: %s from %s (HMAC-%s by %s)", found.key_id, source, found.algorithm.upper(),
+             found.provider)
+    running = settings.stack
+    if running is not None and running.key_id != found.key_id:
+        log.warning("pseudonym key %s differs from the key %s of hrx up (pid %d): the engine dead-letters what "
+                    "this process publishes unless it accepts %s", found.key_id, running.key_id, running.pid,
+                    found.key_id)
+
+
+def stop_with_parent(stop: threading.Event) -> None:
+    """Set ``stop`` once the process that started this one (``HRX_PARENT_PID``, set by ``hrx up``) is gone,
+    so that a child never outlives an ``hrx up`` that was killed without a chance to stop it."""
+    parent = int(os.environ.get("HRX_PARENT_PID", "0"))
+    if not parent:
+        return
+
+    def _watch() -> None:
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                stop.set()
+    threading.Thread(target=_watch, name="parent-watch", daemon=True).start()
 
 
 def require_bootstrap(settings: Settings) -> str:

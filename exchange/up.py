@@ -1,4 +1,9 @@
-"""``hrx up``: broker, store, engine consumers and the HTTP API on one machine, stopped cleanly by Ctrl-C."""
+"""``hrx up``: broker, store, engine consumers, the HTTP API and optional HL7/DICOM listeners on one machine,
+stopped cleanly by Ctrl-C.
+
+Its first run creates the embedded default pseudonym key; it writes ``var/stack.json`` (exchange.stack_file) so
+that processes started beside it find its broker, store, codes and key.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,14 +13,18 @@ import socket
 import subprocess
 import sys
 import threading
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import uvicorn
 
+from codes import default_codes_dir
 from exchange import runtime
 from exchange.api import Context, create_app
 from exchange.broker import EmbeddedBroker, ensure_topics
 from exchange.config import Settings
+from exchange.stack_file import StackFile, read_stack_file, remove_stack_file, write_stack_file
+from adapters.pseudonymize import key_file_path
 from adapters.publish import Publisher
 from exchange.remap import remap
 
@@ -32,22 +41,86 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def _child_env(settings: Settings, bootstrap: str) -> dict[str, str]:
+    return {**os.environ, **settings.to_env(), "HRX_KAFKA_BOOTSTRAP": bootstrap, "HRX_PARENT_PID": str(os.getpid())}
+
+
 def spawn_engine(settings: Settings, bootstrap: str) -> subprocess.Popen[bytes]:
     """One engine consumer process in the shared consumer group (add more to scale out)."""
-    env = {**os.environ, **settings.to_env(), "HRX_KAFKA_BOOTSTRAP": bootstrap, "HRX_PARENT_PID": str(os.getpid())}
-    return subprocess.Popen([sys.executable, "-m", "exchange.cli", "engine"], env=env)
+    return subprocess.Popen([sys.executable, "-m", "exchange.cli", "engine"], env=_child_env(settings, bootstrap))
 
 
-def up(settings: Settings, demo: bool = False, engines: int = 1) -> int:
+@dataclass(frozen=True)
+class Listener:
+    """A hospital-facing listener ``hrx up`` runs as a child: ``hl7`` (MLLP) or ``dicom`` (C-STORE SCP)."""
+
+    kind: str
+    host: str
+    port: int
+    institution: str
+
+    def command(self, settings: Settings) -> list[str]:
+        """The ``hrx adapter …`` command line of this listener."""
+        address = f"[{self.host}]" if ":" in self.host else self.host
+        if self.kind == "hl7":
+            return ["adapter", "hl7", "--listen", f"{address}:{self.port}", "--institution", self.institution]
+        # One spool per listener: two SCPs must not share one.
+        spool = settings.var_dir / f"dicom-spool-{self.institution}-{self.port}"
+        return ["adapter", "dicom-scp", "--host", self.host, "--port", str(self.port), "--institution",
+                self.institution, "--spool", str(spool)]
+
+    def __str__(self) -> str:
+        return f"{self.kind} listener for {self.institution} on {self.host}:{self.port}"
+
+
+def spawn_listener(listener: Listener, settings: Settings, bootstrap: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "exchange.cli", *listener.command(settings)],
+                            env=_child_env(settings, bootstrap))
+
+
+def _watch_children(children: dict[subprocess.Popen[bytes], str], stopping: threading.Event) -> None:
+    """Log, once, each child that exits while the stack runs (a listener that could not bind its port)."""
+    reported: set[int] = set()
+    while not stopping.wait(1.0):
+        for child, what in children.items():
+            if child.pid not in reported and child.poll() is not None:
+                reported.add(child.pid)
+                log.error("%s (pid %d) exited with code %s; the rest of the stack keeps running", what, child.pid,
+                          child.returncode)
+
+
+def _stop(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+def up(settings: Settings, demo: bool = False, engines: int = 1, listeners: Sequence[Listener] = ()) -> int:
     if not _port_free(settings.http_host, settings.http_port):
         log.error("port %s:%d is in use: stop what listens there or set HRX_HTTP_PORT / --port",
                   settings.http_host, settings.http_port)
         return 2
+    running = read_stack_file(settings.var_dir)
+    if running is not None:
+        log.error("hrx up (pid %d) already runs with the var directory %s: stop it, or use another HRX_VAR_DIR",
+                  running.pid, settings.var_dir)
+        return 2
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     book = runtime.codebook(settings)
-    pseudonymizer = runtime.pseudonymizer(settings)
+    for listener in listeners:
+        if listener.institution not in book.institutions:
+            log.error("%s: unknown institution (not in the code book's institutions)", listener)
+            return 2
+    pseudonymizer = runtime.pseudonymizer_creating_default(settings)
     broker: EmbeddedBroker | None = None
-    children: list[subprocess.Popen[bytes]] = []
+    engine_children: list[subprocess.Popen[bytes]] = []
+    listener_children: list[subprocess.Popen[bytes]] = []
+    stopping = threading.Event()
     publisher: Publisher | None = None
     try:
         if settings.kafka_bootstrap:
@@ -65,9 +138,23 @@ def up(settings: Settings, demo: bool = False, engines: int = 1) -> int:
         remapped = remap(database, book)  # mapping tables may have changed since the last start
         log.info("codes: %d stored result(s) re-evaluated against mapping tables, %d re-mapped",
                  remapped.examined, remapped.changed)
-        children = [spawn_engine(settings, bootstrap) for _ in range(engines)]
+        stack = write_stack_file(settings.var_dir, StackFile(
+            pid=os.getpid(), kafka_bootstrap=bootstrap, database_url=settings.effective_database_url,
+            codes_dir=str((settings.codes_dir or default_codes_dir()).resolve()),
+            pseudonym_key_file=(None if settings.pseudonym_key else
+                                str(key_file_path(settings.pseudonym_key_file, settings.var_dir).resolve())),
+            pseudonym_algorithm=pseudonymizer.algorithm, key_id=pseudonymizer.key_id,
+            api=f"http://{settings.http_host}:{settings.http_port}"))
+        log.info("stack: %s tells adapters, engines and `hrx serve` started with HRX_VAR_DIR=%s where the "
+                 "broker, store, codes and key are", stack, settings.var_dir)
+        engine_children = [spawn_engine(settings, bootstrap) for _ in range(engines)]
         log.info("engine: %d consumer process(es) in group %s (pids %s)", engines, settings.engine_group,
-                 ", ".join(str(c.pid) for c in children))
+                 ", ".join(str(c.pid) for c in engine_children))
+        for listener in listeners:
+            listener_children.append(spawn_listener(listener, settings, bootstrap))
+            log.info("%s (pid %d)", listener, listener_children[-1].pid)
+        watched = {c: "engine" for c in engine_children} | dict(zip(listener_children, map(str, listeners)))
+        threading.Thread(target=_watch_children, args=(watched, stopping), name="children", daemon=True).start()
         publisher = Publisher(bootstrap)
         context = Context(book=book, database=database, pseudonymizer=pseudonymizer, publisher=publisher,
                           bootstrap=bootstrap, engine_group=settings.engine_group)
@@ -83,14 +170,10 @@ def up(settings: Settings, demo: bool = False, engines: int = 1) -> int:
         server.run()
         return 0
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stopping.set()
+        _stop(listener_children)  # first the doors, so that nothing new arrives while the engines finish
+        _stop(engine_children)
+        remove_stack_file(settings.var_dir, os.getpid())
         if publisher is not None:
             publisher.close()
         if broker is not None:

@@ -88,6 +88,8 @@ class ItemView(BaseModel):
     category: Annotated[str, OneOf(CATEGORIES)]
     specimen: str | None
     loinc: str | None
+    loinc_equivalents: list[str] = Field(description="further LOINC codes of the same analyte "
+                                                     "(codes/data/loinc_equivalents.csv)")
     unit: str | None = Field(description="UCUM unit of the unified result")
     modality: str | None
     body_part: str | None

@@ -1,4 +1,4 @@
-"""``GET /api/v1/health``: broker, store and consumer lag, each with its own verdict."""
+"""``GET /api/v1/health``: broker, store and consumer lag, each with its own verdict; the pseudonym key id."""
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -64,7 +64,8 @@ class Health(BaseModel):
                                             503: {"model": Health, "description": "degraded: see which part failed"}})
 def health(request: Request) -> JSONResponse:
     context = context_of(request)
-    report: dict[str, Any] = {"codes": {"ok": True, "version": context.book.version}}
+    report: dict[str, Any] = {"codes": {"ok": True, "version": context.book.version},
+                              "pseudonym": {"key_id": context.pseudonymizer.key_id}}  # what adapters must match
     try:
         with context.database.connect() as conn:
             conn.execute(text("SELECT 1"))

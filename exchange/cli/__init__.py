@@ -41,10 +41,11 @@ class LazyGroup(click.Group):
 
 #: One-line summaries shown by ``--help`` without importing the commands.
 SUMMARIES = {
-    "up": "Start broker (embedded unless HRX_KAFKA_BOOTSTRAP), store, engine and API.",
+    "up": "Start broker (embedded unless HRX_KAFKA_BOOTSTRAP), store, engine, API and listeners.",
     "engine": "Run one engine consumer (Kafka result topics → store).",
     "serve": "Run only the HTTP API against an existing broker and store.",
     "pseudonym": "Print the pseudonym of a resident ID under the configured key.",
+    "keys": "The pseudonym key: create it once per exchange (keys init), show its id.",
     "adapter": "Hospital adapters: parse, map, pseudonymize, publish.",
     "codes": "Stored results against the code book: unmapped codes, re-map.",
     "catalogue": "Validate, diff, import and report coverage of catalogues.",
@@ -72,6 +73,7 @@ def _logging(verbose: bool) -> None:
     "engine": "exchange.cli.stack:engine",
     "serve": "exchange.cli.stack:serve",
     "pseudonym": "exchange.cli.stack:pseudonym",
+    "keys": "exchange.cli.keys:keys_group",
     "codes": "exchange.cli.codes:codes_group",
     "catalogue": "codes.cli:catalogue",
 })

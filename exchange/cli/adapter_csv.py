@@ -89,8 +89,9 @@ def csv(file: Path, institution: str, profile_name: str, encoding: str | None, d
         click.echo(f"{file}: refused: {exc}", err=True)
         sys.exit(1)
     settings = Settings.from_env()
+    pseudonymizer = runtime.pseudonymizer(settings)  # refuses to start without the exchange's key
     publisher = None if dry_run else Publisher(runtime.require_bootstrap(settings), client_id="hrx-adapter-csv")
-    pipeline = ResultPipeline(runtime.codebook(settings), runtime.pseudonymizer(settings), publisher)
+    pipeline = ResultPipeline(runtime.codebook(settings), pseudonymizer, publisher)
     try:
         summary = import_file(file, institution, profile, pipeline, encoding=encoding, delimiter=delimiter,
                               dry_run=dry_run, progress=RowProgress)

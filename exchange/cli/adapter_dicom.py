@@ -20,6 +20,7 @@ from exchange.config import Settings
 
 if TYPE_CHECKING:
     from adapters.pipeline import ResultPipeline
+    from adapters.pseudonymize import Pseudonymizer
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -38,7 +39,7 @@ def _since(text: str | None) -> datetime | None:
         raise click.BadParameter("use YYYYMMDD", param_hint="--since") from None
 
 
-def _pipeline(settings: Settings) -> tuple[ResultPipeline, str]:
+def _pipeline(settings: Settings, pseudonymizer: Pseudonymizer | None = None) -> tuple[ResultPipeline, str]:
     """The ingest pipeline the received studies are published through, and the broker's bootstrap address."""
     from adapters.pipeline import ResultPipeline
     from adapters.publish import Publisher
@@ -47,15 +48,20 @@ def _pipeline(settings: Settings) -> tuple[ResultPipeline, str]:
     # pynetdicom narrates every association at INFO; an operator of the SCP needs its warnings. (Patient data
     # is kept out of every log line by the log guard, whatever the level.)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    pseudonymizer = pseudonymizer or runtime.pseudonymizer(settings)  # refuses to start without the key
     bootstrap = runtime.require_bootstrap(settings)
     publisher = Publisher(bootstrap, client_id="hrx-dicom")
-    return ResultPipeline(runtime.codebook(settings), runtime.pseudonymizer(settings), publisher), bootstrap
+    return ResultPipeline(runtime.codebook(settings), pseudonymizer, publisher), bootstrap
 
 
 def _stop_event() -> threading.Event:
+    """Set by SIGTERM or SIGINT, or once the `hrx up` that started this process is gone."""
+    from exchange import runtime
+
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    runtime.stop_with_parent(stop)
     return stop
 
 
@@ -146,13 +152,16 @@ def dicom_pull(pacs: str, pacs_ae: str, ae_title: str, port: int, since: str | N
     from adapters.dicom.scp import DicomReceiver, Retrieval, ScpConfig
     from adapters.dicom.spool import Spool
 
+    from exchange import runtime
+
     pacs_host, pacs_port = _host_port(pacs)
     settings = Settings.from_env()
+    pseudonymizer = runtime.pseudonymizer(settings)  # refuse before a spool is made where the key is missing
     store = Spool(spool or settings.var_dir / "dicom-pull-spool")
     first = _since(since)
     if first is None and store.get_state(f"pull:{pacs_ae}@{pacs_host}:{pacs_port}") is None:
         raise click.BadParameter("no watermark is stored yet: give the first StudyDate", param_hint="--since")
-    pipeline, bootstrap = _pipeline(settings)
+    pipeline, bootstrap = _pipeline(settings, pseudonymizer)
     config = ScpConfig(ae_title=ae_title, host=host, port=port, allow_ae=(pacs_ae,),
                        max_associations=max_associations, max_pdu=max_pdu, stable_seconds=stable_seconds,
                        patient_id_is_resident_id=patient_id_is_resident_id)

@@ -27,8 +27,9 @@ def adapter_fhir(files: tuple[Path, ...]) -> None:
     from exchange.conflicts import check_against_store
 
     settings = Settings.from_env()
+    pseudonymizer = runtime.pseudonymizer(settings)  # refuses to start without the exchange's key
     publisher = Publisher(runtime.require_bootstrap(settings))
-    pipeline = ResultPipeline(runtime.codebook(settings), runtime.pseudonymizer(settings), publisher)
+    pipeline = ResultPipeline(runtime.codebook(settings), pseudonymizer, publisher)
     database = runtime.database(settings)
     failed = 0
     try:

@@ -56,10 +56,11 @@ def hl7(files: tuple[Path, ...], listen: str | None, institution: str, max_bytes
     from exchange.config import Settings
 
     settings = Settings.from_env()
+    pseudonymizer = runtime.pseudonymizer(settings)  # refuses to start (and creates nothing) without the key
     publisher = Publisher(runtime.require_bootstrap(settings), timeout_s=publish_timeout, client_id="hrx-hl7")
     journal = AckJournal(settings.var_dir / "hl7-acks.db")
     try:
-        receiver = Hl7Receiver(institution, runtime.codebook(settings), runtime.pseudonymizer(settings), publisher,
+        receiver = Hl7Receiver(institution, runtime.codebook(settings), pseudonymizer, publisher,
                                journal, processing_ids=processing_ids, facilities=facilities, max_bytes=max_bytes)
     except AdapterError as exc:
         raise click.BadParameter(str(exc), param_hint="--institution") from None
@@ -86,12 +87,14 @@ def hl7(files: tuple[Path, ...], listen: str | None, institution: str, max_bytes
 
 
 def _serve(receiver: Hl7Receiver, address: tuple[str, int], max_bytes: int, max_connections: int) -> None:
-    """Run the MLLP listener until SIGTERM or SIGINT."""
+    """Run the MLLP listener until SIGTERM or SIGINT (or until the `hrx up` that started it is gone)."""
     from adapters.hl7 import MLLPServer
+    from exchange import runtime
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    runtime.stop_with_parent(stop)
     server = MLLPServer(address, receiver, max_bytes=max_bytes, max_connections=max_connections).start()
     log.info("hl7: MLLP listener for %s on %s:%d (max %d bytes, %d connections)", receiver.institution,
              *server.address, max_bytes, max_connections)

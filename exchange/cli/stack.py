@@ -2,16 +2,30 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
 import click
-import orjson
 
 from exchange.config import Settings
+
+
+class ListenerAddress(click.ParamType):
+    """``HOST:PORT:INSTITUTION`` (an IPv6 host in brackets) as (host, port, institution)."""
+
+    name = "HOST:PORT:INSTITUTION"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
+        if isinstance(value, tuple):
+            return value
+        address, _, institution = str(value).rpartition(":")  # institution ids hold no colon
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536 or not institution:
+            self.fail(f"{value!r}: use HOST:PORT:INSTITUTION, e.g. 0.0.0.0:2575:bj-chaoyang-001", param, ctx)
+        return host, int(port), institution
 
 
 @click.command()
@@ -21,13 +35,22 @@ from exchange.config import Settings
 @click.option("--port", type=int, help="HTTP port (default 8080 or HRX_HTTP_PORT)")
 @click.option("--engines", type=click.IntRange(1, 64), default=1, show_default=True,
               help="engine consumer processes (at most the lab topic's partition count are useful)")
-def up(demo: bool, codes_dir: Path | None, port: int | None, engines: int) -> None:
-    """Start broker (embedded unless HRX_KAFKA_BOOTSTRAP), store, engine and API."""
-    from exchange.up import settings_with, up as run_up
+@click.option("--hl7", "hl7_listeners", multiple=True, type=ListenerAddress(), metavar="HOST:PORT:INSTITUTION",
+              help="also run an HL7 v2 MLLP listener for INSTITUTION on HOST:PORT (repeatable)")
+@click.option("--dicom", "dicom_listeners", multiple=True, type=ListenerAddress(),
+              metavar="HOST:PORT:INSTITUTION",
+              help="also run a DICOM C-STORE SCP (AE title HRX) for INSTITUTION on HOST:PORT (repeatable)")
+def up(demo: bool, codes_dir: Path | None, port: int | None, engines: int,
+       hl7_listeners: tuple[tuple[str, int, str], ...], dicom_listeners: tuple[tuple[str, int, str], ...]) -> None:
+    """Start broker (embedded unless HRX_KAFKA_BOOTSTRAP), store, engine, API and listeners."""
+    from exchange.up import Listener, settings_with, up as run_up
 
-    settings = settings_with(Settings.from_env(), codes_dir=codes_dir, http_port=port)
+    # Not from a stack file: `hrx up` is what writes one.
+    settings = settings_with(Settings.from_env(stack=False), codes_dir=codes_dir, http_port=port)
+    listeners = ([Listener("hl7", *spec) for spec in hl7_listeners]
+                 + [Listener("dicom", *spec) for spec in dicom_listeners])
     try:
-        code = run_up(settings, demo=demo, engines=engines)
+        code = run_up(settings, demo=demo, engines=engines, listeners=listeners)
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its clean shutdown; everything is stopped
         code = 0
     sys.exit(code)
@@ -37,24 +60,22 @@ def up(demo: bool, codes_dir: Path | None, port: int | None, engines: int) -> No
 def engine() -> None:
     """Run one engine consumer (Kafka result topics → store) until SIGTERM/SIGINT."""
     from exchange import runtime
-    from exchange.engine import ResultEngine
+    from exchange.engine import KeyIds, ResultEngine
     from adapters.publish import Publisher
 
     settings = Settings.from_env()
+    own = runtime.pseudonymizer(settings)  # refuses to start without the exchange's key
+    key_ids = KeyIds(own.key_id, frozenset(settings.accepted_key_ids))
     bootstrap = runtime.require_bootstrap(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    parent = int(os.environ.get("HRX_PARENT_PID", "0"))
-    if parent:
-        # Started by `hrx up`: do not outlive it if it is killed without a chance to stop us.
-        def _watch() -> None:
-            while not stop.wait(1.0):
-                if os.getppid() != parent:
-                    stop.set()
-        threading.Thread(target=_watch, daemon=True).start()
+    runtime.stop_with_parent(stop)  # started by `hrx up`: do not outlive it
+    logging.getLogger("hrx.engine").info("engine: storing events under key id %s%s", key_ids.own,
+                                         f" and {', '.join(sorted(key_ids.accepted))}" if key_ids.accepted else "")
     publisher = Publisher(bootstrap, client_id="hrx-engine")
-    worker = ResultEngine(bootstrap, runtime.database(settings), settings.engine_group, publisher)
+    worker = ResultEngine(bootstrap, runtime.database(settings), settings.engine_group, publisher,
+                          key_ids=key_ids)
     try:
         worker.run(stop)
     finally:
@@ -76,10 +97,11 @@ def serve(port: int | None) -> None:
     from exchange.broker import ensure_topics
 
     settings = settings_with(Settings.from_env(), http_port=port)
+    pseudonymizer = runtime.pseudonymizer(settings)  # refuses to start without the exchange's key
     bootstrap = runtime.require_bootstrap(settings)
     ensure_topics(bootstrap, settings.partitions)  # idempotent; existing topics keep their partitions
     context = Context(book=runtime.codebook(settings), database=runtime.database(settings),
-                      pseudonymizer=runtime.pseudonymizer(settings), publisher=Publisher(bootstrap),
+                      pseudonymizer=pseudonymizer, publisher=Publisher(bootstrap),
                       bootstrap=bootstrap, engine_group=settings.engine_group)
     # log_config=None: uvicorn logs through the root handlers, where the patient-data guard sits.
     uvicorn.run(create_app(context), host=settings.http_host, port=settings.http_port, access_log=False,

@@ -315,13 +315,11 @@ def _pydicom_study_report(name: str, institution: str, pseudonymizer: Pseudonymi
 ])
 def test_pydicoms_bundled_studies_map_through_the_imaging_table(book: CodeBook, pseudonymizer: Pseudonymizer,
                                                                  name: str, study: tuple, item: str) -> None:
-    from adapters.dicom.metadata import KnownPseudonyms
-
     report = _pydicom_study_report(name, "zj-hz-001", pseudonymizer)
     shape = report.study
     assert (shape.modality, shape.body_part, shape.technique, shape.description) == study
-    event = ResultPipeline(book, KnownPseudonyms(pseudonymizer.key_id), received_at=RECEIVED).imaging_event(
-        report, "dicom")
+    # The DICOM report already carries its pseudonym: the pipeline's pseudonymize step passes it through.
+    event = ResultPipeline(book, pseudonymizer, received_at=RECEIVED).imaging_event(report, "dicom")
     assert (event["item"]["unified_code"], event["item"]["mapping_version"]) == (item, "v1")
     assert event["item"]["mapping_issue_code"] is None
     # a hospital without such rows: neither study says its body part, so nothing maps, and the reason says so

@@ -1,8 +1,15 @@
 """The engine against a real broker and both stores: storing, dead letters, offsets after commit."""
 from __future__ import annotations
 
+import pytest
+
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
 import orjson
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import func, select
 
 from schemas import events
@@ -10,8 +17,10 @@ from schemas.topics import TOPIC_DEADLETTER, TOPIC_LAB
 from schemas.resident_id import make_resident_id
 from adapters.publish import Publisher, Record
 from exchange.store.models import DeadLetter, Result
+from adapters.pseudonymize import Pseudonymizer
+from tests.fixtures.pseudonyms import TEST_KEY
 from tests.fixtures.waiting import wait_for
-from tests.fixtures.events import lab_event
+from tests.fixtures.events import TEST_KEY_ID, lab_event
 
 
 def _count(database, model) -> int:  # type: ignore[no-untyped-def]
@@ -118,3 +127,59 @@ def _committed(bootstrap: str, group: str) -> int:
         return sum(consumer.committed(tp) or 0 for tp in parts)
     finally:
         consumer.close()
+
+
+FOREIGN_KEY_ID = Pseudonymizer(b"another-exchange-key-0123456789").key_id
+ROTATED_KEY_ID = Pseudonymizer(TEST_KEY, "sha256").key_id  # the same key under another algorithm: another id
+
+
+def test_events_under_an_unknown_key_id_are_dead_lettered_when_prepared() -> None:
+    from exchange.engine import KeyIds, ResultEngine
+
+    engine = ResultEngine("127.0.0.1:9", None, "unused", None,  # type: ignore[arg-type] - prepare does no I/O
+                          key_ids=KeyIds(TEST_KEY_ID, frozenset({ROTATED_KEY_ID})))
+    made = [lab_event(result_id="own"), lab_event(result_id="rotated", key_id=ROTATED_KEY_ID),
+            lab_event(result_id="foreign", key_id=FOREIGN_KEY_ID)]
+    batch = {TopicPartition(TOPIC_LAB, 0): [SimpleNamespace(offset=i, value=events.encode(e))
+                                            for i, e in enumerate(made)]}
+    prepared = engine.prepare(batch)  # type: ignore[arg-type]
+    assert [d.event["result_id"] for d in prepared.good] == ["own", "rotated"]
+    assert [error for _, error in prepared.bad] == [f"unknown pseudonym key id {FOREIGN_KEY_ID}; this exchange uses "
+                                                    f"{TEST_KEY_ID} (also accepting {ROTATED_KEY_ID})"]
+
+
+def test_hrx_engine_stores_only_events_under_its_key_or_an_accepted_one(  # type: ignore[no-untyped-def]
+        broker, database, database_url, tmp_path) -> None:
+    env = {**os.environ, "HRX_KAFKA_BOOTSTRAP": broker.bootstrap, "HRX_DATABASE_URL": database_url,
+           "HRX_VAR_DIR": str(tmp_path / "var"), "HRX_ENGINE_GROUP": "key-test", "HRX_PSEUDONYM_KEY": TEST_KEY.decode(),
+           "HRX_PSEUDONYM_ACCEPTED_KEY_IDS": f" {ROTATED_KEY_ID} ,"}
+    engine = subprocess.Popen([sys.executable, "-m", "exchange.cli", "engine"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    publisher = Publisher(broker.bootstrap)
+    try:
+        publisher.publish(Record(TOPIC_LAB, "p", events.encode(e)) for e in [
+            lab_event(result_id="own"), lab_event(result_id="rotated", key_id=ROTATED_KEY_ID),
+            lab_event(result_id="foreign", key_id=FOREIGN_KEY_ID)])
+        wait_for(lambda: _count(database, Result) == 2 and _count(database, DeadLetter) == 1, timeout=60)
+    finally:
+        publisher.close()
+        engine.terminate()
+        _, log = engine.communicate(timeout=20)
+    with database.connect() as conn:
+        assert set(conn.execute(select(Result.result_id)).scalars()) == {"own", "rotated"}
+        error = conn.execute(select(DeadLetter.error)).scalar_one()
+    assert error == f"unknown pseudonym key id {FOREIGN_KEY_ID}; this exchange uses {TEST_KEY_ID} (also accepting " \
+                    f"{ROTATED_KEY_ID})"
+    assert f"storing events under key id {TEST_KEY_ID} and {ROTATED_KEY_ID}" in log
+
+
+@pytest.mark.integration  # runs hrx engine
+def test_hrx_engine_refuses_to_start_without_the_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {**os.environ, "HRX_KAFKA_BOOTSTRAP": "127.0.0.1:9", "HRX_VAR_DIR": str(tmp_path / "var")}
+    for name in ("HRX_PSEUDONYM_KEY", "HRX_PSEUDONYM_KEY_FILE", "HRX_DATABASE_URL"):
+        env.pop(name, None)
+    run = subprocess.run([sys.executable, "-m", "exchange.cli", "engine"], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 1
+    assert "HRX_PSEUDONYM_KEY_FILE" in run.stderr and "HRX_VAR_DIR" in run.stderr and "hrx keys init" in run.stderr
+    assert not (tmp_path / "var").exists()

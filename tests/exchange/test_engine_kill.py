@@ -14,6 +14,7 @@ from schemas import events
 from schemas.topics import TOPIC_LAB
 from adapters.publish import Publisher, Record
 from exchange.store.models import Observation, Result
+from tests.fixtures.pseudonyms import TEST_KEY
 from tests.fixtures.waiting import wait_for
 from tests.fixtures.events import lab_event
 
@@ -22,7 +23,8 @@ TOTAL = 3000
 
 def _engine(bootstrap: str, database_url: str, tmp_path) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
     env = {**os.environ, "HRX_KAFKA_BOOTSTRAP": bootstrap, "HRX_DATABASE_URL": database_url,
-           "HRX_VAR_DIR": str(tmp_path), "HRX_ENGINE_GROUP": "kill-test"}
+           "HRX_VAR_DIR": str(tmp_path), "HRX_ENGINE_GROUP": "kill-test",
+           "HRX_PSEUDONYM_KEY": TEST_KEY.decode()}  # the engine refuses to start without the exchange's key
     return subprocess.Popen([sys.executable, "-m", "exchange.cli", "engine"], env=env,
                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "engine.log", "ab"))  # noqa: SIM115
 

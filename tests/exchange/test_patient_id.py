@@ -1,11 +1,6 @@
-import os
-import stat
-
 import pytest
 
 from schemas.resident_id import InvalidResidentId, check_character, make_resident_id, normalize_resident_id, scrub
-
-from adapters.pseudonymize import Pseudonymizer
 
 # GB 11643 example number from the standard's own worked example (11010519491231002X).
 STANDARD_EXAMPLE = "11010519491231002X"
@@ -31,32 +26,6 @@ def test_invalid_numbers_are_refused_without_echoing_them(text: str, why: str) -
     with pytest.raises(InvalidResidentId, match=why) as info:
         normalize_resident_id(text)
     assert text not in str(info.value)
-
-
-def test_pseudonym_is_keyed_and_stable() -> None:
-    a, b = Pseudonymizer(b"k" * 32), Pseudonymizer(b"j" * 32)
-    assert a.pseudonym(STANDARD_EXAMPLE) == a.pseudonym(STANDARD_EXAMPLE.lower())
-    assert a.pseudonym(STANDARD_EXAMPLE) != b.pseudonym(STANDARD_EXAMPLE)
-    assert len(a.pseudonym(STANDARD_EXAMPLE)) == 64 and a.key_id != b.key_id
-    with pytest.raises(InvalidResidentId):
-        a.pseudonym("110105194912310021")
-
-
-def test_short_keys_are_refused() -> None:
-    with pytest.raises(ValueError, match="16 bytes"):
-        Pseudonymizer(b"short")
-
-
-def test_key_file_is_created_once_and_private(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    first = Pseudonymizer.from_settings(None, None, tmp_path)
-    second = Pseudonymizer.from_settings(None, None, tmp_path)
-    assert first.key == second.key
-    assert stat.S_IMODE(os.stat(tmp_path / "pseudonym.key").st_mode) == 0o600
-
-
-def test_missing_configured_key_file_is_an_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(FileNotFoundError):
-        Pseudonymizer.from_settings(None, tmp_path / "absent.key", tmp_path)
 
 
 def test_scrub_removes_resident_ids_from_text() -> None:

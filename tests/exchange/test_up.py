@@ -6,15 +6,21 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from exchange.broker import free_port
+from tests.fixtures.waiting import wait_for
+
+# Every test here runs hrx up in a fresh process.
+pytestmark = pytest.mark.integration
 
 
 def _read_until_curl(process: subprocess.Popen[str], lines: list[str], done: threading.Event) -> None:
@@ -63,3 +69,144 @@ def test_up_demo_serves_and_stops_cleanly(database_url: str, tmp_path: Path) -> 
     reader.join(5)
     assert code == 0, "".join(lines)
     assert "stopped" in "".join(lines)
+    assert not (tmp_path / "var" / "stack.json").exists()  # removed on a clean stop
+
+
+class Stack:
+    """An ``hrx up`` child process whose output is collected line by line."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "exchange.cli", "up", *args], cwd=cwd, env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_line(self, text: str, timeout: float = 120) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = next((line for line in self.lines if text in line), None)
+            if found is not None:
+                return found
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.1)
+        pytest.fail(f"hrx up never logged {text!r}:\n{self.log}")
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            code = self.process.wait(40)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            pytest.fail("hrx up did not stop within 40 s of Ctrl-C:\n" + self.log)
+        self.reader.join(5)
+        return code
+
+
+def _bare_env(**extra: str) -> dict[str, str]:
+    """The environment without any HRX_ setting, plus ``extra``."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("HRX_")}, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def _accepting(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_up_runs_listeners_and_adapters_started_beside_it_find_broker_and_key(tmp_path: Path) -> None:
+    """`hrx up --hl7/--dicom` starts the doors as its children; what the HL7 listener acknowledged is answered by
+    the check; an adapter started with only the same HRX_VAR_DIR publishes under the same key."""
+    from adapters.hl7.mllp import MLLPClient
+    from tests.adapters.hl7.hl7data import CHAOYANG, CHAOYANG_ID, fields, renumber
+
+    var = tmp_path / "var"
+    api, hl7_port, dicom_port = free_port(), free_port(), free_port()
+    stack = Stack(["--port", str(api), "--hl7", f"127.0.0.1:{hl7_port}:bj-chaoyang-001",
+                   "--dicom", f"127.0.0.1:{dicom_port}:bj-chaoyang-001"], tmp_path, _bare_env(HRX_VAR_DIR=str(var)))
+    try:
+        stack.wait_for_line("api: http")
+        wait_for(lambda: _accepting(api), timeout=60)
+        created = re.search(r"pseudonym key: created (\S+) \(key id (sm3-[0-9a-f]{16})", stack.log)
+        assert created, stack.log
+        assert Path(created.group(1)) == (var / "pseudonym.key").resolve()
+        key_id = created.group(2)
+        written = json.loads((var / "stack.json").read_text())
+        assert written["key_id"] == key_id and written["pseudonym_key_file"] == created.group(1)
+        assert httpx.get(f"http://127.0.0.1:{api}/api/v1/health", timeout=30).json()["pseudonym"]["key_id"] == key_id
+
+        stack.wait_for_line("hl7: MLLP listener for bj-chaoyang-001")
+        with MLLPClient("127.0.0.1", hl7_port) as client:
+            assert fields(client.send(CHAOYANG))["MSA-1"] == "AA"
+
+        def answered() -> dict | None:  # type: ignore[type-arg]
+            answer = httpx.post(f"http://127.0.0.1:{api}/api/v1/recognition/check", timeout=30, json={
+                "patient": {"resident_id": CHAOYANG_ID}, "requesting_institution": "bj-chaoyang-002"}).json()
+            return answer if answer["results"] else None
+
+        answer = wait_for(answered, timeout=60)
+        assert {e["result"]["result_id"] for e in answer["results"]} == {"CY2403150088"}
+
+        # Beside the stack, with nothing but its var directory: broker, codes and key come from var/stack.json.
+        beside = tmp_path / "elsewhere"
+        beside.mkdir()
+        (beside / "second.hl7").write_bytes(renumber(CHAOYANG, 1))
+        env = _bare_env(HRX_VAR_DIR=str(var))
+        sent = subprocess.run([sys.executable, "-m", "exchange.cli", "adapter", "hl7", "--institution",
+                               "bj-chaoyang-001", "second.hl7"], cwd=beside, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert sent.returncode == 0 and "1 message(s) accepted" in sent.stdout, sent.stdout + sent.stderr
+        assert f"pseudonym key: {key_id}" in sent.stderr
+        wait_for(lambda: {e["result"]["result_id"] for e in (answered() or {"results": []})["results"]}
+                 == {"CY2403150088", "CY-R-000001"}, timeout=60)
+        shown = subprocess.run([sys.executable, "-m", "exchange.cli", "pseudonym", CHAOYANG_ID], cwd=beside, env=env,
+                               capture_output=True, text=True, timeout=60)
+        assert shown.stdout.strip() == answer["patient"]["pseudonym"], shown.stderr
+
+        # The DICOM door answers C-ECHO with the AE title HRX.
+        wait_for(lambda: _accepting(dicom_port), timeout=60)
+        echo = subprocess.run(["echoscu", "-aet", "ECHOSCU", "-aec", "HRX", "127.0.0.1", str(dicom_port)],
+                              capture_output=True, timeout=30)
+        assert echo.returncode == 0, echo.stderr
+    finally:
+        code = stack.stop()
+    assert code == 0, stack.log
+    assert "exited with code" not in stack.log  # no child died while the stack ran
+    assert not (var / "stack.json").exists()
+    assert not _accepting(hl7_port) and not _accepting(dicom_port)  # the listeners stopped with the stack
+
+
+def test_up_makes_no_new_key_beside_a_store_whose_key_is_missing(tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    var.mkdir()
+    (var / "hrx.db").write_bytes(b"")  # results made under a key that has since been lost
+    run = subprocess.run([sys.executable, "-m", "exchange.cli", "up", "--port", str(free_port())], cwd=tmp_path,
+                         env=_bare_env(HRX_VAR_DIR=str(var)), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "restore the key file" in run.stderr, run.stderr
+    assert not (var / "pseudonym.key").exists()
+
+
+def test_up_refuses_a_var_directory_another_up_is_using(tmp_path: Path) -> None:
+    from exchange.stack_file import StackFile, write_stack_file
+
+    var = tmp_path / "var"
+    var.mkdir()
+    write_stack_file(var, StackFile(pid=os.getpid(), kafka_bootstrap="127.0.0.1:9", database_url="sqlite://",
+                                    codes_dir=None, pseudonym_key_file=None, pseudonym_algorithm="sm3",
+                                    key_id="sm3-0123456789abcdef", api="http://127.0.0.1:1"))
+    run = subprocess.run([sys.executable, "-m", "exchange.cli", "up", "--port", str(free_port())], cwd=tmp_path,
+                         env=_bare_env(HRX_VAR_DIR=str(var)), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and f"hrx up (pid {os.getpid()}) already runs" in run.stderr, run.stderr
+    assert not (var / "pseudonym.key").exists()

@@ -13,6 +13,8 @@ from sqlalchemy import func, select
 from exchange.api import Context, create_app
 from adapters.publish import Publisher
 from exchange.store.models import Result
+from adapters.pseudonymize import Pseudonymizer
+from tests.fixtures.pseudonyms import TEST_KEY
 from tests.fixtures.waiting import wait_for
 
 BUNDLE = json.loads((Path(__file__).parents[2] / "data/fhir/lab-bundle.json").read_text("utf-8"))
@@ -144,6 +146,7 @@ def test_health_reports_broker_store_and_lag(api) -> None:  # type: ignore[no-un
     health = api.get("/api/v1/health").json()
     assert health["status"] == "ok" and health["store"]["ok"] and health["broker"]["ok"]
     assert set(health["consumer"]["lag"]) == {"hr.results.lab.v1", "hr.results.imaging.v1"}
+    assert health["pseudonym"] == {"key_id": Pseudonymizer(TEST_KEY).key_id}  # what every adapter must carry
 
 
 def test_broker_down_means_503_and_nothing_accepted(api, broker, database) -> None:  # type: ignore[no-untyped-def]
