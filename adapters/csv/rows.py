@@ -105,12 +105,21 @@ def _number(text: str) -> tuple[str | None, float] | None:
     return _COMPARATOR.get(comparator, comparator) if comparator else None, float(match.group(2))
 
 
+#: Formats whose zero-padded form ``datetime.fromisoformat`` reads to the same value as ``strptime``, and
+#: many times faster; other spellings under them (``2025-3-1``) still go through ``strptime``.
+_ISO_SHAPES = {"%Y-%m-%d": re.compile(r"\d{4}-\d\d-\d\d"),
+               "%Y-%m-%d %H:%M": re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d"),
+               "%Y-%m-%d %H:%M:%S": re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")}
+
+
 def _moment(text: str, formats: Sequence[str], zone: tzinfo) -> datetime | None:
     """The instant in the first of ``formats`` (else ISO 8601) that fits; an offset-less time is in ``zone``."""
     text = unicodedata.normalize("NFKC", text).strip()
     for fmt in formats:
+        shape = _ISO_SHAPES.get(fmt)
         try:
-            moment = datetime.strptime(text, fmt)
+            moment = (datetime.fromisoformat(text) if shape is not None and shape.fullmatch(text)
+                      else datetime.strptime(text, fmt))
             break
         except ValueError:
             continue
