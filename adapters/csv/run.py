@@ -182,14 +182,14 @@ def import_file(path: Path | str, institution: str, profile: Profile, pipeline: 
 
         try:
             source = _regular_file(path, stack)
-            table = read_table(source, profile, encoding, delimiter)
             seen = _identity(source)
+            table = read_table(source, profile, encoding, delimiter)
             index = index_reports(table)
         except CsvFileError as exc:
             return refuse(exc)
         summary.encoding, summary.delimiter, summary.rows = table.encoding, table.delimiter, index.rows
         try:
-            published_rows = _check(table, index, institution, profile, pipeline, summary, dead,
+            published_rows = _check(table, path.name, index, institution, profile, pipeline, summary, dead,
                                     None if summary.dry_run else ready, progress)
             if _identity(source) != seen:
                 raise CsvFileError("the file changed while it was read; nothing was published: import it again "
@@ -218,9 +218,9 @@ def import_file(path: Path | str, institution: str, profile: Profile, pipeline: 
     return summary
 
 
-def _check(table: Table, index: ReportIndex, institution: str, profile: Profile, pipeline: ResultPipeline,
-           summary: ImportSummary, dead: Callable[[str, int | None, str | None], None], ready: Spill | None,
-           progress: Progress | None) -> int:
+def _check(table: Table, file_name: str, index: ReportIndex, institution: str, profile: Profile,
+           pipeline: ResultPipeline, summary: ImportSummary, dead: Callable[[str, int | None, str | None], None],
+           ready: Spill | None, progress: Progress | None) -> int:
     """The checking reading: parse and group every row, build each report once its last row is in, spill the
     accepted ones (``[first line, rows, events]``, in order of first line) and dead-letter the rest. Returns
     the number of rows in accepted reports; CsvFileError when the file no longer matches its index."""
@@ -267,7 +267,7 @@ def _check(table: Table, index: ReportIndex, institution: str, profile: Profile,
         built: list[dict[str, Any]] = []
         if not group.rejected:
             try:
-                built = [pipeline.lab_event(r, "csv") for r in build_reports(group, institution, table.path.name)]
+                built = [pipeline.lab_event(r, "csv") for r in build_reports(group, institution, file_name)]
             except AdapterError as exc:
                 group.reason = str(exc)
         if group.rejected:

@@ -96,8 +96,8 @@ def test_an_export_read_from_a_pipe(tmp_path, pipeline, recorder) -> None:  # ty
     writer.start()
     summary = run_import(fifo, pipeline)
     writer.join(10)
-    assert summary.exit_code == 0 and summary.published_reports == 2
-    assert {e["origin"]["file"] for e in recorder.events(TOPIC_LAB) if "origin" in e} <= {str(fifo)}
+    assert summary.exit_code == 0 and summary.published_reports == 2 and summary.file == str(fifo)
+    assert [e["source"]["message_id"] for e in recorder.events(TOPIC_LAB)] == ["export.fifo#L2", "export.fifo#L3"]
 
 
 def _result_ids(bootstrap: str, count: int) -> set[str]:
