@@ -20,6 +20,7 @@ import csv
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 from adapters.csv.profile import DELIMITERS, REQUIRED, Profile, encoding_name, lookup_key
 
@@ -63,11 +64,19 @@ class Table:
                 yield number, cells
 
 
+def _open(path: Path, mode: str = "rb", encoding: str | None = None) -> IO[Any]:
+    """``open`` with CsvFileError for a file that cannot be opened (gone between two readings, unreadable)."""
+    try:
+        return open(path, mode, encoding=encoding, newline="" if encoding else None)
+    except OSError as exc:
+        raise CsvFileError(f"cannot read the file: {exc.strerror or exc}") from None
+
+
 def _undecodable(path: Path, name: str) -> tuple[int, int] | None:
     """(byte offset, line) of the first byte of ``path`` that is not ``name`` text, or None when it all is."""
     decoder = codecs.getincrementaldecoder(name)("strict")
     offset = newlines = 0
-    with open(path, "rb") as stream:
+    with _open(path) as stream:
         while True:
             chunk = stream.read(CHUNK_BYTES)
             try:
@@ -90,7 +99,7 @@ def detect_encoding(path: Path, encoding: str = "auto") -> str:
         return CsvFileError(f"the file is not valid {name} text at byte {where[0]}{hint}", where[1])
 
     if encoding == "auto":
-        with open(path, "rb") as stream:
+        with _open(path) as stream:
             start = stream.read(3)
         for bom, name in _BOMS:
             if start.startswith(bom):
@@ -113,7 +122,7 @@ def detect_encoding(path: Path, encoding: str = "auto") -> str:
 
 def _lines(path: Path, encoding: str) -> Iterator[str]:
     """The text lines of ``path`` with their line ends (any of LF, CR LF, CR), a leading BOM removed."""
-    with open(path, encoding=encoding, newline="") as text:
+    with _open(path, "r", encoding) as text:
         first = next(text, None)
         if first is None:
             return

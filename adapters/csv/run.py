@@ -321,9 +321,12 @@ def _regular_file(path: Path, stack: ExitStack) -> Path:
         raise CsvFileError(f"cannot read the file: {exc.strerror or exc}") from None
 
 
-def _identity(path: Path) -> tuple[int, int, int]:
-    """What changes when a file is written to: (inode, size, modification time)."""
-    info = os.stat(path)
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is written to: (inode, size, modification time); None once it is gone."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
     return info.st_ino, info.st_size, info.st_mtime_ns
 
 
