@@ -15,6 +15,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -44,6 +45,7 @@ class ProfileError(ValueError):
     """A profile that does not exist or does not satisfy the profile format."""
 
 
+@lru_cache(maxsize=1024)  # headers and vocabulary entries: a handful of distinct texts, met on every row
 def lookup_key(text: str) -> str:
     """Lookup form of a header or vocabulary entry: NFKC (full-width → half-width), no blanks, case-folded."""
     return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text)).casefold()

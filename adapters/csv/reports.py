@@ -4,6 +4,8 @@
   not only consecutive rows); the report number is the ``result_id``. Rows of one report number with
   different versions form one report per version, so a file holding both the preliminary and the final
   rows of a report number yields two versions (docs/rules.md, "Statuses and versions").
+- Rows are grouped while the file is read; a report is complete after its last row, so only the reports
+  still open are held (one at a time in an export that writes each report's rows together).
 - All-or-nothing per report number: one bad row, or a row naming another patient (or another sex or birth
   date) than the report's first row, or another status for the same version, rejects every row of that
   report number.
@@ -13,7 +15,7 @@
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 
 from adapters.csv.rows import BadRow, Row
@@ -36,33 +38,48 @@ class ReportGroup:
         return bool(self.bad) or self.reason is not None
 
 
-def group_rows(parsed: Sequence[Row | BadRow]) -> tuple[list[ReportGroup], list[BadRow]]:
-    """Report groups in order of first appearance, and bad rows that belong to no report number."""
-    groups: dict[str, ReportGroup] = {}
-    orphans: list[BadRow] = []
-    # A misaligned row joins a report only when its would-be report number is one that aligned rows carry:
-    # its cell could hold anything (a name), which must not become a report number in a message.
-    known = {i.report_id for i in parsed if i.report_id and not (isinstance(i, BadRow) and not i.aligned)}
-    for item in parsed:
-        if isinstance(item, BadRow) and not item.aligned and item.report_id not in known:
+class ReportGrouper:
+    """Groups parsed rows into report groups as the file is read: :meth:`add` every row in file order,
+    :meth:`close` a report number once its last row is in.
+
+    ``known`` holds the report numbers that aligned rows carry (a first reading of the file gives them). A
+    misaligned row joins a report only when its would-be report number is one of them: its cell could hold
+    anything (a name), which must not become a report number in a message.
+    """
+
+    def __init__(self, known: Container[str]) -> None:
+        self.known = known
+        self.open: dict[str, ReportGroup] = {}  # in order of first line: a closed number never comes back
+
+    def add(self, item: Row | BadRow) -> ReportGroup | None:
+        """The group ``item`` joined, or None for a bad row that belongs to no report number."""
+        if isinstance(item, BadRow) and not item.aligned and item.report_id not in self.known:
             item.report_id = None
         if item.report_id is None:
-            assert isinstance(item, BadRow)
-            orphans.append(item)
-            continue
-        group = groups.setdefault(item.report_id, ReportGroup(item.report_id, item.line))
+            return None
+        group = self.open.get(item.report_id)
+        if group is None:
+            group = self.open[item.report_id] = ReportGroup(item.report_id, item.line)
         group.lines.append(item.line)
         if isinstance(item, BadRow):
             group.bad.append(item)
-            continue
+            return group
         first = next((rows[0] for rows in group.versions.values()), None)
         if first is not None:
             conflict = _conflict(first, item, group.versions.get(item.version))
             if conflict:
                 group.bad.append(BadRow(item.line, item.report_id, conflict))
-                continue
+                return group
         group.versions.setdefault(item.version, []).append(item)
-    return list(groups.values()), orphans
+        return group
+
+    def close(self, report_id: str) -> ReportGroup:
+        """The complete group of ``report_id``, no longer open."""
+        return self.open.pop(report_id)
+
+    def first_open_line(self) -> int | None:
+        """The first line of the earliest group still open, or None when none is."""
+        return next((group.first_line for group in self.open.values()), None)
 
 
 def _conflict(first: Row, row: Row, same_version: list[Row] | None) -> str | None:

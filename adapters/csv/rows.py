@@ -11,6 +11,8 @@
 - Reference range: the low and high columns when mapped, else the range text split at the profile's
   separators (``3.5-5.3``, ``3.5~5.3``, full-width forms); ``<5.2`` gives a high bound, ``>=40`` a low one;
   a reversed range gives none. The text is always kept.
+- A row holding a NUL character is bad as a whole (nothing is read from it); its report number is taken only
+  when that cell itself is clean.
 - The reason a row is bad never quotes the resident ID (docs/rules.md, "Privacy").
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from functools import lru_cache
 from typing import Any
 
 from adapters.csv.decode import Table
@@ -70,14 +73,20 @@ class _Cells:
     def __init__(self, table: Table, cells: list[str], line: int, profile: Profile) -> None:
         self.table, self.cells, self.line, self.profile = table, cells, line, profile
         self.errors: list[str] = []
+        width = len(cells)
+        self.values = {name: cells[i].strip() if i < width else "" for name, i in table.columns.items()}
 
     def get(self, name: str) -> str:
-        i = self.table.columns.get(name)
-        return self.cells[i].strip() if i is not None and i < len(self.cells) else ""
+        return self.values.get(name, "")
 
     def header(self, name: str) -> str:
         i = self.table.columns.get(name)
         return self.table.header[i].strip() if i is not None else self.profile.header(name)
+
+    def header_at(self, index: int) -> str:
+        """The header of column ``index`` (``#n``, its 1-based number, when it has none)."""
+        header = self.table.header[index].strip() if index < len(self.table.header) else ""
+        return header or f"#{index + 1}"
 
     def error(self, name: str, message: str) -> None:
         self.errors.append(f"{self.header(name)}: {message}")
@@ -96,12 +105,21 @@ def _number(text: str) -> tuple[str | None, float] | None:
     return _COMPARATOR.get(comparator, comparator) if comparator else None, float(match.group(2))
 
 
+#: Formats whose zero-padded form ``datetime.fromisoformat`` reads to the same value as ``strptime``, and
+#: many times faster; other spellings under them (``2025-3-1``) still go through ``strptime``.
+_ISO_SHAPES = {"%Y-%m-%d": re.compile(r"\d{4}-\d\d-\d\d"),
+               "%Y-%m-%d %H:%M": re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d"),
+               "%Y-%m-%d %H:%M:%S": re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")}
+
+
 def _moment(text: str, formats: Sequence[str], zone: tzinfo) -> datetime | None:
     """The instant in the first of ``formats`` (else ISO 8601) that fits; an offset-less time is in ``zone``."""
     text = unicodedata.normalize("NFKC", text).strip()
     for fmt in formats:
+        shape = _ISO_SHAPES.get(fmt)
         try:
-            moment = datetime.strptime(text, fmt)
+            moment = (datetime.fromisoformat(text) if shape is not None and shape.fullmatch(text)
+                      else datetime.strptime(text, fmt))
             break
         except ValueError:
             continue
@@ -113,6 +131,11 @@ def _moment(text: str, formats: Sequence[str], zone: tzinfo) -> datetime | None:
     return moment.replace(tzinfo=zone) if moment.tzinfo is None else moment
 
 
+#: :func:`_moment` remembering the last report and collection times it read: the rows of one report repeat
+#: them (birth dates are not kept: personal data stays in no cache).
+_report_moment = lru_cache(maxsize=512)(_moment)
+
+
 def _lookup(cells: _Cells, name: str, vocabulary: dict[str, str], raw: str) -> str | None:
     value = vocabulary.get(lookup_key(raw))
     if value is None:
@@ -121,14 +144,21 @@ def _lookup(cells: _Cells, name: str, vocabulary: dict[str, str], raw: str) -> s
     return value
 
 
+@lru_cache(maxsize=64)
+def _range_pattern(separators: tuple[str, ...]) -> re.Pattern[str] | None:
+    """``low SEP high`` for the profile's separators (longest first), or None when it has none."""
+    alternatives = "|".join(re.escape(unicodedata.normalize("NFKC", s))
+                            for s in sorted(separators, key=len, reverse=True))
+    return re.compile(rf"({_NUMBER})\s*(?:{alternatives})\s*({_NUMBER})") if alternatives else None
+
+
 def _reference(cells: _Cells, profile: Profile) -> dict[str, Any]:
     text = cells.get("reference_range")
     low = high = None
     if text:
         norm = unicodedata.normalize("NFKC", text).strip()
-        separators = "|".join(re.escape(unicodedata.normalize("NFKC", s))
-                              for s in sorted(profile.range_separators, key=len, reverse=True))
-        pair = re.fullmatch(rf"({_NUMBER})\s*(?:{separators})\s*({_NUMBER})", norm) if separators else None
+        pattern = _range_pattern(profile.range_separators)
+        pair = pattern.fullmatch(norm) if pattern else None
         single = _number(norm)
         if pair:
             a, b = float(pair.group(1)), float(pair.group(2))
@@ -179,14 +209,30 @@ def _value(cells: _Cells, profile: Profile, status: str | None) -> Value:
     return Value(kind or "text", text=raw, unit=unit, interpretation=flag, **ref)
 
 
+def is_aligned(table: Table, cells: Sequence[str]) -> bool:
+    """Whether the row has the header's column count (extra cells that are all empty: a trailing delimiter)."""
+    width = len(table.header)
+    return len(cells) == width or (len(cells) > width and not any(c.strip() for c in cells[width:]))
+
+
+def report_key(table: Table, cells: Sequence[str]) -> tuple[str | None, bool]:
+    """(the row's report number or None, whether the row is aligned): the grouping key of
+    :mod:`adapters.csv.reports`, as :func:`parse_row` will find it."""
+    i = table.columns["report_id"]
+    key = cells[i].strip() if i < len(cells) else ""
+    return (key if key and "\x00" not in key else None), is_aligned(table, cells)
+
+
 def parse_row(table: Table, line: int, cells_list: list[str], profile: Profile) -> Row | BadRow:
     """One data row → a Row, or a BadRow listing every problem found in it (never the resident ID itself)."""
     cells = _Cells(table, cells_list, line, profile)
-    width = len(table.header)
-    if len(cells_list) != width and not (len(cells_list) > width and not any(c.strip() for c in cells_list[width:])):
-        i = table.columns["report_id"]
-        guess = cells_list[i].strip() if i < len(cells_list) else ""
-        return BadRow(line, guess or None, f"wrong column count: expected {width}, got {len(cells_list)}",
+    report_guess, aligned = report_key(table, cells_list)
+    if "\x00" in "".join(cells_list):
+        where = [cells.header_at(i) for i, c in enumerate(cells_list) if "\x00" in c]
+        return BadRow(line, report_guess, f"NUL character(s) in column(s) {', '.join(where)}: the row is not text",
+                      aligned=aligned)
+    if not aligned:
+        return BadRow(line, report_guess, f"wrong column count: expected {len(table.header)}, got {len(cells_list)}",
                       aligned=False)
     report_id = cells.get("report_id")
     if not report_id:
@@ -224,12 +270,12 @@ def parse_row(table: Table, line: int, cells_list: list[str], profile: Profile) 
     if not raw_reported:
         cells.error("reported_at", "the report time is missing")
     else:
-        reported_at = _moment(raw_reported, profile.datetime_formats, zone)
+        reported_at = _report_moment(raw_reported, profile.datetime_formats, zone)
         if reported_at is None:
             cells.error("reported_at", f"{_quote(raw_reported)} is not a date-time in the profile's formats")
     raw_collected = cells.get("collected_at")
     if raw_collected:
-        collected_at = _moment(raw_collected, profile.datetime_formats, zone)
+        collected_at = _report_moment(raw_collected, profile.datetime_formats, zone)
         if collected_at is None:
             cells.error("collected_at", f"{_quote(raw_collected)} is not a date-time in the profile's formats")
     sex = None

@@ -1,31 +1,46 @@
 """One import run: check every row, build the reports, publish them in batches, dead-letter the rest.
 
+- The file is read several times and never held whole: the encoding is checked and the header found
+  (:func:`~adapters.csv.decode.read_table`); an index notes the last line of every report number
+  (:func:`index_reports`); the check parses and groups every row and, once a report's last row is in, builds
+  and validates its events. Memory holds the index (a report number and a line number per report), the
+  reports still open and the problem list; the checked events and the dead letters wait on disk in a
+  :class:`~adapters.csv.spill.Spill`. A pipe is first copied to a temporary file; a file that changes while
+  it is read is refused, since its readings would not agree.
+- Nothing is published before every row is checked, so every rejection is known (and reported) even when
+  the broker is down.
 - All-or-nothing per report number (:mod:`adapters.csv.reports`): each rejected row is reported as
   ``line N: reason`` and sent to ``hr.deadletter.v1`` with ``origin.file`` and ``origin.line``. The
   dead-letter payload holds the header and the row restricted to the profile's columns, with the resident
   ID replaced by a placeholder; a row with the wrong column count carries no payload (its cells cannot be
   attributed to columns, so a name could sit in any of them) (docs/rules.md, "Privacy").
-- Publishing: reports in batches of :data:`BATCH_REPORTS`, each batch acknowledged by the broker before
-  the next, then the dead letters. When the broker is unavailable the run stops and reports exactly what
-  was acknowledged; a re-run of the same file is safe because the store's natural key (institution, report
-  number, version) is UNIQUE, so a report already stored is absorbed as a duplicate (docs/rules.md,
-  "Delivery").
+- Publishing: reports in batches of :data:`BATCH_REPORTS`, in the order of their first line, each batch
+  acknowledged by the broker before the next, then the dead letters. When the broker is unavailable the run
+  stops and reports exactly what was acknowledged; a re-run of the same file is safe because the store's
+  natural key (institution, report number, version) is UNIQUE, so a report already stored is absorbed as a
+  duplicate (docs/rules.md, "Delivery").
 - Exit codes: 0 every row published, 1 rows rejected (or the whole file refused), 2 broker unavailable.
 """
 from __future__ import annotations
 
 import csv
+import heapq
 import io
+import os
+import shutil
+import stat
+import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters.csv.decode import DELIMITER_NAMES, CsvFileError, read_table
+from adapters.csv.decode import DELIMITER_NAMES, CsvFileError, Table, read_table
 from adapters.csv.profile import Profile
-from adapters.csv.reports import ReportGroup, build_reports, group_rows
-from adapters.csv.rows import BadRow, parse_row
+from adapters.csv.reports import ReportGroup, ReportGrouper, build_reports
+from adapters.csv.rows import BadRow, parse_row, report_key
+from adapters.csv.spill import Spill
 from adapters.dead_letter import publish_dead_letters
 from adapters.pipeline import AdapterError, ResultPipeline
 from adapters.publish import BrokerUnavailable
@@ -108,15 +123,39 @@ class ImportSummary:
         return out
 
 
+@dataclass
+class ReportIndex:
+    """The first reading of a file: its data rows, and the last line of each report number an aligned row
+    carries (misaligned rows carrying it included)."""
+
+    rows: int
+    last_line: dict[str, int]
+
+
+def index_reports(table: Table) -> ReportIndex:
+    """Read the file once, noting where each report number's rows end (:class:`ReportIndex`)."""
+    rows = 0
+    last: dict[str, int] = {}
+    aligned: set[str] = set()
+    for line, cells in table.records():
+        rows += 1
+        key, in_line = report_key(table, cells)
+        if key is not None:
+            last[key] = line
+            if in_line:
+                aligned.add(key)
+    return ReportIndex(rows, {key: line for key, line in last.items() if key in aligned})
+
+
 def import_file(path: Path | str, institution: str, profile: Profile, pipeline: ResultPipeline, *,
                 encoding: str | None = None, delimiter: str | None = None, batch_reports: int = BATCH_REPORTS,
                 dry_run: bool = False, progress: Progress | None = None) -> ImportSummary:
     """Read, validate, publish and dead-letter one export file; never raises for bad data or a broker outage.
 
-    Two passes: every row is checked and every report built (so that all rejections are known even when the
-    broker is down), then the reports are published in batches of ``batch_reports``, in the order of their
-    first line, each batch acknowledged before the next; dead letters go last. A pipeline without a
-    publisher, or ``dry_run``, checks only.
+    Every row is checked and every report built before anything is published (so that all rejections are
+    known even when the broker is down); then the reports are published in batches of ``batch_reports``, in
+    the order of their first line, each batch acknowledged before the next; dead letters go last. A
+    pipeline without a publisher, or ``dry_run``, checks only.
     """
     path = Path(path)
     summary = ImportSummary(file=str(path), dry_run=dry_run or pipeline.publisher is None)
@@ -125,44 +164,92 @@ def import_file(path: Path | str, institution: str, profile: Profile, pipeline: 
     except AdapterError as exc:
         summary.refused = exc.message
         return summary
-    letters: list[dict[str, Any]] = []
+    with ExitStack() as stack:
+        letters = stack.enter_context(Spill())
+        ready = stack.enter_context(Spill())
 
-    def dead(error: str, line: int | None, payload: str | None) -> None:
-        letters.append(dead_letter_event(error, payload, file=str(path), line=line, adapter="csv",
-                                         institution=institution))
+        def dead(error: str, line: int | None, payload: str | None) -> None:
+            letters.append(dead_letter_event(error, payload, file=str(path), line=line, adapter="csv",
+                                             institution=institution))
 
-    try:
-        table = read_table(path.read_bytes(), profile, encoding, delimiter)
-    except CsvFileError as exc:
-        summary.refused = scrub(str(exc))
-        dead(str(exc), exc.line, None)
+        def refuse(exc: CsvFileError) -> ImportSummary:
+            summary.refused = scrub(str(exc))
+            single = stack.enter_context(Spill())
+            single.append(dead_letter_event(str(exc), None, file=str(path), line=exc.line, adapter="csv",
+                                            institution=institution))
+            _send_letters(summary, single, pipeline)
+            return summary
+
+        try:
+            source = _regular_file(path, stack)
+            seen = _identity(source)
+            table = read_table(source, profile, encoding, delimiter)
+            index = index_reports(table)
+        except CsvFileError as exc:
+            return refuse(exc)
+        summary.encoding, summary.delimiter, summary.rows = table.encoding, table.delimiter, index.rows
+        try:
+            published_rows = _check(table, path.name, index, institution, profile, pipeline, summary, dead,
+                                    None if summary.dry_run else ready, progress)
+            if _identity(source) != seen:
+                raise CsvFileError("the file changed while it was read; nothing was published: import it again "
+                                   "once it is complete")
+        except CsvFileError as exc:
+            summary.problems.clear()
+            summary.rejected_rows = summary.rejected_reports = summary.reports = 0
+            return refuse(exc)
+        summary.problems.sort(key=lambda p: p.line or 0)
+        if summary.dry_run:
+            return summary
+        with _progress(progress, published_rows, "publishing") as update:
+            for chunk in ready.batches(batch_reports):
+                try:
+                    pipeline.publish([event for _, _, built in chunk for event in built])
+                except BrokerUnavailable as exc:
+                    summary.broker_error = scrub(str(exc))
+                    summary.first_unpublished_line = chunk[0][0]
+                    summary.dead_letters_pending = letters.count
+                    return summary
+                summary.published_reports += sum(len(built) for _, _, built in chunk)
+                rows = sum(count for _, count, _ in chunk)
+                summary.published_rows += rows
+                update(rows)
         _send_letters(summary, letters, pipeline)
-        return summary
-    summary.encoding, summary.delimiter, summary.rows = table.encoding, table.delimiter, len(table.rows)
-    by_line = dict(table.rows)
+    return summary
+
+
+def _check(table: Table, file_name: str, index: ReportIndex, institution: str, profile: Profile,
+           pipeline: ResultPipeline, summary: ImportSummary, dead: Callable[[str, int | None, str | None], None],
+           ready: Spill | None, progress: Progress | None) -> int:
+    """The checking reading: parse and group every row, build each report once its last row is in, spill the
+    accepted ones (``[first line, rows, events]``, in order of first line) and dead-letter the rest. Returns
+    the number of rows in accepted reports; CsvFileError when the file no longer matches its index."""
     mapped = sorted(set(table.columns.values()))
     resident_column = table.columns["resident_id"]
+    held: dict[int, list[str]] = {}  # the cells of the rows of reports still open, for their dead letters
+    done: list[tuple[int, int, list[dict[str, Any]]]] = []  # accepted reports waiting for an earlier one
+    grouper = ReportGrouper(index.last_line)
+    accepted_rows = 0
 
-    def payload(line: int) -> str:
+    def payload(cells: list[str]) -> str:
         """Header and row restricted to the profile's columns, the resident ID replaced (PIPL: minimum)."""
-        cells = by_line[line]
         buffer = io.StringIO()
         writer = csv.writer(buffer, delimiter=table.delimiter, lineterminator="\n")
         writer.writerow([table.header[i] for i in mapped])
-        writer.writerow(["[resident-id]" if i == resident_column else cells[i] if i < len(cells) else ""
-                         for i in mapped])
+        writer.writerow(["[resident-id]" if i == resident_column else
+                         cells[i].replace("\x00", "\ufffd") if i < len(cells) else "" for i in mapped])
         return buffer.getvalue()
 
-    def reject_row(bad: BadRow) -> None:
+    def reject_row(bad: BadRow, cells: list[str]) -> None:
         summary.rejected_rows += 1
         summary.problems.append(Problem(bad.line, scrub(bad.reason)))
-        dead(f"line {bad.line}: {bad.reason}", bad.line, payload(bad.line) if bad.aligned else None)
+        dead(f"line {bad.line}: {bad.reason}", bad.line, payload(cells) if bad.aligned else None)
 
     def reject_group(group: ReportGroup) -> None:
         summary.rejected_reports += max(1, len(group.versions))
         bad_lines = {b.line for b in group.bad}
         for bad in group.bad:
-            reject_row(bad)
+            reject_row(bad, held[bad.line])
         why = group.reason or f"bad line(s) {', '.join(str(n) for n in sorted(bad_lines))}"
         lines = sorted(group.lines)
         listed = ", ".join(str(n) for n in lines[:50]) + (", …" if len(lines) > 50 else "")
@@ -172,44 +259,75 @@ def import_file(path: Path | str, institution: str, profile: Profile, pipeline: 
             if line not in bad_lines:
                 summary.rejected_rows += 1
                 dead(f"line {line}: held back with report {group.report_id}, rejected as a whole: {why}", line,
-                     payload(line))
+                     payload(held[line]))
 
-    groups, orphans = group_rows([parse_row(table, line, cells, profile) for line, cells in table.rows])
-    summary.reports = sum(max(1, len(g.versions)) for g in groups)
-    ready: list[tuple[ReportGroup, list[dict[str, Any]]]] = []
-    with _progress(progress, summary.rows, "checking rows") as update:
-        for bad in orphans:
-            reject_row(bad)
-        update(len(orphans))
-        for group in groups:
-            if not group.rejected:
-                try:
-                    ready.append((group, [pipeline.lab_event(r, "csv")
-                                          for r in build_reports(group, institution, path.name)]))
-                except AdapterError as exc:
-                    group.reason = str(exc)
-            if group.rejected:
-                reject_group(group)
-            update(len(group.lines))
-    summary.problems.sort(key=lambda p: p.line or 0)
-    if summary.dry_run:
-        return summary
-    with _progress(progress, sum(len(g.lines) for g, _ in ready), "publishing") as update:
-        for start in range(0, len(ready), batch_reports):
-            chunk = ready[start:start + batch_reports]
+    def finish(group: ReportGroup) -> None:
+        nonlocal accepted_rows
+        summary.reports += max(1, len(group.versions))
+        built: list[dict[str, Any]] = []
+        if not group.rejected:
             try:
-                pipeline.publish([event for _, built in chunk for event in built])
-            except BrokerUnavailable as exc:
-                summary.broker_error = scrub(str(exc))
-                summary.first_unpublished_line = chunk[0][0].first_line
-                summary.dead_letters_pending = len(letters)
-                return summary
-            summary.published_reports += sum(len(built) for _, built in chunk)
-            rows = sum(len(g.lines) for g, _ in chunk)
-            summary.published_rows += rows
-            update(rows)
-    _send_letters(summary, letters, pipeline)
-    return summary
+                built = [pipeline.lab_event(r, "csv") for r in build_reports(group, institution, file_name)]
+            except AdapterError as exc:
+                group.reason = str(exc)
+        if group.rejected:
+            reject_group(group)
+        else:
+            accepted_rows += len(group.lines)
+            heapq.heappush(done, (group.first_line, len(group.lines), built))
+        for line in group.lines:
+            del held[line]
+        first_open = grouper.first_open_line()
+        while done and (first_open is None or done[0][0] < first_open):
+            first_line, rows, events = heapq.heappop(done)
+            if ready is not None:
+                ready.append([first_line, rows, events])
+
+    step = max(1, min(1000, index.rows // 100))  # progress in about 1 % steps, at most every 1,000 rows
+    with _progress(progress, index.rows, "checking rows") as update:
+        unreported = 0
+        for line, cells in table.records():
+            item = parse_row(table, line, cells, profile)
+            group = grouper.add(item)
+            if group is None:
+                assert isinstance(item, BadRow)
+                reject_row(item, cells)
+            else:
+                held[line] = cells
+                if index.last_line.get(group.report_id) == line:
+                    finish(grouper.close(group.report_id))
+            unreported += 1
+            if unreported >= step:
+                update(unreported)
+                unreported = 0
+        update(unreported)
+    if grouper.open:
+        raise CsvFileError("the file changed while it was read; nothing was published: import it again once it "
+                           "is complete")
+    return accepted_rows
+
+
+def _regular_file(path: Path, stack: ExitStack) -> Path:
+    """``path`` itself when it is a regular file (read more than once); else (a pipe) a temporary copy."""
+    try:
+        if stat.S_ISREG(os.stat(path).st_mode):
+            return path
+        copy = stack.enter_context(tempfile.NamedTemporaryFile(prefix="hrx-csv-", suffix=path.suffix))
+        with open(path, "rb") as stream:
+            shutil.copyfileobj(stream, copy)
+        copy.flush()
+        return Path(copy.name)
+    except OSError as exc:
+        raise CsvFileError(f"cannot read the file: {exc.strerror or exc}") from None
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is written to: (inode, size, modification time); None once it is gone."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns
 
 
 @contextmanager
@@ -221,16 +339,15 @@ def _progress(factory: Progress | None, total: int, label: str) -> Iterator[Call
         yield update
 
 
-def _send_letters(summary: ImportSummary, letters: list[dict[str, Any]], pipeline: ResultPipeline) -> None:
+def _send_letters(summary: ImportSummary, letters: Spill, pipeline: ResultPipeline) -> None:
     """Publish the run's dead letters in batches; on a broker outage, count what was not acknowledged."""
-    if summary.dry_run or not letters or pipeline.publisher is None:
+    if summary.dry_run or not letters.count or pipeline.publisher is None:
         return
-    for start in range(0, len(letters), DEAD_LETTER_BATCH):
-        chunk = letters[start:start + DEAD_LETTER_BATCH]
+    for chunk in letters.batches(DEAD_LETTER_BATCH):
         try:
             publish_dead_letters(pipeline.publisher, chunk)
         except BrokerUnavailable as exc:
             summary.broker_error = scrub(str(exc))
-            summary.dead_letters_pending = len(letters) - summary.dead_letters
+            summary.dead_letters_pending = letters.count - summary.dead_letters
             return
         summary.dead_letters += len(chunk)

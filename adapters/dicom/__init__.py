@@ -44,6 +44,11 @@ Rules implemented:
   Finding/Description/所见/描述 → findings, Impression/Conclusion/Diagnosis/印象/结论/诊断/意见 → impression,
   other TEXT → findings when nothing was labelled. Encapsulated PDF: its text when ``pypdf`` is installed,
   else a note that a PDF report exists (retrieve the study to read it).
+- Associations: at most ``--max-associations`` at once, and at most ``--max-associations-per-ae`` per
+  calling AE title and ``--max-associations-per-address`` per source address (:mod:`.admission`), so that
+  one host cannot take every slot; a caller over a limit is rejected (A-ASSOCIATE-RJ, local limit exceeded).
+  An association idle for ``--network-timeout`` seconds is aborted; a connection that sends no
+  A-ASSOCIATE-RQ within ``--acse-timeout`` (ARTIM) is closed.
 - Retrieval pointer: ``--retrieve-ae/--retrieve-host/--retrieve-port`` and/or ``--wado-rs`` (the hospital's
   PACS); without them, the sending AE title and its address. The puller points at the PACS it pulled from.
 """

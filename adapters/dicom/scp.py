@@ -11,8 +11,13 @@ Answers (docs/rules.md, "Delivery"):
   an undecodable or truncated data set, 0xC010/0xC011 for a missing / invalid resident ID, 0xC012 for an
   instance whose patient differs from its study's — each with an ErrorComment; nothing is spooled for them.
 
-Association limits: a non-zero maximum PDU size, a bounded number of concurrent associations (pynetdicom
-rejects the next one with "local limit exceeded") and, when given, a calling-AE-title allow-list.
+Association limits: a non-zero maximum PDU size; a bounded number of concurrent associations in all
+(pynetdicom rejects the next one with "local limit exceeded"), per calling AE title and per source address
+(:mod:`.admission`, the same rejection), so that one host cannot hold every slot; when given, a
+calling-AE-title allow-list. Timeouts (pynetdicom's AE timeouts): an association idle for
+``network_timeout`` seconds is aborted; ``acse_timeout`` bounds the wait for the A-ASSOCIATE-RQ after a
+connection is made and for the transport to close after a rejection or release (the ARTIM timer);
+``dimse_timeout`` bounds the wait for the rest of a DIMSE message.
 
 TCP_NODELAY / TCP_QUICKACK: with a sender that keeps Nagle on (dcmtk ``TCP_NODELAY=0``), the last small
 segment of each of its messages waits for our delayed ACK (tens of milliseconds per instance). TCP_NODELAY
@@ -35,6 +40,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, e
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from adapters.dicom.admission import CallerLimits
 from adapters.dicom.metadata import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_OUT_OF_RESOURCES,
@@ -59,6 +65,14 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PDU = 65536
 DEFAULT_MAX_ASSOCIATIONS = 8
+#: Per calling AE title and per source address: half the slots, the other half stay free for other callers.
+DEFAULT_MAX_ASSOCIATIONS_PER_CALLER = 4
+#: Seconds an established association may stay silent before it is aborted.
+DEFAULT_NETWORK_TIMEOUT = 60.0
+#: Seconds to wait for an A-ASSOCIATE-RQ, and for the transport to close after a rejection (ARTIM).
+DEFAULT_ACSE_TIMEOUT = 30.0
+#: Seconds to wait for the rest of a DIMSE message.
+DEFAULT_DIMSE_TIMEOUT = 60.0
 
 
 class _QuickAckSocket(socket.socket):
@@ -264,12 +278,16 @@ class ScpConfig:
     port: int = 11112
     allow_ae: Sequence[str] = ()
     max_associations: int = DEFAULT_MAX_ASSOCIATIONS
+    max_associations_per_ae: int = DEFAULT_MAX_ASSOCIATIONS_PER_CALLER
+    max_associations_per_address: int = DEFAULT_MAX_ASSOCIATIONS_PER_CALLER
     max_pdu: int = DEFAULT_MAX_PDU
     stable_seconds: float = 30.0
     broker_grace: float | None = None  # None: the spool alone decides (never refuse for the broker)
     patient_id_is_resident_id: bool = False
     tcp_nodelay: bool = True
-    network_timeout: float = 60.0
+    network_timeout: float = DEFAULT_NETWORK_TIMEOUT
+    acse_timeout: float = DEFAULT_ACSE_TIMEOUT
+    dimse_timeout: float = DEFAULT_DIMSE_TIMEOUT
 
 
 class DicomReceiver:
@@ -279,6 +297,8 @@ class DicomReceiver:
                  retrieval: Retrieval | None = None, bootstrap: str | None = None) -> None:
         if config.max_pdu <= 0:
             raise ValueError("the maximum PDU size must be bounded (non-zero)")
+        if min(config.network_timeout, config.acse_timeout, config.dimse_timeout) <= 0:
+            raise ValueError("the network, ACSE and DIMSE timeouts must be positive (never unbounded)")
         pipeline.check_institution(institution)
         self.config = config
         self.spool = spool
@@ -288,12 +308,13 @@ class DicomReceiver:
                                  self.assembler, config.broker_grace)
         self.handler = StoreHandler(spool, pipeline.pseudonymizer, config.patient_id_is_resident_id,
                                     self.watch.refusal)
+        self.limits = CallerLimits(config.max_associations_per_ae, config.max_associations_per_address)
         self.ae = AE(ae_title=config.ae_title)
         self.ae.maximum_pdu_size = config.max_pdu
         self.ae.maximum_associations = config.max_associations
         self.ae.network_timeout = config.network_timeout
-        self.ae.acse_timeout = 30
-        self.ae.dimse_timeout = 60
+        self.ae.acse_timeout = config.acse_timeout
+        self.ae.dimse_timeout = config.dimse_timeout
         if config.allow_ae:
             self.ae.require_calling_aet = list(config.allow_ae)
         contexts = [*StoragePresentationContexts]
@@ -313,17 +334,20 @@ class DicomReceiver:
     def start(self, assemble: bool = True) -> Self:
         server_class = NoDelayAssociationServer if self.config.tcp_nodelay else PlainAssociationServer
         self._server = start_server(self.ae, (self.config.host, self.config.port),
-                                    [(evt.EVT_C_STORE, self.handler)], server_class)
+                                    [(evt.EVT_REQUESTED, self.limits.on_requested), (evt.EVT_C_STORE, self.handler)],
+                                    server_class)
         self.watch.start()
         if assemble:
             worker = threading.Thread(target=self.assembler.run, args=(self._stop,), name="dicom-assembler",
                                       daemon=True)
             worker.start()
             self._threads.append(worker)
-        log.info("DICOM SCP %s listening on %s:%d (max PDU %d, max %d associations, allow-list %s, "
-                 "study stable after %.1fs)", self.config.ae_title, self.config.host, self.port,
-                 self.config.max_pdu, self.config.max_associations, ",".join(self.config.allow_ae) or "off",
-                 self.config.stable_seconds)
+        log.info("DICOM SCP %s listening on %s:%d (max PDU %d, max %d associations, %d per calling AE title, "
+                 "%d per address, idle timeout %.0fs, ACSE timeout %.0fs, allow-list %s, study stable after "
+                 "%.1fs)", self.config.ae_title, self.config.host, self.port, self.config.max_pdu,
+                 self.config.max_associations, self.config.max_associations_per_ae,
+                 self.config.max_associations_per_address, self.config.network_timeout, self.config.acse_timeout,
+                 ",".join(self.config.allow_ae) or "off", self.config.stable_seconds)
         return self
 
     def stop(self) -> None:

@@ -98,11 +98,24 @@ def _options(func):  # type: ignore[no-untyped-def]
 @click.option("--retrieve-ae", help="retrieval pointer: the PACS AE title holding the images")
 @click.option("--retrieve-host", help="retrieval pointer: the PACS host")
 @click.option("--retrieve-port", type=click.IntRange(1, 65535), help="retrieval pointer: the PACS port")
+@click.option("--max-associations-per-ae", type=click.IntRange(1, 256), default=4, show_default=True,
+              help="concurrent associations one calling AE title may hold (more: rejected, local limit exceeded)")
+@click.option("--max-associations-per-address", type=click.IntRange(1, 256), default=4, show_default=True,
+              help="concurrent associations one source address may hold (more: rejected, local limit exceeded)")
+@click.option("--network-timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
+              help="seconds an association may stay idle before it is aborted")
+@click.option("--acse-timeout", type=click.FloatRange(1, 600), default=30.0, show_default=True,
+              help="ARTIM: seconds to wait for the A-ASSOCIATE-RQ after a connection, and for the transport to "
+                   "close after a rejection or release")
+@click.option("--dimse-timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
+              help="seconds to wait for the rest of a DIMSE message")
 @_options
 def dicom_scp(ae_title: str, port: int, allow_ae: tuple[str, ...], spool: Path | None, broker_grace: float,
               max_pending_studies: int, retrieve_ae: str | None, retrieve_host: str | None,
-              retrieve_port: int | None, institution: str, host: str, stable_seconds: float,
-              max_associations: int, max_pdu: int, patient_id_is_resident_id: bool, wado_rs: str | None) -> None:
+              retrieve_port: int | None, max_associations_per_ae: int, max_associations_per_address: int,
+              network_timeout: float, acse_timeout: float, dimse_timeout: float, institution: str, host: str,
+              stable_seconds: float, max_associations: int, max_pdu: int, patient_id_is_resident_id: bool,
+              wado_rs: str | None) -> None:
     """C-ECHO/C-STORE SCP: spool instances durably, publish each study once it is stable."""
     from adapters.dicom.scp import DicomReceiver, Retrieval, ScpConfig
     from adapters.dicom.spool import Spool
@@ -110,8 +123,11 @@ def dicom_scp(ae_title: str, port: int, allow_ae: tuple[str, ...], spool: Path |
     settings = Settings.from_env()
     pipeline, bootstrap = _pipeline(settings)
     config = ScpConfig(ae_title=ae_title, host=host, port=port, allow_ae=allow_ae,
-                       max_associations=max_associations, max_pdu=max_pdu, stable_seconds=stable_seconds,
-                       broker_grace=broker_grace, patient_id_is_resident_id=patient_id_is_resident_id)
+                       max_associations=max_associations, max_associations_per_ae=max_associations_per_ae,
+                       max_associations_per_address=max_associations_per_address, max_pdu=max_pdu,
+                       stable_seconds=stable_seconds, broker_grace=broker_grace,
+                       patient_id_is_resident_id=patient_id_is_resident_id, network_timeout=network_timeout,
+                       acse_timeout=acse_timeout, dimse_timeout=dimse_timeout)
     store = Spool(spool or settings.var_dir / "dicom-spool", max_pending_studies=max_pending_studies)
     retrieval = Retrieval(retrieve_ae, retrieve_host, retrieve_port, wado_rs)
     stop = _stop_event()
@@ -120,7 +136,8 @@ def dicom_scp(ae_title: str, port: int, allow_ae: tuple[str, ...], spool: Path |
         while not stop.wait(60):
             click.echo(f"dicom-scp: {receiver.handler.stats.stored} stored, {receiver.handler.stats.duplicates} "
                        f"duplicate(s), {receiver.handler.stats.refused} refused, {receiver.handler.stats.failed} "
-                       f"failed; spool {store.counts()}", err=True)
+                       f"failed; {receiver.limits.rejected} association(s) over a per-caller limit; spool "
+                       f"{store.counts()}", err=True)
     finally:
         receiver.stop()
         pipeline.publisher.close()

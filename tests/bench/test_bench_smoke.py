@@ -62,3 +62,20 @@ def test_results_name_the_commit_they_measured(tmp_path, monkeypatch) -> None:  
     assert common.code_version() == head
     (tmp_path / "engine.py").write_text("fast = False\n")
     assert common.code_version() == head + "-dirty"
+
+
+@pytest.mark.integration  # measures in a child process
+def test_csv_benchmark_runs_on_tiny_sizes() -> None:
+    from bench import csv
+
+    outcome = csv.run(sizes=(100, 300))
+    assert outcome.status == "done", outcome.notes
+    assert outcome.figures["300_rows"]["published_rows"] == 300
+    assert set(outcome.ratios) == {"100_rows_ours_vs_bare_csv", "300_rows_ours_vs_bare_csv"}
+    assert set(outcome.goals) == {"300_rows_within_60_s", "peak_rss_growth_300_le_3x_100_plus_16_mib"}
+
+
+def test_the_csv_benchmark_is_registered() -> None:
+    from bench.__main__ import ORDER
+
+    assert "csv" in ORDER

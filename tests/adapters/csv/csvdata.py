@@ -59,3 +59,38 @@ def write_export(tmp_path: Path, rows: list[list[str]] | list[str], *, header: l
 def run_import(path: Path, pipeline: ResultPipeline, institution: str = "zj-hz-001",
                profile: str = "lis-generic-zh", **kwargs) -> ImportSummary:  # type: ignore[no-untyped-def]
     return import_file(path, institution, load_profile(profile), pipeline, **kwargs)
+
+
+def write_many(path: Path, rows: int, per_report: int = 4) -> list[str]:
+    """A ``lis-generic-zh`` export of ``rows`` rows, ``per_report`` consecutive rows per report, written a row
+    at a time; the report numbers in file order."""
+    codes = (("GLU", "5.6", "mmol/L"), ("K", "4.2", "mmol/L"), ("ALT", "40", "U/L"), ("NA", "140", "mmol/L"))
+    reports: list[str] = []
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        out.write(",".join(HEADER_ZH) + "\r\n")
+        for i in range(rows):
+            n = i // per_report
+            if i % per_report == 0:
+                reports.append(f"M{n:07d}")
+            code, result, unit = codes[i % per_report % len(codes)]
+            moment = f"2025-03-{1 + n % 28:02d} {9 + n // 28 % 14:02d}:{n % 60:02d}:00"  # after sampling
+            rid = make_resident_id(f"3301061985{1 + n % 12:02d}{1 + n % 28:02d}{n % 1000:03d}")
+            out.write(",".join(lis_row(rid=rid, report=reports[-1], code=code, result=result, unit=unit, ref="",
+                                       reported=moment, birth="")) + "\r\n")
+    return reports
+
+
+class Counter:
+    """A publisher that acknowledges and counts records without keeping them."""
+
+    bootstrap = None
+
+    def __init__(self) -> None:
+        self.records = 0
+
+    def publish(self, records) -> None:  # type: ignore[no-untyped-def]
+        for _ in records:
+            self.records += 1
+
+    def close(self) -> None:
+        pass

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from adapters.pipeline import ResultPipeline
-from schemas.topics import TOPIC_LAB
-from tests.adapters.csv.csvdata import RID_A, RID_B, lis_row, run_import, write_export
+from schemas.topics import TOPIC_DEADLETTER, TOPIC_LAB
+from tests.adapters.csv.csvdata import HEADER_ZH, RID_A, RID_B, lis_row, run_import, write_export
 
 
 def test_gbk_tab_export_with_the_detail_profile(tmp_path, pipeline, recorder) -> None:  # type: ignore[no-untyped-def]
@@ -78,3 +78,27 @@ def test_quoted_newlines_blank_lines_and_trailing_delimiters_keep_line_numbers(t
     rows = [",".join(quoted), "", ",".join(lis_row(report="Q2")) + ",", ",".join(lis_row(report="Q3", result="x"))]
     summary = run_import(write_export(tmp_path, rows), pipeline)
     assert summary.rows == 3 and [p.line for p in summary.problems] == [6, 6]  # header 1, Q1 2-3, blank 4, Q2 5
+
+
+@pytest.mark.parametrize("header", [
+    [h + "\x00" if h == "姓名" else h for h in HEADER_ZH],  # in a column the profile does not read
+    [*HEADER_ZH, "\x00\x00"],                              # after the last column
+    [h.replace("报告单号", "报告\x00单号") for h in HEADER_ZH],  # in a required column: no header matches
+])
+def test_a_header_row_with_nul_characters_refuses_the_file(tmp_path, pipeline, recorder, header) -> None:  # type: ignore[no-untyped-def]
+    rows = [lis_row(report="N1")]
+    path = write_export(tmp_path, [r + [""] * (len(header) - len(r)) for r in rows], header=header,
+                        preamble="LIS export\r\n")
+    summary = run_import(path, pipeline)
+    assert summary.exit_code == 1 and summary.refused is not None, summary.lines()
+    assert summary.refused.startswith("line 2: the header row contains NUL characters"), summary.refused
+    assert recorder.events(TOPIC_LAB) == []
+    [letter] = recorder.events(TOPIC_DEADLETTER)
+    assert letter["origin"]["line"] == 2 and "\x00" not in letter["error"]
+
+
+def test_utf16_without_a_byte_order_mark_is_refused_with_a_hint(tmp_path, pipeline) -> None:  # type: ignore[no-untyped-def]
+    path = write_export(tmp_path, [lis_row()], encoding="utf-16-le")
+    summary = run_import(path, pipeline, encoding="latin-1")
+    assert summary.refused and "NUL characters" in summary.refused and "--encoding utf-16" in summary.refused
+    assert run_import(path, pipeline, encoding="utf-16-le").exit_code == 0
