@@ -3,8 +3,8 @@
 Both build tens of thousands of short-lived containers per unit of work (a check over a long history, a
 batch of a thousand events), nearly all freed by reference counting. At the default threshold (700
 allocations) the collector runs dozens of times per unit for nothing, and each full collection walks every
-long-lived object of the process (code book, SQLAlchemy, kafka-python). Measured on 2 cores: ≈ 4 ms of a
-30 ms check at 500 results, and ≈ 15 % of the engine's ingest time on SQLite. So, while such a loop runs:
+long-lived object of the process (code book, SQLAlchemy, kafka-python): a measurable share of a check and
+of the engine's ingest (bench/README.md). So, while such a loop runs:
 what exists at start-up is frozen (moved out of the collector's view) and the young generation is larger;
 cycle collection still runs, only less often.
 """

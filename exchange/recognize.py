@@ -1,7 +1,7 @@
 """The recognition rules: may a prior result be reused by a requesting institution at a given moment?
 
 For a prior result R (issuer I, reported at t, unified item c, status s) and a request (institution J,
-moment ``at``), R is recognizable at tier T when (DOMAIN.md §1–§3; issue #4):
+moment ``at``), R is recognizable at tier T when (docs/rules.md, "Tiers", "Validity", "QC" and "Grades"):
 - a catalogue of tier T, in force at ``at``, whose scope contains both I and J, lists c (for a panel, every
   component is present in R's report);
 - ``at <= t + valid_days`` (the window is catalogue data, never a constant);

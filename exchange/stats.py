@@ -1,4 +1,4 @@
-"""Regulator statistics (DOMAIN.md §6): presented, accepted, rejected by reason, recognition rate, savings.
+"""Regulator statistics (docs/rules.md, "Recognition rate and savings"): presented, accepted, rejected by reason, recognition rate, savings.
 
 recognition rate = accepted / (recognizable results presented − rejections whose reason does not count)
 savings (avoided cost) = sum of the prices of accepted (hence not repeated) items, at the requesting

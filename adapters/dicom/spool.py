@@ -112,10 +112,8 @@ class Spool:
         commit the file's new size to the file system journal: a second device flush per C-STORE. Once the
         WAL has its size, later commits overwrite it in place (SQLite rewinds it after a checkpoint and,
         with ``journal_size_limit`` at its default, never shrinks it) and the sync flushes the data only —
-        the steady state of a long-running spool, here from the first instance after a start. Measured
-        (300 commits, ext4 on a shared virtual disk under another writer's fsyncs): 0.2–0.7 → 0.1–0.2 ms;
-        ``Spool.add`` inside the SCP during bench 4 (median of 303): 0.44–0.47 → 0.40 ms.
-        The pages it wrote stay in the database file's free list and are reused by later inserts.
+        the steady state of a long-running spool, here from the first instance after a start (the DICOM
+        benchmark in bench/ measures the C-STORE path). The pages it wrote stay in the database file's free list and are reused by later inserts.
         """
         wal = self.directory / "index.db-wal"
         if wal.exists() and wal.stat().st_size >= WAL_PREALLOCATE:
