@@ -244,6 +244,25 @@ class Spool:
                 raise SpoolUnavailable(f"spool commit failed: {exc}") from exc
 
 
+def read_state(directory: Path | str, name: str) -> Any:
+    """A state value read through a read-only connection (``None`` if the spool or the value is absent).
+
+    For status queries beside a running spool owner: opening a :class:`Spool` writes (it resets back-offs).
+    """
+    path = Path(directory) / "index.db"
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            row = db.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise SpoolUnavailable(f"spool {directory} is unreadable: {exc}") from exc
+    return orjson.loads(row[0]) if row else None
+
+
 def broker_reachable(bootstrap: str, timeout: float = 1.0) -> bool:
     """A TCP probe of the bootstrap servers (liveness only; publishing still waits for acknowledgements)."""
     for server in bootstrap.split(","):

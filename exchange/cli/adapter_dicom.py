@@ -10,9 +10,9 @@ import signal
 import sys
 import threading
 import time
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -144,57 +144,159 @@ def dicom_scp(ae_title: str, port: int, allow_ae: tuple[str, ...], spool: Path |
         store.close()
 
 
-@click.command("dicom-pull")
+class _PullCommand(click.Command):
+    """``dicom-pull``, whose --status needs only the PACS and the spool: --institution is not required then."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        relaxed = [p for p in self.params if p.required and p.name == "institution"] if "--status" in args else []
+        for param in relaxed:
+            param.required = False
+        try:
+            return super().parse_args(ctx, args)
+        finally:
+            for param in relaxed:
+                param.required = True
+
+
+def _first_day(since: str | None) -> date:
+    """The first StudyDate to pull when no watermark is stored: ``--since``, else today's Beijing date."""
+    from codes.calendar import beijing_now
+
+    first = _since(since)
+    return first.date() if first else beijing_now().date()
+
+
+class _MoveProgress:
+    """A tqdm bar of the studies moved, on a terminal only (a log or a pipe gets the summary lines)."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+
+    def __call__(self, moved: int, total: int) -> None:
+        if total == 0 or not sys.stderr.isatty():
+            return
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc="C-MOVE", unit="study", file=sys.stderr, leave=False)
+        self._bar.update(moved - self._bar.n)
+        if moved >= total:
+            self._bar.close()
+            self._bar = None
+
+
+def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> list[str]:
+    widths = [max([len(title), *(len(str(row[key])) for row in rows)]) for key, title in columns]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    return ["  " + line.format(*(title for _, title in columns)).rstrip()] + [
+        "  " + line.format(*(str(row[key]) for key, _ in columns)).rstrip() for row in rows]
+
+
+def _status_lines(report: dict[str, Any], lookback_days: int) -> list[str]:
+    from codes.calendar import beijing_minute
+
+    for row in report["retry"]:
+        row["next_try"] = beijing_minute(datetime.fromisoformat(row["next_try"]))
+    for row in report["given_up"]:
+        row["given_up_at"] = beijing_minute(datetime.fromisoformat(row["given_up_at"]))
+    out = [f"{report['pull']}: watermark StudyDate >= {report['watermark']} (queried from "
+           f"{report['queried_from']} with a {lookback_days}-day look-back)",
+           f"done: {len(report['done'])} study(ies) within the look-back"]
+    if report["done"]:
+        out += _table(report["done"], [("study_uid", "STUDY INSTANCE UID"), ("key_date", "DATE"), ("by", "BY")])
+    out.append(f"pending retries: {len(report['retry'])}")
+    if report["retry"]:
+        out += _table(report["retry"], [("study_uid", "STUDY INSTANCE UID"), ("key_date", "DATE"),
+                                        ("attempts", "ATTEMPTS"), ("next_try", "NEXT TRY (BEIJING)"),
+                                        ("reason", "REASON")])
+    out.append(f"given up: {len(report['given_up'])}")
+    if report["given_up"]:
+        out += _table(report["given_up"], [("study_uid", "STUDY INSTANCE UID"), ("key_date", "DATE"),
+                                           ("attempts", "ATTEMPTS"), ("given_up_at", "GIVEN UP (BEIJING)"),
+                                           ("reason", "REASON")])
+    return out
+
+
+@click.command("dicom-pull", cls=_PullCommand)
 @click.option("--pacs", required=True, help="the PACS's HOST:PORT")
 @click.option("--pacs-ae", required=True, help="the PACS's AE title")
 @click.option("--ae", "ae_title", default="HRXPULL", show_default=True,
               help="our AE title (the C-MOVE destination the PACS knows)")
 @click.option("--port", type=click.IntRange(1, 65535), default=11113, show_default=True,
               help="port of our storage SCP receiving the C-MOVE")
-@click.option("--since", help="YYYYMMDD: first StudyDate to pull when no watermark is stored yet")
+@click.option("--since", help="YYYYMMDD: first StudyDate to pull when no watermark is stored yet "
+                              "[default: today in Beijing]")
 @click.option("--lookback-days", type=click.IntRange(0, 365), default=1, show_default=True,
               help="also query this many days before the watermark (studies that reach the PACS late)")
+@click.option("--undated/--no-undated", default=True, show_default=True,
+              help="also find studies without StudyDate, by SeriesDate within the look-back")
+@click.option("--retry-attempts", type=click.IntRange(1, 100), default=8, show_default=True,
+              help="attempts per study (the first included) before it is given up")
+@click.option("--retry-delay", type=click.FloatRange(0), default=600.0, show_default=True,
+              help="seconds from a study's first failed attempt to its second; doubled after each attempt")
+@click.option("--retry-max-delay", type=click.FloatRange(0), default=43200.0, show_default=True,
+              help="longest wait in seconds between two attempts of a study")
 @click.option("--once", is_flag=True, help="pull once, publish, exit (0 ok, 1 PACS problems, 2 broker down)")
 @click.option("--interval", type=click.FloatRange(1), default=300.0, show_default=True,
               help="seconds between pulls when not --once")
 @click.option("--spool", type=click.Path(file_okay=False, path_type=Path),
               help="spool directory with the watermark (default: $HRX_VAR_DIR/dicom-pull-spool)")
+@click.option("--status", "show_status", is_flag=True,
+              help="print the stored state (watermark, done, retries, given up) and exit; pulls nothing")
+@click.option("--json", "as_json", is_flag=True, help="with --status: print it as JSON")
 @_options
 def dicom_pull(pacs: str, pacs_ae: str, ae_title: str, port: int, since: str | None, lookback_days: int,
-               once: bool, interval: float,
-               spool: Path | None, institution: str, host: str, stable_seconds: float, max_associations: int,
-               max_pdu: int, patient_id_is_resident_id: bool, wado_rs: str | None) -> None:
-    """C-FIND new studies on a PACS from a stored watermark, C-MOVE them to ourselves, publish them."""
+               undated: bool, retry_attempts: int, retry_delay: float, retry_max_delay: float, once: bool,
+               interval: float, spool: Path | None, show_status: bool, as_json: bool, institution: str | None,
+               host: str, stable_seconds: float, max_associations: int, max_pdu: int,
+               patient_id_is_resident_id: bool, wado_rs: str | None) -> None:
+    """C-FIND new studies on a PACS from a stored watermark, C-MOVE them to ourselves, publish them.
+
+    Studies without StudyDate are found by SeriesDate; a study not retrieved completely is retried with a
+    back-off, then given up. --status lists the watermark, the studies done, to retry and given up.
+    """
+    pacs_host, pacs_port = _host_port(pacs)
+    settings = Settings.from_env()
+    spool_dir = spool or settings.var_dir / "dicom-pull-spool"
+    if show_status:
+        _print_status(spool_dir, pacs_ae, pacs_host, pacs_port, lookback_days, as_json)
+        return
+    if as_json:
+        raise click.BadParameter("only with --status", param_hint="--json")
+    if retry_max_delay < retry_delay:
+        raise click.BadParameter("must not be shorter than --retry-delay", param_hint="--retry-max-delay")
+    first = _first_day(since)
+    assert institution is not None  # required unless --status
+
     from adapters.dicom.pull import Puller, PullError
+    from adapters.dicom.pull_state import RetryPolicy
     from adapters.dicom.scp import DicomReceiver, Retrieval, ScpConfig
     from adapters.dicom.spool import Spool
 
     from exchange import runtime
 
-    pacs_host, pacs_port = _host_port(pacs)
-    settings = Settings.from_env()
     pseudonymizer = runtime.pseudonymizer(settings)  # refuse before a spool is made where the key is missing
-    store = Spool(spool or settings.var_dir / "dicom-pull-spool")
-    first = _since(since)
-    if first is None and store.get_state(f"pull:{pacs_ae}@{pacs_host}:{pacs_port}") is None:
-        raise click.BadParameter("no watermark is stored yet: give the first StudyDate", param_hint="--since")
+    store = Spool(spool_dir)
     pipeline, bootstrap = _pipeline(settings, pseudonymizer)
     config = ScpConfig(ae_title=ae_title, host=host, port=port, allow_ae=(pacs_ae,),
                        max_associations=max_associations, max_pdu=max_pdu, stable_seconds=stable_seconds,
                        patient_id_is_resident_id=patient_id_is_resident_id)
     receiver = DicomReceiver(config, store, pipeline, institution, Retrieval(pacs_ae, pacs_host, pacs_port, wado_rs),
-                             bootstrap).start(assemble=not once)
-    puller = Puller(receiver, pacs_host, pacs_port, pacs_ae, (first or datetime.now()).date(),
-                    lookback_days)
+                             bootstrap)
+    puller = Puller(receiver, pacs_host, pacs_port, pacs_ae, first, lookback_days,
+                    retry=RetryPolicy(retry_attempts, retry_delay, retry_max_delay), find_undated=undated)
+    if store.get_state(puller.state_name) is None:
+        click.echo(f"no watermark stored yet: pulling from StudyDate {first:%Y%m%d}")
+    receiver.start(assemble=not once)  # after the Puller: it wraps the storage handler
     stop = _stop_event()
     code = 0
     try:
         while True:
             try:
-                summary = puller.run_once()
+                summary = puller.run_once(_MoveProgress())
                 for line in summary.lines():
                     click.echo(line)
-                code = 1 if summary.failed else 0
+                code = 1 if summary.pacs_problems else 0
             except PullError as exc:
                 click.echo(f"dicom-pull: {exc}", err=True)
                 code = 1
@@ -216,3 +318,26 @@ def dicom_pull(pacs: str, pacs_ae: str, ae_title: str, port: int, since: str | N
         pipeline.publisher.close()
         store.close()
     sys.exit(code)
+
+
+def _print_status(spool_dir: Path, pacs_ae: str, pacs_host: str, pacs_port: int, lookback_days: int,
+                  as_json: bool) -> None:
+    import orjson
+
+    from adapters.dicom.pull_state import PullState, describe, state_name
+    from adapters.dicom.spool import read_state
+
+    name = state_name(pacs_ae, pacs_host, pacs_port)
+    stored = read_state(spool_dir, name)
+    if stored is None:
+        if as_json:
+            click.echo(orjson.dumps({"pull": name, "watermark": None}).decode())
+        else:
+            click.echo(f"{name}: nothing pulled yet (no state in {spool_dir})")
+        return
+    report = describe(name, PullState.from_json(stored), lookback_days)
+    if as_json:
+        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        for line in _status_lines(report, lookback_days):
+            click.echo(line)

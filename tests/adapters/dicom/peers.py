@@ -50,3 +50,13 @@ class Orthanc:
     def instances(self) -> list[str]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/instances", timeout=10) as resp:
             return json.loads(resp.read())
+
+    def delete_study(self, study_uid: str) -> None:
+        """Delete a study through the REST API (a hospital replacing it in its PACS)."""
+        lookup = urllib.request.Request(f"http://127.0.0.1:{self.http}/tools/lookup", data=study_uid.encode(),
+                                        method="POST")
+        with urllib.request.urlopen(lookup, timeout=10) as resp:
+            (match,) = [m for m in json.loads(resp.read()) if m["Type"] == "Study"]
+        delete = urllib.request.Request(f"http://127.0.0.1:{self.http}/studies/{match['ID']}", method="DELETE")
+        with urllib.request.urlopen(delete, timeout=10):
+            pass
