@@ -13,13 +13,14 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Engine as Database
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import or_, select
 
 from adapters.pipeline import (Code, ImagingReport, LabObservation, Patient, ResultPipeline, Study, Value,
                                infer_report_item)
 from codes import CodeBook
 from schemas.events import parse_timestamp
 from exchange.store.models import Observation, Result
+from exchange.store import write
 from exchange.store.results import observation_rows
 
 log = logging.getLogger(__name__)
@@ -100,16 +101,16 @@ def remap(database: Database, book: CodeBook, *, everything: bool = False, batch
                         obs["item"]["mapping_version"] = current
                     report.newly_mapped += _newly_mapped(event, new)
                     if new == event:
-                        conn.execute(update(Result).where(Result.id == pk).values(mapping_version=current))
+                        write.update(conn, Result.__table__, [{"id": pk, "mapping_version": current}], key=("id",))
                         continue
                     report.changed += 1
                     report.by_issuer[issuer] = report.by_issuer.get(issuer, 0) + 1
-                    conn.execute(update(Result).where(Result.id == pk).values(
-                        unified_code=new["item"]["unified_code"], mapping_version=current,
-                        event=orjson.dumps(new).decode()))
+                    write.update(conn, Result.__table__, [{
+                        "id": pk, "unified_code": new["item"]["unified_code"], "mapping_version": current,
+                        "event": orjson.dumps(new).decode()}], key=("id",))
                     if new.get("observations") is not None:
-                        conn.execute(delete(Observation).where(Observation.result_pk == pk))
-                        conn.execute(Observation.__table__.insert(), observation_rows(pk, new))
+                        write.delete(conn, Observation.__table__, [{"result_pk": pk}])
+                        write.insert(conn, Observation.__table__, observation_rows(pk, new))
             if len(rows) < batch:
                 break
     if report.changed:
