@@ -238,10 +238,20 @@ def _merge(conn: Connection, batch: _Batch, report: IngestReport) -> None:
         observations += observation_rows(pk, event)
         heads.append({name: pk if source == "id" else row[source] for name, source in _HEAD_SOURCES.items()})
     write.insert(conn, _OBSERVATION_TABLE, observations)
-    # In key order (a stable lock order between engine consumers); the sort is stable, so several new versions
-    # of one result in the batch move its head in delivery order.
+    # A statement moves a head at most once: the n-th new version of a result in the batch goes in the n-th
+    # statement, so several versions of one result move its head in delivery order. Each statement is in key
+    # order (the sort is stable): concurrent engine consumers lock heads in one order.
     heads.sort(key=itemgetter(*_HEAD_KEY))
-    report.superseded += len(heads) - write.insert(conn, _HEAD_TABLE, heads, on_conflict=_FORWARD_ONLY)
+    rounds: list[list[dict[str, Any]]] = []
+    seen: dict[tuple[Any, ...], int] = {}
+    for head in heads:
+        key = tuple(head[name] for name in _HEAD_KEY)
+        n = seen[key] = seen.get(key, -1) + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(head)
+    for moving in rounds:
+        report.superseded += len(moving) - write.insert(conn, _HEAD_TABLE, moving, on_conflict=_FORWARD_ONLY)
 
 
 def record_dead_letter(conn: Connection, topic: str, partition: int, offset: int, error: str,
