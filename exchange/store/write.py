@@ -112,13 +112,21 @@ class _Layout:
         return (orjson.dumps(rows).decode(),)
 
 
-_layouts: dict[tuple[Table, tuple[str, ...], str], _Layout] = {}
+_layouts: dict[tuple[Table, tuple[str, ...] | bool, str], _Layout] = {}
 
 
 def _layout(table: Table, names: tuple[str, ...], dialect: Dialect) -> _Layout:
     found = _layouts.get((table, names, dialect.name))
     if found is None:
         found = _layouts[(table, names, dialect.name)] = _Layout(table, names, dialect)
+    return found
+
+
+def _rows_layout(table: Table, with_id: bool, dialect: Dialect) -> _Layout:
+    """The layout of whole rows of ``table`` (the check writes some on every request: found in one look-up)."""
+    found = _layouts.get((table, with_id, dialect.name))
+    if found is None:
+        found = _layouts[(table, with_id, dialect.name)] = _layout(table, columns(table, with_id=with_id), dialect)
     return found
 
 
@@ -175,7 +183,7 @@ def insert(conn: Connection, table: Table, rows: Sequence[Row], *, with_id: bool
     """
     if not rows:
         return 0
-    layout = _layout(table, columns(table, with_id=with_id), conn.dialect)
+    layout = _rows_layout(table, with_id, conn.dialect)
     return _run(conn, _insert_sql(layout, on_conflict, ()), layout, rows, False)  # type: ignore[no-any-return]
 
 
@@ -184,7 +192,7 @@ def insert_returning(conn: Connection, table: Table, rows: Sequence[Row], return
     """:func:`insert`, giving back the ``returning`` columns (in that order) of every row inserted."""
     if not rows:
         return []
-    layout = _layout(table, columns(table, with_id=with_id), conn.dialect)
+    layout = _rows_layout(table, with_id, conn.dialect)
     returned = tuple(conn.dialect.identifier_preparer.quote(table.c[name].name) for name in returning)
     return _run(conn, _insert_sql(layout, on_conflict, returned), layout, rows, True)  # type: ignore[no-any-return]
 
@@ -194,7 +202,7 @@ def load(conn: Connection, table: Table, rows: Sequence[Row], *, with_id: bool =
     the whole load fail with an ``IntegrityError``, to be rolled back by the caller."""
     if not rows:
         return
-    layout = _layout(table, columns(table, with_id=with_id), conn.dialect)
+    layout = _rows_layout(table, with_id, conn.dialect)
     if not layout.json:
         _run(conn, _insert_sql(layout, "", ()), layout, rows, False)
         return
