@@ -7,11 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from codes.calendar import beijing_iso
 from exchange.store.models import AuditRecord
+from exchange.store.write import insert
 
 
 @dataclass(frozen=True)
@@ -23,22 +24,15 @@ class Actor:
     purpose: str
 
 
-_FIELDS = ("at", "actor", "institution", "purpose", "patient", "action", "detail")
-_INSERT = f"INSERT INTO {AuditRecord.__tablename__} ({', '.join(_FIELDS)}) VALUES ({', '.join(['%s'] * len(_FIELDS))})"
-
-
 def record(conn: Connection, actor: Actor, action: str, patient: str | None, detail: dict[str, Any]) -> None:
     """Add the record to ``conn``'s transaction (it commits or rolls back with the read it records).
 
-    On PostgreSQL the row goes to the driver as it is, so that it can travel in a pipeline with the request's
-    other writes (:func:`exchange.store.pipelined`); SQLAlchemy's insert would wait for its RETURNING.
+    Written through the store's write path, so that inside :func:`exchange.store.pipelined` it travels with the
+    request's other writes without waiting for its reply.
     """
-    values = (datetime.now(UTC), actor.user, actor.institution, actor.purpose, patient, action,
-              orjson.dumps(detail).decode())
-    if conn.dialect.name == "postgresql":
-        conn.connection.driver_connection.execute(_INSERT, values)  # type: ignore[union-attr]
-        return
-    conn.execute(insert(AuditRecord).values(dict(zip(_FIELDS, values))))
+    insert(conn, AuditRecord.__table__, [{
+        "at": datetime.now(UTC), "actor": actor.user, "institution": actor.institution, "purpose": actor.purpose,
+        "patient": patient, "action": action, "detail": orjson.dumps(detail).decode()}])
 
 
 def trail(conn: Connection, patient: str, limit: int = 500) -> list[dict[str, Any]]:

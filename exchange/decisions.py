@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from codes.book import ReasonCode
@@ -22,6 +22,7 @@ from exchange.recognize import Prior, items_of, recognize
 from exchange.store import StoredResult
 from exchange.store.models import Decision, Result, ResultHead
 from exchange.store.results import with_observations
+from exchange.store.write import insert_returning
 
 MAX_NOTE = 200
 
@@ -129,7 +130,7 @@ def decide(conn: Connection, book: Any, req: DecisionRequest, now: datetime) -> 
            "encounter_id": req.encounter_id, "order_id": req.order_id, "trigger": req.trigger,
            "decision": req.decision, "reason_code": req.reason_code, "note": req.note, "revokes": revokes,
            "decided_at": now, "published_at": None}
-    pk = conn.execute(insert(Decision).values(row).returning(Decision.id)).scalar_one()
+    ((pk,),) = insert_returning(conn, Decision.__table__, [row], ("id",))
     return Decision(id=pk, **row)
 
 

@@ -14,12 +14,13 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Engine as Database
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import or_, select
 
 from adapters.report import Code, Study, Value
 from codes import CodeBook
 from codes.mapping import imaging_item, infer_report_item, map_code, map_observation
 from exchange.store.models import Observation, Result
+from exchange.store import write
 from exchange.store.results import observation_rows
 
 log = logging.getLogger(__name__)
@@ -104,16 +105,16 @@ def _remap_kind(database: Database, book: CodeBook, issuer: str, kind: str, curr
                     obs["item"]["mapping_version"] = current
                 report.newly_mapped += _newly_mapped(event, new)
                 if new == event:
-                    conn.execute(update(Result).where(Result.id == pk).values(mapping_version=current))
+                    write.update(conn, Result.__table__, [{"id": pk, "mapping_version": current}], key=("id",))
                     continue
                 report.changed += 1
                 report.by_issuer[issuer] = report.by_issuer.get(issuer, 0) + 1
-                conn.execute(update(Result).where(Result.id == pk).values(
-                    unified_code=new["item"]["unified_code"], mapping_version=current,
-                    event=orjson.dumps(new).decode()))
+                write.update(conn, Result.__table__, [{
+                    "id": pk, "unified_code": new["item"]["unified_code"], "mapping_version": current,
+                    "event": orjson.dumps(new).decode()}], key=("id",))
                 if new.get("observations") is not None:
-                    conn.execute(delete(Observation).where(Observation.result_pk == pk))
-                    conn.execute(Observation.__table__.insert(), observation_rows(pk, new))
+                    write.delete(conn, Observation.__table__, [{"result_pk": pk}])
+                    write.insert(conn, Observation.__table__, observation_rows(pk, new))
         if len(rows) < batch:
             break
 

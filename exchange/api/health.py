@@ -47,12 +47,20 @@ class ConsumerHealth(BaseModel):
     total_lag: int
 
 
+class PseudonymHealth(BaseModel):
+    model_config = ANSWER
+
+    key_id: str = Field(description="algorithm and fingerprint of the pseudonym key (`sm3-…`): every adapter's "
+                                    "events must carry this id")
+
+
 class Health(BaseModel):
     """Each part's own verdict; the status is `ok` only when the store and the broker both answer."""
 
     model_config = ANSWER
 
     codes: CodesHealth
+    pseudonym: PseudonymHealth
     store: StoreHealth
     broker: BrokerHealth
     consumer: ConsumerHealth = Field(None, description="present when the broker answered")

@@ -20,9 +20,8 @@ from exchange.audit import Actor
 from exchange.decisions import result_ref
 from schemas.resident_id import InvalidResidentId
 from exchange.recognize import Answer, RecognitionMemo, Recognizer, best, items_of
-from exchange.store import StoredResult, current_results, pipelined
+from exchange.store import StoredResult, current_results, pipelined, write
 from exchange.store.models import Presentation
-from exchange.store.results import insert_ignoring
 
 router = APIRouter(prefix="/api/v1", tags=["recognition"])
 
@@ -160,18 +159,6 @@ def _shown(evaluated: list[tuple[Answer, StoredResult]], items: list[str] | None
     return [c for c in chosen if c is not None]
 
 
-_PRESENTATION_FIELDS = ("check_id", "requesting_institution", "encounter_key", "patient", "result_issuer", "result_id",
-                        "result_version", "item_code", "tier", "trigger", "presented_at")
-_PRESENTATION_ONCE = ("requesting_institution", "encounter_key", "result_issuer", "result_id", "item_code")
-# PostgreSQL: the rows as one JSON document (one statement, no reply awaited: it can travel in a pipeline).
-_PRESENT_PG = (
-    f"INSERT INTO {Presentation.__tablename__} ({', '.join(_PRESENTATION_FIELDS)}) "
-    f"SELECT {', '.join(_PRESENTATION_FIELDS)} FROM json_to_recordset(%s::json) AS x("
-    + ", ".join(f"{name} {'int' if name == 'result_version' else 'timestamptz' if name == 'presented_at' else 'text'}"
-                for name in _PRESENTATION_FIELDS)
-    + f") ON CONFLICT ({', '.join(_PRESENTATION_ONCE)}) DO NOTHING")
-
-
 def _present(conn: Any, check_id: str, body: CheckRequest, pseudonym: str,
              shown: list[tuple[Answer, StoredResult]]) -> None:
     """Record what was presented: the denominator of the recognition rate, once per encounter."""
@@ -181,12 +168,7 @@ def _present(conn: Any, check_id: str, body: CheckRequest, pseudonym: str,
              "result_issuer": r.issuer, "result_id": r.result_id, "result_version": r.version,
              "item_code": a.item_code, "tier": a.tier, "trigger": "order" if body.items is not None else "encounter",
              "presented_at": now} for a, r in shown]
-    if not rows:
-        return
-    if conn.dialect.name == "postgresql":
-        conn.connection.driver_connection.execute(_PRESENT_PG, (orjson.dumps(rows).decode(),))
-    else:
-        conn.execute(insert_ignoring(conn, Presentation.__table__, list(_PRESENTATION_ONCE)), rows)
+    write.insert(conn, Presentation.__table__, rows, on_conflict=write.DO_NOTHING)
 
 
 def _answer(context: Context, body: CheckRequest, check_id: str, pseudonym: str, at: datetime,

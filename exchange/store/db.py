@@ -1,13 +1,11 @@
 """Connecting to the store and bringing its schema up to date with Alembic migrations."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -39,19 +37,6 @@ def connect(url: str) -> Engine:
     # store's UTCDateTime columns then pass through untouched.
     options = " ".join(filter(None, [parsed.query.get("options"), "-c timezone=UTC"]))  # type: ignore[list-item]
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args={"options": options})
-
-
-@contextmanager
-def pipelined(conn: Connection) -> Iterator[bool]:
-    """On PostgreSQL, statements sent to the driver inside the block do not wait for their replies (libpq's
-    pipeline mode): the server works while this process goes on, and any error is raised when the block ends,
-    before the transaction can commit. Only driver-level statements without results belong inside (SQLAlchemy
-    statements read a reply at once). Elsewhere the block simply runs. Yields whether statements are pipelined."""
-    if conn.dialect.name != "postgresql":
-        yield False
-        return
-    with conn.connection.driver_connection.pipeline():  # type: ignore[union-attr]
-        yield True
 
 
 def migrate(engine: Engine) -> None:

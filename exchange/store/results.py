@@ -1,6 +1,6 @@
 """Writing result events into the store, idempotently, and reading a patient's current results.
 
-Rules implemented (DOMAIN.md §8):
+Rules implemented (docs/rules.md, "Delivery" and "Statuses and versions"):
 - the natural key (issuer, result_id, version) is UNIQUE; a redelivered event inserts nothing
   (``ON CONFLICT DO NOTHING``), so at-least-once delivery from Kafka stores every result exactly once;
 - a higher version (correction, amendment, cancellation) moves the head; a stale resend of a lower version
@@ -9,17 +9,19 @@ Rules implemented (DOMAIN.md §8):
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from functools import cached_property
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import Connection, bindparam, case, exists, func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, bindparam, case, exists, or_, select
+from sqlalchemy.exc import DBAPIError
 
-from schemas.events import parse_timestamp
+from exchange.store import write
 from exchange.store.models import DeadLetter, Observation, Result, ResultHead
+from schemas.events import parse_timestamp
 
 
 @dataclass(frozen=True)
@@ -82,39 +84,23 @@ class StoredResult:
         return orjson.loads(self.event_json) if self.event_json else {}
 
 
-def _insert(conn: Connection, table: Any) -> Any:
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise RuntimeError(f"unsupported database dialect {dialect}")
-
-
-def insert_ignoring(conn: Connection, table: Any, key: list[str]) -> Any:
-    """``INSERT … ON CONFLICT (key) DO NOTHING`` on either backend."""
-    return _insert(conn, table).on_conflict_do_nothing(index_elements=key)
-
-
-_OBSERVATION_FIELDS = ("result_pk", "seq", "unified_code", "local_code", "local_system", "value", "value_text",
-                       "unit", "ref_low", "ref_high", "ref_text", "interpretation")
-
-
-def observation_values(result_pk: int, event: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """The ``observations`` rows of one stored version, as tuples in ``_OBSERVATION_FIELDS`` order."""
-    rows = []
-    for obs in event.get("observations") or ():
-        ref = obs.get("reference_range") or {}
-        item = obs["item"]
-        rows.append((result_pk, obs["seq"], item.get("unified_code"), item["local_code"], item.get("local_system"),
-                     obs.get("value"), obs.get("value_text"), obs.get("unit"), ref.get("low"), ref.get("high"),
-                     ref.get("text"), obs.get("interpretation")))
-    return rows
+_OBSERVATION_TABLE = Observation.__table__
+_RESULT_TABLE = Result.__table__
+_HEAD_TABLE = ResultHead.__table__
 
 
 def observation_rows(result_pk: int, event: dict[str, Any]) -> list[dict[str, Any]]:
     """The ``observations`` rows of one stored version, as column → value mappings."""
-    return [dict(zip(_OBSERVATION_FIELDS, row)) for row in observation_values(result_pk, event)]
+    rows = []
+    for obs in event.get("observations") or ():
+        ref = obs.get("reference_range") or {}
+        item = obs["item"]
+        rows.append({"result_pk": result_pk, "seq": obs["seq"], "unified_code": item.get("unified_code"),
+                     "local_code": item["local_code"], "local_system": item.get("local_system"),
+                     "value": obs.get("value"), "value_text": obs.get("value_text"), "unit": obs.get("unit"),
+                     "ref_low": ref.get("low"), "ref_high": ref.get("high"), "ref_text": ref.get("text"),
+                     "interpretation": obs.get("interpretation")})
+    return rows
 
 
 def ingest(conn: Connection, deliveries: Iterable[Delivery]) -> IngestReport:
@@ -126,8 +112,8 @@ def ingest(conn: Connection, deliveries: Iterable[Delivery]) -> IngestReport:
       rows are bulk-loaded without conflict handling (``COPY`` on PostgreSQL), inside a savepoint; the first
       version that is already stored (a redelivery) raises a unique violation, the savepoint is rolled back and
       the batch takes the other path. Heads are upserted in one statement either way.
-    - *merge*: one multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING`` for the versions, one bulk insert
-      for their observations and a monotonic upsert for the heads.
+    - *merge*: ``INSERT … ON CONFLICT DO NOTHING RETURNING`` for the versions, an insert of their observations
+      and a monotonic upsert of the heads, in delivery order where a result repeats.
     """
     report = IngestReport()
     batch = _Batch.of(deliveries, report)
@@ -139,26 +125,18 @@ def ingest(conn: Connection, deliveries: Iterable[Delivery]) -> IngestReport:
     return report
 
 
-#: ``results`` columns in the order of :attr:`_Batch.rows` (``id`` first, filled in once it is known).
-_RESULT_FIELDS = ("id", "issuer", "result_id", "version", "kind", "status", "patient", "unified_code", "local_code",
-                  "mapping_version", "collected_at", "reported_at", "stored_at", "event", "source_topic",
-                  "source_partition", "source_offset")
-_COLLECTED_AT, _STORED_AT = _RESULT_FIELDS.index("collected_at"), _RESULT_FIELDS.index("stored_at")
-assert _RESULT_FIELDS[_COLLECTED_AT:_STORED_AT + 1] == ("collected_at", "reported_at", "stored_at")  # _sqlite_rows
-
-
 @dataclass
 class _Batch:
-    """The distinct versions of one batch as ``results`` rows (tuples, ``id`` still None), with their events."""
+    """The distinct versions of one batch as ``results`` rows (``id`` still None), with their events."""
 
-    rows: list[tuple[Any, ...]]
+    rows: list[dict[str, Any]]
     events: list[dict[str, Any]]
     repeats_a_result: bool  # some result has two versions in the batch: their head moves must go in order
 
     @classmethod
     def of(cls, deliveries: Iterable[Delivery], report: IngestReport) -> _Batch:
         now = datetime.now(UTC)
-        rows: list[tuple[Any, ...]] = []
+        rows: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
         seen: set[tuple[str, str, int]] = set()
         results: set[tuple[str, str]] = set()
@@ -172,13 +150,16 @@ class _Batch:
             results.add(key[:2])
             item = event["item"]
             collected = event.get("collected_at")
-            rows.append((
-                None, key[0], key[1], key[2], "lab" if event["schema"] == "hr.lab-result.v1" else "imaging",
-                event["status"], event["patient"]["pseudonym"], item.get("unified_code"), item["local_code"],
-                item.get("mapping_version"), parse_timestamp(collected) if collected else None,
-                parse_timestamp(event["reported_at"]), now,
-                delivery.raw.decode() if delivery.raw is not None else orjson.dumps(event).decode(),
-                delivery.topic, delivery.partition, delivery.offset))
+            rows.append({
+                "id": None, "issuer": key[0], "result_id": key[1], "version": key[2],
+                "kind": "lab" if event["schema"] == "hr.lab-result.v1" else "imaging", "status": event["status"],
+                "patient": event["patient"]["pseudonym"], "unified_code": item.get("unified_code"),
+                "local_code": item["local_code"], "mapping_version": item.get("mapping_version"),
+                "collected_at": parse_timestamp(collected) if collected else None,
+                "reported_at": parse_timestamp(event["reported_at"]), "stored_at": now,
+                "event": delivery.raw.decode() if delivery.raw is not None else orjson.dumps(event).decode(),
+                "source_topic": delivery.topic, "source_partition": delivery.partition,
+                "source_offset": delivery.offset})
             events.append(event)
         return cls(rows, events, len(results) < len(rows))
 
@@ -186,9 +167,8 @@ class _Batch:
 def _append(conn: Connection, batch: _Batch, report: IngestReport) -> bool:
     """Bulk-load a batch of new versions; False (and nothing written) if the load refused any row."""
     postgres = conn.dialect.name == "postgresql"
-    raw = conn.connection.driver_connection
     n = len(batch.rows)
-    if not postgres and not raw.in_transaction:  # type: ignore[union-attr]
+    if not postgres and not conn.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
         # pysqlite opens no transaction for a SAVEPOINT, which would then be the outermost one (its release
         # commits); and taking the write lock now makes the ids below ours alone.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -201,23 +181,15 @@ def _append(conn: Connection, batch: _Batch, report: IngestReport) -> bool:
             else:
                 first = conn.exec_driver_sql("SELECT coalesce(max(id), 0) + 1 FROM results").scalar_one()
                 ids = range(first, first + n)
-            results = ([(pk, *row[1:]) for pk, row in zip(ids, batch.rows)] if postgres
-                       else _sqlite_rows(ids, batch.rows))
-            observations = [o for pk, event in zip(ids, batch.events) for o in observation_values(pk, event)]
-            cur = raw.cursor()  # type: ignore[union-attr]
-            try:
-                if postgres:
-                    _copy(cur, "results", _RESULT_FIELDS, results)
-                    _copy(cur, "observations", _OBSERVATION_FIELDS, observations)
-                else:
-                    cur.executemany(_sqlite_insert("results", _RESULT_FIELDS), results)
-                    cur.executemany(_sqlite_insert("observations", _OBSERVATION_FIELDS), observations)
-            finally:
-                cur.close()
-    except conn.dialect.loaded_dbapi.Error:
-        # Only the driver-level bulk load raises unwrapped driver errors: a version already stored (a
-        # redelivery) or anything else it refused. The savepoint is rolled back; the merge path redoes the
-        # batch and reports real errors as the rest of the store does.
+            observations = []
+            for pk, row, event in zip(ids, batch.rows, batch.events):
+                row["id"] = pk
+                observations += observation_rows(pk, event)
+            write.load(conn, _RESULT_TABLE, batch.rows, with_id=True)
+            write.load(conn, _OBSERVATION_TABLE, observations)
+    except DBAPIError:
+        # A version already stored (a redelivery) or anything else the bulk load refused: the savepoint is
+        # rolled back, and the merge path redoes the batch and reports real errors.
         return False
     # The heads come from the rows just written (their pages are still cached) in one statement: no Python
     # object per head and no second conversion of its report time. On SQLite the ids are a range, ours alone
@@ -231,156 +203,87 @@ def _append(conn: Connection, batch: _Batch, report: IngestReport) -> bool:
     return True
 
 
-#: Every statement that moves heads inserts through these two parts: a head moves only to a higher version (an
-#: upsert whose WHERE is false changes nothing, so a driver's count of changed rows is the number of heads moved).
-_INTO_HEADS = "INSERT INTO result_heads AS h (issuer, result_id, version, result_pk, patient, reported_at) "
-_FORWARD_ONLY = ("ON CONFLICT (issuer, result_id) DO UPDATE SET version = excluded.version, "
-                 "result_pk = excluded.result_pk, patient = excluded.patient, reported_at = excluded.reported_at "
-                 "WHERE h.version < excluded.version")
+#: Each head column is the ``results`` column of the same name, or the one it references (``result_pk``: the id).
+_HEAD_SOURCES = {column.name: next((fk.column.name for fk in column.foreign_keys), column.name)
+                 for column in _HEAD_TABLE.columns}
+_HEAD_KEY = tuple(column.name for column in _HEAD_TABLE.primary_key.columns)
+
+#: Every statement that moves heads ends in this clause: a head moves only to a higher version (an upsert whose
+#: WHERE is false changes nothing, so a driver's count of changed rows is the number of heads moved).
+_FORWARD_ONLY = (f"ON CONFLICT ({', '.join(_HEAD_KEY)}) DO UPDATE SET "
+                 + ", ".join(f"{name} = excluded.{name}" for name in _HEAD_SOURCES if name not in _HEAD_KEY)
+                 + f" WHERE {_HEAD_TABLE.name}.version < excluded.version")
 
 #: In key order: the heads' primary-key b-tree is walked once, and concurrent engines lock heads in one order.
-_HEADS_OF_IDS = (_INTO_HEADS + "SELECT issuer, result_id, version, id, patient, reported_at FROM results "
-                 "WHERE {ids} ORDER BY issuer, result_id " + _FORWARD_ONLY)
+_HEADS_OF_IDS = (f"INSERT INTO {_HEAD_TABLE.name} ({', '.join(_HEAD_SOURCES)}) "
+                 f"SELECT {', '.join(_HEAD_SOURCES.values())} FROM {_RESULT_TABLE.name} WHERE {{ids}} "
+                 f"ORDER BY {', '.join(_HEAD_KEY)} " + _FORWARD_ONLY)
 _HEADS_OF_IDS_SQLITE = _HEADS_OF_IDS.format(ids="id BETWEEN ? AND ?")
 _HEADS_OF_IDS_PG = _HEADS_OF_IDS.format(ids="id = ANY(%s)")
 
 
-def _copy(cur: Any, table: str, fields: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
-    with cur.copy(f"COPY {table} ({', '.join(fields)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
-
-
-def _sqlite_insert(table: str, fields: Sequence[str]) -> str:
-    return f"INSERT INTO {table} ({', '.join(fields)}) VALUES ({', '.join('?' * len(fields))})"
-
-
-def sqlite_time(moment: datetime | None) -> str | None:
-    """A datetime as the store's columns hold it on SQLite: UTC, ``YYYY-MM-DD HH:MM:SS.ffffff`` (SQLAlchemy's
-    SQLite DATETIME format; a test compares the two). Used where rows go to the driver directly: one C call
-    instead of SQLAlchemy's two Python-level processors (≈ 25 µs per lab event)."""
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(" ", "microseconds")[:26]  # without its "+00:00"
-
-
-def _sqlite_rows(ids: Iterable[int], rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """``results`` rows for SQLite's driver: ids filled in, times as text; ``stored_at`` is one moment per batch."""
-    stored_at = sqlite_time(rows[0][_STORED_AT]) if rows else None
-    return [(pk, *row[1:_COLLECTED_AT], sqlite_time(row[_COLLECTED_AT]), sqlite_time(row[_COLLECTED_AT + 1]),
-             stored_at, *row[_STORED_AT + 1:]) for pk, row in zip(ids, rows)]
-
-
-def _move_heads(conn: Connection, heads: list[dict[str, Any]]) -> int:
-    """Upsert one head per result (at most one version per result here); returns how many moved."""
-    if not heads:
-        return 0
-    if conn.dialect.name == "postgresql":
-        # The batch travels as one JSON document unpacked by json_to_recordset(): one short statement, one C
-        # serialization (orjson) instead of a Python adapter call per value; PostgreSQL parses it.
-        return len(conn.exec_driver_sql(
-            _INTO_HEADS + "SELECT * FROM json_to_recordset(%s::json) AS x(issuer varchar, result_id varchar, "
-            "version int, result_pk bigint, patient varchar, reported_at timestamptz) " + _FORWARD_ONLY
-            + " RETURNING h.version", (orjson.dumps(heads).decode(),)).all())
-    # Positional rows straight to the driver's executemany: its summed row count is the number of heads moved
-    # (see _FORWARD_ONLY), and no RETURNING row has to be built per head.
-    return conn.exec_driver_sql(
-        _INTO_HEADS + "VALUES (?, ?, ?, ?, ?, ?) " + _FORWARD_ONLY,
-        [(h["issuer"], h["result_id"], h["version"], h["result_pk"], h["patient"],
-          sqlite_time(h["reported_at"])) for h in heads]).rowcount
-
-
-def _head_upsert(conn: Connection) -> Any:
-    heads = ResultHead.__table__
-    head = _insert(conn, heads)
-    return head.on_conflict_do_update(
-        index_elements=["issuer", "result_id"],
-        set_={"version": head.excluded.version, "result_pk": head.excluded.result_pk,
-              "patient": head.excluded.patient, "reported_at": head.excluded.reported_at},
-        where=heads.c.version < head.excluded.version,
-    ).returning(heads.c.version)
-
-
 def _merge(conn: Connection, batch: _Batch, report: IngestReport) -> None:
     """The general path: conflict-tolerant inserts, heads moved in delivery order where a result repeats."""
-    rows = [dict(zip(_RESULT_FIELDS[1:], row[1:])) for row in batch.rows]
-    events = batch.events
-    postgres = conn.dialect.name == "postgresql"
-    if postgres:
-        # See _move_heads for why the rows travel as one JSON document.
-        found = conn.exec_driver_sql(
-            "INSERT INTO results (issuer, result_id, version, kind, status, patient, unified_code, local_code, "
-            "mapping_version, collected_at, reported_at, stored_at, event, source_topic, source_partition, "
-            "source_offset) SELECT * FROM json_to_recordset(%s::json) AS x(issuer varchar, result_id varchar, "
-            "version int, kind varchar, status varchar, patient varchar, unified_code varchar, local_code varchar, "
-            "mapping_version varchar, collected_at timestamptz, reported_at timestamptz, stored_at timestamptz, "
-            "event text, source_topic varchar, source_partition int, source_offset bigint) "
-            "ON CONFLICT (issuer, result_id, version) DO NOTHING RETURNING id, issuer, result_id, version",
-            (orjson.dumps(rows).decode(),))
-    else:
-        results = Result.__table__
-        found = conn.execute(_insert(conn, results)
-                             .on_conflict_do_nothing(index_elements=["issuer", "result_id", "version"])
-                             .returning(results.c.id, results.c.issuer, results.c.result_id, results.c.version),
-                             rows)
+    found = write.insert_returning(conn, _RESULT_TABLE, batch.rows, ("id", "issuer", "result_id", "version"),
+                                   on_conflict=write.DO_NOTHING)
     inserted = {(issuer, result_id, version): pk for pk, issuer, result_id, version in found}
-    obs_rows: list[dict[str, Any]] = []
-    new_heads: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row, event in zip(rows, events):
+    observations: list[dict[str, Any]] = []
+    heads: list[dict[str, Any]] = []
+    for row, event in zip(batch.rows, batch.events):
         pk = inserted.get((row["issuer"], row["result_id"], row["version"]))
         if pk is None:
             report.duplicates += 1
             continue
         report.stored += 1
-        obs_rows += observation_rows(pk, event)
-        new_heads.setdefault((row["issuer"], row["result_id"]), []).append({
-            "issuer": row["issuer"], "result_id": row["result_id"], "version": row["version"], "result_pk": pk,
-            "patient": row["patient"], "reported_at": row["reported_at"]})
-    if obs_rows and postgres:
-        conn.exec_driver_sql(
-            "INSERT INTO observations (result_pk, seq, unified_code, local_code, local_system, value, value_text, "
-            "unit, ref_low, ref_high, ref_text, interpretation) SELECT * FROM json_to_recordset(%s::json) AS "
-            "x(result_pk bigint, seq int, unified_code varchar, local_code varchar, local_system varchar, "
-            "value float8, value_text text, unit varchar, ref_low float8, ref_high float8, ref_text varchar, "
-            "interpretation varchar)", (orjson.dumps(obs_rows).decode(),))
-    elif obs_rows:
-        conn.execute(Observation.__table__.insert(), obs_rows)
-    # One row per result in a bulk statement, in key order (a stable lock order between engine consumers);
-    # several new versions of one result in the same batch go one by one, in delivery order.
-    single = [versions[0] for key, versions in sorted(new_heads.items()) if len(versions) == 1]
-    report.superseded += len(single) - _move_heads(conn, single)
-    upsert = _head_upsert(conn)
-    for versions in new_heads.values():
-        if len(versions) > 1:
-            for version in versions:
-                if conn.execute(upsert.values(version)).scalar_one_or_none() is None:
-                    report.superseded += 1
+        observations += observation_rows(pk, event)
+        heads.append({name: pk if source == "id" else row[source] for name, source in _HEAD_SOURCES.items()})
+    write.insert(conn, _OBSERVATION_TABLE, observations)
+    # A statement moves a head at most once: the n-th new version of a result in the batch goes in the n-th
+    # statement, so several versions of one result move its head in delivery order. Each statement is in key
+    # order (the sort is stable): concurrent engine consumers lock heads in one order.
+    heads.sort(key=itemgetter(*_HEAD_KEY))
+    rounds: list[list[dict[str, Any]]] = []
+    seen: dict[tuple[Any, ...], int] = {}
+    for head in heads:
+        key = tuple(head[name] for name in _HEAD_KEY)
+        n = seen[key] = seen.get(key, -1) + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(head)
+    for moving in rounds:
+        report.superseded += len(moving) - write.insert(conn, _HEAD_TABLE, moving, on_conflict=_FORWARD_ONLY)
 
 
 def record_dead_letter(conn: Connection, topic: str, partition: int, offset: int, error: str,
                        payload: str | None) -> bool:
     """Keep a dead letter once per origin; returns False when it was already recorded."""
-    table = DeadLetter.__table__
-    stmt = (_insert(conn, table)
-            .values(topic=topic, partition=partition, offset=offset, error=error, payload=payload,
-                    failed_at=datetime.now(UTC))
-            .on_conflict_do_nothing(index_elements=["topic", "partition", "offset"])
-            .returning(table.c.id))
-    return conn.execute(stmt).scalar_one_or_none() is not None
+    return write.insert(conn, DeadLetter.__table__, [{
+        "topic": topic, "partition": partition, "offset": offset, "error": error, "payload": payload,
+        "failed_at": datetime.now(UTC)}], on_conflict=write.DO_NOTHING) == 1
 
 
-# The stored event is only needed for imaging results (report text, study, retrieval pointer): a lab result's
-# values are in ``observations``, and shipping every lab event's JSON would triple the read.
-_RESULT_COLUMNS = (Result.id, Result.issuer, Result.result_id, Result.version, Result.kind, Result.status,
-                   Result.patient, Result.unified_code, Result.local_code, Result.collected_at, Result.reported_at,
-                   case((Result.kind == "imaging", Result.event), else_=None).label("event"))
-_OBSERVATION_COLUMNS = tuple(Observation.__table__.c[name] for name in _OBSERVATION_FIELDS)
+def _read_into(name: str) -> Any:
+    """The column a patient's read puts into StoredResult's field ``name``: the ``results`` column of that name."""
+    if name == "pk":
+        return Result.id
+    if name == "event_json":
+        # The stored event is only needed for imaging results (report text, study, retrieval pointer): a lab
+        # result's values are in ``observations``, and shipping every lab event's JSON would triple the read.
+        return case((Result.kind == "imaging", Result.event), else_=None).label("event")
+    return _RESULT_TABLE.c[name]
 
 
+# Reads give StoredResult's and StoredObservation's fields in their order, so a row is split by positions found
+# here once, by name.
+_STORED_RESULT_FIELDS = tuple(f.name for f in fields(StoredResult) if f.name != "observations")
+_OBSERVATION_COLUMNS = tuple(_OBSERVATION_TABLE.c[name] for name in StoredObservation._fields)
 # The patient is the query's own argument: not shipped back with each of its rows.
-_PATIENT_AT = next(i for i, column in enumerate(_RESULT_COLUMNS) if column is Result.patient)
-_CURRENT_COLUMNS = _RESULT_COLUMNS[:_PATIENT_AT] + _RESULT_COLUMNS[_PATIENT_AT + 1:]
-_CURRENT_RESULTS = (select(*_CURRENT_COLUMNS, *_OBSERVATION_COLUMNS[1:])
+_PATIENT_AT = _STORED_RESULT_FIELDS.index("patient")
+_CURRENT_FIELDS = tuple(name for name in _STORED_RESULT_FIELDS if name != "patient")
+_CURRENT_COLUMNS = tuple(_read_into(name) for name in _CURRENT_FIELDS)
+_PK_AT = _CURRENT_FIELDS.index("pk")
+_SEQ_AT = len(_CURRENT_FIELDS) + StoredObservation._fields.index("seq")
+_CURRENT_RESULTS = (select(*_CURRENT_COLUMNS, *_OBSERVATION_COLUMNS)
                     .join(ResultHead, ResultHead.result_pk == Result.id)
                     .outerjoin(Observation, Observation.result_pk == Result.id)
                     .where(ResultHead.patient == bindparam("patient"))
@@ -414,12 +317,12 @@ def current_results(conn: Connection, patient: str) -> list[StoredResult]:
     last = None
     observations: list[StoredObservation] = []
     for row in _patient_rows(conn, patient):
-        if row[0] != last:
+        if row[_PK_AT] != last:
             if last is not None:
                 results[-1].observations = tuple(observations)
-            last, observations = row[0], []
+            last, observations = row[_PK_AT], []
             results.append(StoredResult(*row[:_PATIENT_AT], patient, *row[_PATIENT_AT:width]))
-        if row[width] is not None:  # no seq: a result without observations (imaging without a coded finding)
+        if row[_SEQ_AT] is not None:  # no seq: a result without observations (imaging without a coded finding)
             observations.append(StoredObservation(*row[width:]))
     if results:
         results[-1].observations = tuple(observations)
@@ -429,7 +332,8 @@ def current_results(conn: Connection, patient: str) -> list[StoredResult]:
 def with_observations(conn: Connection, rows: Sequence[Any]) -> list[StoredResult]:
     """StoredResults for a few result rows (full ``results`` rows), with their observations."""
     pks = [r.id for r in rows]
-    observations = conn.execute(select(*_OBSERVATION_COLUMNS).where(Observation.result_pk.in_(pks))
+    observations = conn.execute(select(Observation.result_pk, *_OBSERVATION_COLUMNS)
+                                .where(Observation.result_pk.in_(pks))
                                 .order_by(Observation.result_pk, Observation.seq)).all() if pks else []
     return _assemble(rows, observations)
 
@@ -439,7 +343,7 @@ def _assemble(rows: Sequence[Any], observations: Sequence[Any]) -> list[StoredRe
     for o in observations:
         bucket = by_pk.get(o.result_pk)
         if bucket is not None:
-            bucket.append(StoredObservation(*o[1:]))
+            bucket.append(StoredObservation._make(o._mapping[name] for name in StoredObservation._fields))
     return [StoredResult(pk=r.id, issuer=r.issuer, result_id=r.result_id, version=r.version, kind=r.kind,
                          status=r.status, patient=r.patient, unified_code=r.unified_code, local_code=r.local_code,
                          collected_at=r.collected_at, reported_at=r.reported_at, event_json=r.event,

@@ -177,11 +177,14 @@ def test_a_check_whose_audit_write_fails_shows_nothing_and_records_nothing(book,
     import exchange.api.recognition as recognition
     from exchange.store.models import AuditRecord
 
+    from sqlalchemy import Column, Integer, MetaData, Table
+
+    from exchange.store import write
+
+    missing = Table("no_such_table", MetaData(), Column("x", Integer))
+
     def failing(conn, *args) -> None:  # type: ignore[no-untyped-def]
-        if conn.dialect.name == "postgresql":  # sent without waiting, as the real presentation rows are
-            conn.connection.driver_connection.execute("INSERT INTO no_such_table VALUES (1)")
-        else:
-            conn.exec_driver_sql("INSERT INTO no_such_table VALUES (1)")
+        write.insert(conn, missing, [{"x": 1}])  # through the store's write path, as the real presentation rows
 
     monkeypatch.setattr(recognition, "_present", failing)
     context = Context(book=book, database=database, pseudonymizer=pseudonymizer,

@@ -150,7 +150,7 @@ def test_sqlite_time_is_what_the_column_type_writes() -> None:
 
     from sqlalchemy.dialects import sqlite
 
-    from exchange.store.results import sqlite_time
+    from exchange.store.write import sqlite_time
 
     dialect = sqlite.dialect()
     column_type = Result.__table__.c.reported_at.type
