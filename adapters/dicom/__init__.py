@@ -37,13 +37,20 @@ Rules implemented:
   institution's table first; else Modality (of the image instances, not SR/KO/PR/DOC) + BodyPartExamined
   (most common) + technique: a series is enhanced when an instance names a ContrastBolusAgent (or
   ContrastBolusAgentSequence), localizers are ignored; all series enhanced → contrast, some →
-  plain+contrast, none → plain.
+  plain+contrast, none → plain. Waveform IODs carry no body part: a study of waveforms of one class that
+  fixes the examination takes its body part and technique from ``data/waveform_shapes.csv`` (12-lead ECG
+  → HEART, resting).
 - Times: StudyDate/StudyTime (and SR ContentDate/ContentTime) use TimezoneOffsetFromUTC when present, else
   China Standard Time (+08:00). reported_at: the latest report content time, else the study time.
-- Report text: SR TEXT content items whose concept name (or enclosing CONTAINER's) contains
-  Finding/Description/所见/描述 → findings, Impression/Conclusion/Diagnosis/印象/结论/诊断/意见 → impression,
-  other TEXT → findings when nothing was labelled. Encapsulated PDF: its text when ``pypdf`` is installed,
-  else a note that a PDF report exists (retrieve the study to read it).
+- Report text: SR content items in document order — TEXT as written (line ends made LF), NUM as
+  ``name: value unit``, CODE that a container CONTAINS as ``name: meaning`` — whose concept name (or
+  enclosing CONTAINER's) contains Finding/Description/所见/描述 → findings,
+  Impression/Conclusion/Diagnosis/印象/结论/诊断/意见 → impression, other → findings when nothing was
+  labelled; observation and acquisition context (HAS OBS/ACQ CONTEXT: observer, subject, device) is not
+  report text. Encapsulated PDF: its text (``pypdf``), else (a scan, an unreadable file) a note that a PDF
+  report exists (retrieve the study to read it). Waveforms (ECG): the annotations' measurements
+  (``QTc Interval: 370 ms``) → findings, their statements (the device's interpretation) → impression; a
+  preliminary report, as nothing in the waveform says a physician confirmed it.
 - Associations: at most ``--max-associations`` at once, and at most ``--max-associations-per-ae`` per
   calling AE title and ``--max-associations-per-address`` per source address (:mod:`.admission`), so that
   one host cannot take every slot; a caller over a limit is rejected (A-ASSOCIATE-RJ, local limit exceeded).

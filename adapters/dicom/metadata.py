@@ -1,19 +1,24 @@
 """DICOM data set → instance record (at C-STORE time) → one :class:`ImagingReport` per study (at assembly).
 
 Only metadata is read: the pixel data is checked for completeness and then dropped, it is never spooled and
-never published. An :class:`InstanceRecord` is what the spool keeps per SOP instance: it already carries the
+never published. Report text comes from SR content trees, encapsulated PDF reports and waveform annotations
+(the rules are in the package docstring, :mod:`adapters.dicom`). An :class:`InstanceRecord` is what the spool keeps per SOP instance: it already carries the
 patient's *pseudonym* (the raw resident ID is validated, pseudonymized and forgotten while the C-STORE is
 being answered), so nothing on the adapter's disk holds a raw resident ID.
 """
 from __future__ import annotations
 
+import csv
+import functools
 import io
 import logging
+import re
 import struct
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, NoReturn, cast
 
 import pydicom
@@ -24,7 +29,8 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import data_element_generator
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, STANDARD_VR
+from pydicom.multival import MultiValue
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, STANDARD_VR, DSdecimal, DSfloat
 from pydicom.values import convert_string
 
 from adapters.report import Code, ImagingReport, PseudonymizedPatient, Study
@@ -40,9 +46,14 @@ RESIDENT_ID_ISSUERS = frozenset({"NNCHN", "2.16.156.10011.1.3", "urn:oid:2.16.15
 
 SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+WAVEFORM_PREFIX = "1.2.840.10008.5.1.4.1.1.9."
+#: The study shape (body part, technique) a waveform SOP class implies; waveform IODs carry no body part.
+WAVEFORM_SHAPES_FILE = Path(__file__).resolve().parent / "data" / "waveform_shapes.csv"
 #: Modalities of instances that describe a study rather than image it: they never decide the study's shape.
 NON_IMAGE_MODALITIES = frozenset({"SR", "DOC", "KO", "PR", "REG", "SEG", "OT", "RWV", "AU"})
 FINDING_WORDS = ("finding", "所见", "description", "描述")
+#: SR relationships that say who observed and how (observer, subject, acquisition), not what was found.
+CONTEXT_RELATIONSHIPS = frozenset({"HAS OBS CONTEXT", "HAS ACQ CONTEXT"})
 IMPRESSION_WORDS = ("impression", "印象", "结论", "conclusion", "diagnos", "诊断", "意见")
 
 # DIMSE C-STORE statuses (PS3.4 Table B.2-1); the 0xCxxx range is "cannot understand", split here by cause.
@@ -112,10 +123,11 @@ HEADER_KEYWORDS = frozenset({
     "ContrastBolusAgent", "ContrastBolusAgentSequence", "AccessionNumber", "BodyPartExamined",
     "StudyDescription", "ProcedureCodeSequence", "ContentDate", "ContentTime", "InstanceCreationDate",
     "InstanceCreationTime", "ContentSequence", "CompletionFlag", "VerificationFlag", "DocumentTitle",
-    "EncapsulatedDocument",
+    "EncapsulatedDocument", "WaveformAnnotationSequence",
 })
 _HEADER_TAGS = frozenset(int(tag_for_keyword(k) or 0) for k in HEADER_KEYWORDS)
 _SPECIFIC_CHARACTER_SET = 0x00080005
+_LINE_ENDS = re.compile(r"\r\n|\n\r|\r")
 
 
 #: Explicit VRs whose length field has 4 bytes (PS3.5 Table 7.1-1); every other known VR has a 2-byte length.
@@ -333,29 +345,105 @@ def _classify(name: str, heading: str) -> str:
     return "other"
 
 
+def _lines(text: str) -> str:
+    """Text with its line ends as LF: DICOM text (ST, LT, UT) may end lines with CR LF, LF CR or CR alone."""
+    return _LINE_ENDS.sub("\n", text).strip()
+
+
+def _code_meaning(items: Any) -> str:
+    return (_text(items[0], "CodeMeaning") or _text(items[0], "CodeValue") or "") if items else ""
+
+
+def _number_text(value: Any) -> str:
+    """A DS as it was written; an FD (or several) in its shortest exact form (``982``, not ``982.0``)."""
+    if value is None:
+        return ""
+    if isinstance(value, (DSfloat, DSdecimal, str)):
+        return str(value).strip()
+    if isinstance(value, float):
+        return f"{value:.17g}" if float(f"{value:.15g}") != value else f"{value:.15g}"
+    if isinstance(value, (list, tuple, MultiValue)):
+        return " ".join(_number_text(v) for v in value)
+    return str(value)
+
+
+def _measurement(name: str, value: Any, units: Any) -> str | None:
+    """``name: value unit`` for a numeric measurement (UCUM units by code, others by meaning; unity left out)."""
+    number = _number_text(value)
+    if not number:
+        return None
+    unit = ""
+    if units:
+        scheme = _text(units[0], "CodingSchemeDesignator") or ""
+        unit = (_text(units[0], "CodeValue") if scheme == "UCUM" else _code_meaning(units)) or ""
+    unit = "" if unit in ("1", "no units") else unit
+    return f"{name}: {number} {unit}".rstrip() if name else f"{number} {unit}".rstrip()
+
+
 def _sr_text(ds: Dataset) -> tuple[str | None, str | None]:
-    """Findings and impression from an SR's TEXT content items; unlabelled text counts as findings."""
+    """Findings and impression from an SR's content tree (PS3.3 C.17.3), in document order.
+
+    TEXT items give their text; NUM items ``name: value unit``; CODE items that the report CONTAINS (not
+    concept modifiers) ``name: meaning``. Observation and acquisition context (observer, subject, device)
+    is not report text and is skipped with everything below it. Unlabelled text counts as findings.
+    """
     found: dict[str, list[str]] = {"finding": [], "impression": [], "other": []}
 
     def walk(items: Sequence[Dataset], heading: str) -> None:
         for item in items:
-            names = item.get("ConceptNameCodeSequence") or ()
-            name = (_text(names[0], "CodeMeaning") or "") if names else ""
-            if item.get("ValueType") == "TEXT" and _text(item, "TextValue"):
-                found[_classify(name, heading)].append(str(item.TextValue).strip())
+            if item.get("RelationshipType") in CONTEXT_RELATIONSHIPS:
+                continue
+            name = _code_meaning(item.get("ConceptNameCodeSequence"))
+            kind = item.get("ValueType")
+            line: str | None = None
+            if kind == "TEXT" and _text(item, "TextValue"):
+                line = _lines(str(item.TextValue))
+            elif kind == "NUM":
+                measured = item.get("MeasuredValueSequence") or ()
+                if measured:
+                    line = _measurement(name, measured[0].get("NumericValue"),
+                                        measured[0].get("MeasurementUnitsCodeSequence"))
+            elif kind == "CODE" and item.get("RelationshipType") == "CONTAINS":
+                meaning = _code_meaning(item.get("ConceptCodeSequence"))
+                line = f"{name}: {meaning}" if name and meaning else meaning or None
+            if line:
+                found[_classify(name, heading)].append(line)
             if "ContentSequence" in item:
-                walk(item.ContentSequence, name if item.get("ValueType") == "CONTAINER" and name else heading)
+                walk(item.ContentSequence, name if kind == "CONTAINER" and name else heading)
 
     walk(ds.get("ContentSequence") or (), "")
     findings = found["finding"] or found["other"]
     return ("\n".join(findings)[:20000] or None, "\n".join(found["impression"])[:8000] or None)
 
 
+def _waveform_text(ds: Dataset) -> tuple[str | None, str | None]:
+    """Findings and impression from a waveform's annotations (PS3.3 C.10.10, Waveform Annotation Module).
+
+    Measurements (a concept name with a numeric value, e.g. ``QTc Interval: 370 ms``) are findings; the
+    statements (free text, or coded statements by their meaning, e.g. ``Sinus rhythm``) are the
+    interpretation: the impression. Annotations of single points or ranges of samples carry no value and
+    are not report text.
+    """
+    measurements: list[str] = []
+    statements: list[str] = []
+    for item in ds.get("WaveformAnnotationSequence") or ():
+        text = _text(item, "UnformattedTextValue")
+        if text:
+            statements.append(_lines(text))
+        elif item.get("ConceptCodeSequence"):
+            statements.append(_code_meaning(item.ConceptCodeSequence))
+        elif item.get("NumericValue") is not None:
+            line = _measurement(_code_meaning(item.get("ConceptNameCodeSequence")), item.NumericValue,
+                                item.get("MeasurementUnitsCodeSequence"))
+            if line:
+                measurements.append(line)
+    return ("\n".join(measurements)[:20000] or None, "\n".join(s for s in statements if s)[:8000] or None)
+
+
 def _pdf_text(data: bytes) -> str | None:
-    try:
-        from pypdf import PdfReader  # optional: only when the deployment installed it
-    except ImportError:
-        return None
+    """The text of a PDF's pages (pypdf), or None when it has none (a scan) or cannot be read."""
+    from pypdf import PdfReader  # imported on the first PDF: most instances are images
+
     try:
         reader = PdfReader(io.BytesIO(data))
         return "\n".join((page.extract_text() or "") for page in reader.pages).strip() or None
@@ -374,6 +462,13 @@ def _report(ds: Dataset, sop_class: str) -> dict[str, Any] | None:
         return {"kind": "sr", "findings": findings, "impression": impression,
                 "status": "final" if verified else "preliminary",
                 "reported_at": when.isoformat() if when else None}
+    if sop_class.startswith(WAVEFORM_PREFIX) and ds.get("WaveformAnnotationSequence"):
+        findings, impression = _waveform_text(ds)
+        if findings or impression:
+            # A device's measurements and interpretation: unconfirmed until a physician signs a report.
+            return {"kind": "waveform", "findings": findings, "impression": impression, "status": "preliminary",
+                    "reported_at": when.isoformat() if when else None}
+        return None
     if sop_class == ENCAPSULATED_PDF:
         document = ds.get("EncapsulatedDocument") or b""
         text = _pdf_text(bytes(document)) if document else None
@@ -425,6 +520,23 @@ def _most_common(values: Iterable[str | None]) -> str | None:
     return counted.most_common(1)[0][0] if counted else None
 
 
+@functools.cache
+def waveform_shapes() -> dict[str, tuple[str, str]]:
+    """SOP Class UID → (body part, technique) of the waveform classes in :data:`WAVEFORM_SHAPES_FILE`."""
+    with WAVEFORM_SHAPES_FILE.open(encoding="utf-8") as f:
+        rows = csv.DictReader(line for line in f if not line.startswith("#"))
+        return {row["sop_class_uid"]: (row["body_part"], row["technique"]) for row in rows}
+
+
+def waveform_shape(records: Sequence[InstanceRecord]) -> tuple[str, str] | None:
+    """(body part, technique) when every instance is a waveform of one class that fixes them (a 12-lead ECG
+    is a resting ECG of the heart), else None: the study's shape is then read from its images."""
+    shapes = {waveform_shapes().get(r.sop_class_uid) for r in records}
+    if len(shapes) != 1:
+        return None
+    return shapes.pop()
+
+
 def technique(records: Sequence[InstanceRecord]) -> str:
     """plain / contrast / plain+contrast from the Contrast/Bolus module, judged per series.
 
@@ -469,8 +581,10 @@ def build_report(records: Sequence[InstanceRecord], *, institution: str, version
     report_times = [datetime.fromisoformat(x["reported_at"]) for x in reports if x.get("reported_at")]
     reported_at = max(report_times) if report_times else (study_at or received_at)
     series = {r.series_instance_uid for r in images if r.series_instance_uid}
+    waveform = waveform_shape(images)
+    body_part = _most_common(r.body_part for r in images) or (waveform[0] if waveform else None)
     study = Study(study_instance_uid=first.study_instance_uid, modality=modality, accession_number=accession,
-                  body_part=_most_common(r.body_part for r in images), technique=technique(records),
+                  body_part=body_part, technique=waveform[1] if waveform else technique(records),
                   description=_most_common(r.description for r in records), series_count=len(series) or None,
                   instance_count=len(records), study_at=study_at)
     patient = first.patient

@@ -10,7 +10,7 @@ Rules implemented (docs/rules.md, "Delivery"):
 - ERR (v2.5 style): ERR-2 location ``SEG^seq^field[^repetition]``, ERR-3 HL7 table 0357 code, ERR-4
   severity E, ERR-8 user message; for v2.3/2.4 senders ERR-1 (ELD) is filled as well; MSA-3 repeats the
   text. Everything echoed passes :func:`schemas.resident_id.scrub` and is escaped in the sender's own
-  separators.
+  separators; a sender that declared no escape character (a blank in MSH-2) gets ``\\`` in the ACK's.
 - Enhanced mode (MSH-15 or MSH-16 valued): MSH-15 AL/ER/SU/NE picks when an *accept* ACK is sent. CA =
   committed, i.e. acknowledged by Kafka (so exactly when AA would be sent); CR = the message can never be
   accepted by this receiver as sent (type, event, version, processing ID); CE = everything else that is not
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 
 from adapters.hl7.exceptions import Hl7Error
@@ -39,6 +40,7 @@ ERROR_TEXT = {
 
 _LINE_BREAKS = re.compile(r"[\r\n]+")
 _DEFAULT_SEPARATORS = "|^~\\&"
+_ESCAPE_CHARACTERS = "\\#!$%"  # the ACK's escape character when the sender declared none, first unused
 
 
 def _escape(text: str, seps: str) -> str:
@@ -52,6 +54,23 @@ def _escape(text: str, seps: str) -> str:
     for char, code in ((f, "F"), (c, "S"), (r, "R"), (s, "T")):
         text = text.replace(char, f"{e}{code}{e}")
     return text
+
+
+def _ack_separators(seps: str) -> str:
+    """The ACK's separators: the sender's, with an escape character in place of a blank (none declared)."""
+    if not seps[3].isspace():
+        return seps
+    escape = next(e for e in _ESCAPE_CHARACTERS if e not in seps)
+    return seps[:3] + escape + seps[4:]
+
+
+def _raw_echo(seps: str) -> Callable[[str], str]:
+    """How a field echoed as sent (still escaped in the sender's separators) is written into the ACK: as it
+    is, unless the ACK has an escape character the sender did not have, which must then be escaped itself."""
+    if not seps[3].isspace():
+        return lambda text: text
+    escape = _ack_separators(seps)[3]
+    return lambda text: text.replace(escape, f"{escape}E{escape}")
 
 
 def ack_plan(header: Header | None) -> tuple[str, str]:
@@ -83,18 +102,20 @@ def build_ack(header: Header | None, code: str, error: Hl7Error | None, codec: s
               text: str = "") -> bytes:
     """The ACK message (MSH, MSA, and ERR for a refusal) in the sender's separators and character set."""
     seps = header.separators if header else _DEFAULT_SEPARATORS
+    raw = _raw_echo(seps)
+    seps = _ack_separators(seps)
     f, c = seps[0], seps[1]
     version = header.version if header and header.version in SUPPORTED_VERSIONS else "2.5.1"
     event = header.event if header and header.event else "R01"
     msg_type = f"ACK{c}{_escape(event, seps)}" + ("" if version == "2.3" else f"{c}ACK")
     control = ("HRX" + uuid.uuid4().hex)[:20]
     fields = [  # MSH-3 … MSH-18
-        (header.receiving_application if header else "") or "HRX",
-        (header.receiving_facility if header else "") or _escape(institution, seps),
-        header.sending_application if header else "", header.sending_facility if header else "",
+        raw(header.receiving_application if header else "") or "HRX",
+        raw(header.receiving_facility if header else "") or _escape(institution, seps),
+        raw(header.sending_application if header else ""), raw(header.sending_facility if header else ""),
         datetime.now(BEIJING).strftime("%Y%m%d%H%M%S%z"), "", msg_type, control,
         (header.processing_id if header else "") or "P", version, "", "", "", "", "",
-        header.charset if header else ""]
+        raw(header.charset if header else "")]
     segments = [("MSH" + f + seps[1:] + f + f.join(fields)).rstrip(f)]
     message = scrub(error.message if error else text)
     control_id = _escape(header.control_id, seps) if header else ""

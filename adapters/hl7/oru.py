@@ -33,9 +33,11 @@ Rules implemented (docs/rules.md, "Statuses and versions", "Dates", "Privacy"):
   one has too many digits). The HL7 null ``""`` is an explicit "no value" (also in OBX-6/7/8), never the
   text ``""``; a final or corrected observation (OBX-11 F or C, or OBR-25 F/C when OBX-11 is empty) with
   no value is refused (101, OBX-5). OBX-6 units (common spellings normalised to UCUM: ``10^9/L`` →
-  ``10*9/L``, ``µmol/L`` → ``umol/L``, ``IU`` → ``[IU]``), OBX-7 reference ranges (``3.9-6.1``,
-  ``3.9~6.1`` → low and high; ``>40``, ``≥1`` → low, ``<5``, ``≤5`` → high, with the text; anything else
-  free text), OBX-8 abnormal flags (``↑``/``↓`` → H/L).
+  ``10*9/L``, ``µmol/L`` → ``umol/L``, ``IU`` → ``[IU]``): the identifier (OBX-6.1), unless it is a local
+  code that is no unit and the text (OBX-6.2) is one (``CD:289^mg/dL`` → ``mg/dL``). OBX-7 reference
+  ranges (``3.9-6.1``, ``3.9~6.1`` → low and high; ``>40``, ``≥1`` → low, ``<5``, ``≤5`` → high, with the
+  text; a range sent with components, ``35-150^35^150``, is read from its first; anything else free
+  text), OBX-8 abnormal flags (``↑``/``↓`` → H/L).
 - Patient: the resident ID (居民身份证号) is the PID-3 repetition whose identifier type (CX.5) is
   ``NNCHN`` or whose assigning authority (CX.4) is OID 2.16.156.10011.1.3; missing → 101, invalid (GB
   11643 check) → 102, both naming PID-3 and the repetition. It is pseudonymized by the pipeline and never
@@ -63,6 +65,7 @@ from adapters.hl7.segments import ParsedMessage, Segment
 from adapters.pipeline import Code, LabObservation, LabReport, Patient, Value
 from codes.calendar import BEIJING
 from codes.loinc import is_loinc_system
+from codes.units import normalize_unit
 from schemas.resident_id import InvalidResidentId, normalize_resident_id
 from schemas.statuses import STATUS_RANK
 
@@ -216,6 +219,8 @@ def _unit(obx: Segment) -> str | None:
     code, text = comps[0], comps[1]
     if _UNIT_TEN.fullmatch(code) and _UNIT_PER.match(text):  # an unescaped "10^9/L"
         code, text = f"{code}^{text}", ""
+    elif code and text and normalize_unit(code) is None and normalize_unit(text) is not None:
+        code = text  # a local unit code ("CD:289") whose text is the unit ("mg/dL")
     unit = ucum_unit(code or text)
     if unit is not None and len(unit) > 64:
         raise Hl7Error("unit longer than 64 characters", obx.loc(6), "102")
@@ -225,22 +230,27 @@ def _unit(obx: Segment) -> str | None:
 def _reference(obx: Segment) -> dict[str, Any]:
     """OBX-7: ``low-high`` → low and high; ``>40``/``≥1`` → low, ``<5``/``≤5`` → high (with the text kept, as
     the comparator says whether the limit itself is inside); anything else, or a number a double cannot
-    hold exactly, stays text."""
+    hold exactly, stays text. A single repetition with components (``35-150^35^150``, ``>40^>40``: a
+    sender's own text^low^high) is read from its first component when the whole is no range."""
     if _null(obx, 7):
         return {}
-    rep_sep = "~"
-    text = rep_sep.join("^".join(c[0] for c in rep) for rep in obx.reps(7)).strip()  # "3.9~6.1" arrives as two reps
+    reps = obx.reps(7)
+    text = "~".join("^".join(c[0] for c in rep) for rep in reps).strip()  # "3.9~6.1" arrives as two reps
     if not text:
         return {}
-    if m := _RANGE.match(text):
-        low, high = _exact(m.group(1)), _exact(m.group(2))
-        if low is not None and high is not None:
-            return {"ref_low": low, "ref_high": high}
-    elif m := _BOUND.match(text):
-        limit = _exact(m.group(2))
-        if limit is not None:
-            bound = "ref_high" if _COMPARATORS[m.group(1)] in ("<", "<=") else "ref_low"
-            return {bound: limit, "ref_text": text[:256]}
+    readings = [text]
+    if len(reps) == 1 and len(reps[0]) > 1:  # "35-150^35^150": a range with components, read from its first
+        readings.append(reps[0][0][0].strip())
+    for reading in readings:
+        if m := _RANGE.match(reading):
+            low, high = _exact(m.group(1)), _exact(m.group(2))
+            if low is not None and high is not None:
+                return {"ref_low": low, "ref_high": high}
+        elif m := _BOUND.match(reading):
+            limit = _exact(m.group(2))
+            if limit is not None:
+                bound = "ref_high" if _COMPARATORS[m.group(1)] in ("<", "<=") else "ref_low"
+                return {bound: limit, "ref_text": reading[:256]}
     return {"ref_text": text[:256]}
 
 

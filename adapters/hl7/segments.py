@@ -60,7 +60,7 @@ class Segment:
         else:
             _, comp, rep, esc, sub = self.separators
             value = self.fields[n]
-            if esc not in value:  # nothing to unescape (the common case): split only
+            if esc not in value or esc.isspace():  # nothing to unescape (the common case): split only
                 if comp not in value and rep not in value and sub not in value:
                     out = [[[value]]]
                 else:
@@ -97,7 +97,9 @@ def split_segments(text: str) -> list[Segment]:
 
     HL7 v2 encoding rules: segments end with CR; fields are separated by MSH-1; MSH-2 holds the component,
     repetition, escape and subcomponent characters (defaults ``^~\\&`` for missing ones). MSH (and a stray
-    BHS/FHS) is numbered as python-hl7 numbers it: MSH-1 is the separator itself.
+    BHS/FHS) is numbered as python-hl7 numbers it: MSH-1 is the separator itself. A blank in the escape
+    character's place (``^~ &``) declares no escape character: text is read as sent, never cut into
+    "escape sequences" at every blank.
     """
     f = text[3]
     end = text.find("\r")

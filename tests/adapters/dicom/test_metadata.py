@@ -130,6 +130,38 @@ def test_sr_report_text_and_flags(tmp_path, pseudonymizer) -> None:  # type: ign
     assert _record(draft.files[-1], pseudonymizer).report["status"] == "preliminary"
 
 
+def test_sr_codes_measurements_and_context(tmp_path, pseudonymizer) -> None:  # type: ignore[no-untyped-def]
+    """CODE items a container CONTAINS and NUM items are report text in document order; concept modifiers
+    and observation context (here the observer's name) are not."""
+    study = dd.ct_study(tmp_path, slices=1)
+    ds = pydicom.dcmread(study.files[-1])
+
+    def item(relationship: str, kind: str, name: str, **values: object) -> Dataset:
+        content = Dataset()
+        content.RelationshipType, content.ValueType = relationship, kind
+        content.ConceptNameCodeSequence = Sequence([dd._code("1", "99T", name)])
+        for keyword, value in values.items():
+            setattr(content, keyword, value)
+        return content
+
+    measured = Dataset()
+    measured.NumericValue = "6"
+    measured.MeasurementUnitsCodeSequence = Sequence([dd._code("mm", "UCUM", "millimeter")])
+    nodule = item("CONTAINS", "CODE", "Finding", ConceptCodeSequence=Sequence([dd._code("1", "99T", "结节")]))
+    nodule.ContentSequence = Sequence([
+        item("HAS CONCEPT MOD", "CODE", "Laterality", ConceptCodeSequence=Sequence([dd._code("R", "99T", "右")]))])
+    observer = item("HAS OBS CONTEXT", "PNAME", "Recording Observer's Name", PersonName="Li^Lei")
+    observer_org = item("HAS OBS CONTEXT", "TEXT", "Recording Observer's Organization Name", TextValue="某医院")
+    findings = item("CONTAINS", "CONTAINER", "Findings")
+    findings.ContentSequence = Sequence([nodule, item("CONTAINS", "NUM", "Diameter", MeasuredValueSequence=Sequence(
+        [measured])), item("CONTAINS", "TEXT", "Finding", TextValue="边缘光滑。\r\n")])
+    ds.ContentSequence = Sequence([observer, observer_org, findings, *ds.ContentSequence[1:]])
+    ds.save_as(tmp_path / "sr-codes.dcm")
+    report = _record(tmp_path / "sr-codes.dcm", pseudonymizer).report
+    assert report["findings"] == "Finding: 结节\nDiameter: 6 mm\n边缘光滑。"
+    assert report["impression"] == "右肺上叶磨玻璃结节，建议随访。"
+
+
 def test_encapsulated_pdf_contributes_a_report(pseudonymizer) -> None:  # type: ignore[no-untyped-def]
     ds = pydicom.dcmread(dd.CT_SMALL, stop_before_pixels=True)
     ds.PatientID, ds.IssuerOfPatientID = dd.RID_CT, "NNCHN"
