@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import time
 import traceback
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import orjson
 
 from chaos.figures import Figures
+from chaos.processes import KEEP_ENV
 
 SCENARIOS = {"engine-kill": "chaos.engine_kill", "broker-restart": "chaos.broker_restart",
              "postgres-restart": "chaos.postgres_restart", "spool-full": "chaos.spool_full"}
@@ -38,10 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=", ".join(SCENARIOS))
     parser.add_argument("--short", action="store_true", help="the small form run by `make test`")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument("--keep", action="store_true", help="keep each run's directory (logs, store) and print it")
     args = parser.parse_args(argv)
     unknown = [name for name in args.scenarios if name not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    if args.keep:
+        os.environ[KEEP_ENV] = "1"
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # the faults make it complain, by design
     results: list[Figures] = []

@@ -17,13 +17,12 @@ exited on its own (crash) and each stored something within ``START_TIMEOUT`` s o
 from __future__ import annotations
 
 import random
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from chaos.figures import Figures
-from chaos.processes import RestartableBroker, exchange_env, spawn, wait_until
+from chaos.processes import RestartableBroker, exchange_env, run_directory, spawn, wait_until
 from chaos.stores import BACKENDS, StoredResults, duplicates, fresh_store
 from chaos.stream import Lag, LabStream
 
@@ -38,9 +37,9 @@ GROUP = "chaos-engine"
 
 def run(short: bool = False) -> list[Figures]:
     kills = SHORT_KILLS if short else KILLS
-    with tempfile.TemporaryDirectory(prefix="hrx-chaos-engine-kill-") as tmp:
+    with run_directory("engine-kill") as tmp:
         with ThreadPoolExecutor(len(BACKENDS)) as pool:
-            return list(pool.map(lambda backend: kill_engine(backend, kills, Path(tmp)), BACKENDS))
+            return list(pool.map(lambda backend: kill_engine(backend, kills, tmp), BACKENDS))
 
 
 def kill_engine(backend: str, kills: int, root: Path, seed: int = 30) -> Figures:

@@ -7,14 +7,19 @@ been killed or stopped counts as a crash.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from kafka import KafkaConsumer
 
 from exchange.broker import EmbeddedBroker, ensure_topics, free_port
 from schemas.topics import DEFAULT_PARTITIONS
@@ -22,6 +27,21 @@ from schemas.topics import DEFAULT_PARTITIONS
 ROOT = Path(__file__).resolve().parent.parent
 #: The suite's pseudonym key (synthetic patients only).
 PSEUDONYM_KEY = "hrx-chaos-key-0123456789abcdef"
+#: Set (``python -m chaos --keep``) to keep each run's directory: the processes' logs, the broker's, the store.
+KEEP_ENV = "HRX_CHAOS_KEEP"
+
+
+@contextmanager
+def run_directory(scenario: str) -> Iterator[Path]:
+    """A fresh directory for one run of ``scenario``; removed afterwards unless ``$HRX_CHAOS_KEEP`` is set."""
+    path = Path(tempfile.mkdtemp(prefix=f"hrx-chaos-{scenario}-"))
+    try:
+        yield path
+    finally:
+        if os.environ.get(KEEP_ENV):
+            print(f"{scenario}: logs kept in {path}", flush=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass
@@ -124,6 +144,9 @@ class RestartableBroker:
     log_path: Path
     port: int = field(default_factory=free_port)
     restarts: int = 0
+    #: After each start, the topics found with fewer partitions than configured (``topic: found``): a client
+    #: that asked for a topic before it was created again had the broker create it with its own default.
+    short_topics: list[dict[str, int]] = field(default_factory=list)
     _broker: EmbeddedBroker | None = None
 
     @property
@@ -133,6 +156,7 @@ class RestartableBroker:
     def start(self) -> RestartableBroker:
         self._broker = EmbeddedBroker(port=self.port, log_path=self.log_path).start()
         ensure_topics(self.bootstrap, DEFAULT_PARTITIONS)
+        self.short_topics.append(_short_topics(self.bootstrap))
         return self
 
     def kill9(self) -> None:
@@ -155,3 +179,12 @@ class RestartableBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _short_topics(bootstrap: str) -> dict[str, int]:
+    probe = KafkaConsumer(bootstrap_servers=bootstrap, client_id="chaos-topics")
+    try:
+        found = {topic: len(probe.partitions_for_topic(topic) or ()) for topic in DEFAULT_PARTITIONS}
+    finally:
+        probe.close()
+    return {topic: n for topic, n in found.items() if n < DEFAULT_PARTITIONS[topic]}

@@ -16,12 +16,15 @@ Oracle: the file system did fill (0xA700 answered); no answer other than 0x0000 
 "internal error"); every instance answered 0x0000 — before or after the space was freed — is in the spool
 after the kill (no 0x0000 for an instance that was not committed: a false ACK); every resend after the space
 was freed is answered 0x0000; every study is published to the broker; the SCP never exits by itself.
+
+What is checked is the commit (a write the file system refused is never answered 0x0000). That the commit
+was also fsynced is SQLite's ``synchronous=FULL``; a tmpfs has no device to flush, so a power cut is not
+simulated here.
 """
 from __future__ import annotations
 
 import sqlite3
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +36,7 @@ from exchange.broker import free_port
 from chaos import data
 from chaos.doors import out_of_resources, storescu
 from chaos.figures import Figures
-from chaos.processes import RestartableBroker, exchange_env, spawn, wait_listening, wait_until
+from chaos.processes import RestartableBroker, exchange_env, run_directory, spawn, wait_listening, wait_until
 
 FS_MIB = 16
 PER_STUDY = 20
@@ -44,8 +47,8 @@ PUBLISH_TIMEOUT = 120.0
 
 
 def run(short: bool = False) -> list[Figures]:
-    with tempfile.TemporaryDirectory(prefix="hrx-chaos-spool-") as tmp:
-        return [fill_spool(Path(tmp), SHORT_MAX_INSTANCES if short else MAX_INSTANCES)]
+    with run_directory("spool-full") as tmp:
+        return [fill_spool(tmp, SHORT_MAX_INSTANCES if short else MAX_INSTANCES)]
 
 
 def mount_tmpfs(directory: Path, mib: int) -> None:

@@ -66,6 +66,14 @@ def test_a_report_allowed_to_be_lost_at_one_kill_is_judged_at_every_kill() -> No
     assert must == {A, C}
 
 
+def test_a_report_the_engine_passed_over_while_the_broker_was_up_may_not_be_lost() -> None:
+    timeline = _timeline(stored=set())
+    timeline.passed_over = [{B}, set()]  # B was still not stored long after it was acknowledged
+    must, allowed = classify({"fhir": _sender("fhir", {A: 5.0, B: 6.0})}, timeline)
+    assert allowed == {A}
+    assert must == {B}
+
+
 def test_duplicates_count_rows_beyond_the_first() -> None:
     assert duplicates(Counter({A: 1, B: 3, C: 2})) == 3
     assert duplicates(Counter()) == 0
