@@ -1,6 +1,6 @@
 """The engine consumer: Kafka result topics → validated events → the SQL store.
 
-Delivery rule (DOMAIN.md §8): offsets are committed only after the SQL transaction that stored the batch
+Delivery rule (docs/rules.md, "Delivery"): offsets are committed only after the SQL transaction that stored the batch
 has committed. A crash between the two replays the batch, and the store's UNIQUE natural keys turn the
 replay into no-ops, so every event is stored exactly once. An event that fails validation is published to
 ``hr.deadletter.v1`` (with its source topic/partition/offset) and recorded, and consumption continues.
