@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-unit test-integration bench clean
+.PHONY: run test test-unit test-integration bench chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test-integration: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench
+
+# The fault suite (chaos/): kills and restarts engine, broker and PostgreSQL, fills the DICOM spool's disk
+# (root: it mounts a tmpfs). About 15 minutes; `make test` runs its short form (tests/chaos/).
+chaos: $(VENV)/.installed
+	$(BIN)/python -m chaos
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

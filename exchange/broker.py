@@ -76,6 +76,13 @@ class EmbeddedBroker:
                 self._process.wait()
         self._process = None
 
+    def kill(self) -> None:
+        """SIGKILL the broker, as a crash would: no clean shutdown, and everything it held in memory is gone."""
+        if self._process and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
 

@@ -95,16 +95,22 @@ class ResultEngine:
         self.stats = EngineStats()
         #: Set once the group coordinator assigned partitions to this consumer (joining takes seconds).
         self.ready = threading.Event()
+        self._committed = False  # a batch was committed since the consumer was (re)created
 
     def run(self, stop: threading.Event) -> None:
-        """Consume until ``stop`` is set; broker or database outages are waited out, never skipped."""
+        """Consume until ``stop`` is set; broker or database outages are waited out, never skipped.
+
+        The wait before resuming doubles while the outage lasts (0.5 s up to 10 s) and starts again at 0.5 s
+        for the next outage once a batch has been committed in between."""
         backoff = 0.5
         with collector.tuned():  # a batch is thousands of short-lived containers: see exchange.collector
             while not stop.is_set():
+                self._committed = False
                 try:
                     self._consume(stop)
-                    backoff = 0.5
                 except (KafkaError, BrokerUnavailable, SQLAlchemyError, OSError) as exc:
+                    if self._committed:  # it had recovered from the previous outage: this one is new
+                        backoff = 0.5
                     self.stats.errors += 1
                     self.stats.last_error = repr(exc)
                     log.warning("engine: %s; resuming from the last committed offsets in %.1fs", exc, backoff)
@@ -134,9 +140,11 @@ class ResultEngine:
                 prepared = self.prepare(batch) if batch else None
                 if writing is not None and (prepared is not None or writing.done()):
                     consumer.commit(writing.result())
+                    self._committed = True
                     writing = None
                 if prepared is not None and writer is None:
                     consumer.commit(self.store(prepared))
+                    self._committed = True
                 elif prepared is not None:
                     writing = writer.submit(self.store, prepared)
             if writing is not None:
