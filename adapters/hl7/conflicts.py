@@ -54,7 +54,7 @@ def content_digest(event: dict[str, Any], result_time_sent: bool = True) -> str:
     content["patient"] = {"pseudonym": patient["pseudonym"], "sex": patient.get("sex"),
                           "birth_year": patient.get("birth_year")}
     content["item"] = _item(event["item"])
-    content["observations"] = [_observation(o) for o in event["observations"]]
+    content["observations"] = [_observation(o) for o in event.get("observations", ())]  # imaging: none
     if result_time_sent:
         content["reported_at"] = event["reported_at"]
     return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()

@@ -61,8 +61,9 @@ from hl7 import parse_datetime
 from adapters.hl7.charset import decode
 from adapters.hl7.exceptions import Hl7Error
 from adapters.hl7.header import Header, check_header, parse_header
+from adapters.hl7.imaging import IsImagingService, imaging_report, imaging_sections, is_imaging
 from adapters.hl7.segments import ParsedMessage, Segment
-from adapters.pipeline import Code, LabObservation, LabReport, Patient, Value
+from adapters.pipeline import Code, ImagingReport, LabObservation, LabReport, Patient, Value
 from codes.calendar import BEIJING
 from codes.loinc import is_loinc_system
 from codes.units import normalize_unit
@@ -487,7 +488,8 @@ def _groups(message: ParsedMessage) -> list[_Group]:
     return groups
 
 
-def _report(group: _Group, header: Header, msh: Segment, institution: str) -> LabReport:
+def _report(group: _Group, header: Header, msh: Segment, institution: str,
+            is_imaging_service: IsImagingService | None = None) -> LabReport | ImagingReport:
     obr = group.obr
     result_id = obr.get(3) or obr.get(2)
     if not result_id:
@@ -500,6 +502,8 @@ def _report(group: _Group, header: Header, msh: Segment, institution: str) -> La
         raise Hl7Error("OBR-4 (universal service identifier) is required", obr.loc(4), "101")
     statuses = [(obx, _status(_OBX_STATUS, obx, 11)) for obx in group.obx]
     status = _report_status(obr, statuses)
+    if is_imaging(obr, group.obx, codes, is_imaging_service):
+        return _imaging(group, header, msh, institution, codes, status)
     observations: list[LabObservation] = []
     for obx, obx_status in statuses:
         obs_codes = _codes(obx, 3)
@@ -530,13 +534,31 @@ def _report(group: _Group, header: Header, msh: Segment, institution: str) -> La
         message_id=header.control_id or None, location=obr.loc())
 
 
-def parse_reports(message: ParsedMessage, header: Header, institution: str) -> list[LabReport]:
-    """Every report of a parsed ORU^R01, or an Hl7Error naming the first problem (nothing partial)."""
+def _imaging(group: _Group, header: Header, msh: Segment, institution: str, codes: list[Code],
+             status: str) -> ImagingReport:
+    """A radiology OBR (:mod:`adapters.hl7.imaging`): its text OBX are the report."""
+    values = [(obx, value) for obx in group.obx if (value := _value(obx, _status(_OBX_STATUS, obx, 11)))]
+    if status not in _VOID and not any(v.text for _, v in values):
+        raise Hl7Error("the radiology report has no text OBX", group.obr.loc(), "101")
+    reported = _timestamp(group.obr, 22) or _timestamp(msh, 7)
+    if reported is None:
+        raise Hl7Error("OBR-22 (result time) or MSH-7 (message time) is required", group.obr.loc(22), "101")
+    return imaging_report(group.obr, values, institution=institution, codes=codes, status=status,
+                          version=report_version(status, reported), patient=_patient(group.pid),
+                          reported_at=reported, message_id=header.control_id or None)
+
+
+def parse_reports(message: ParsedMessage, header: Header, institution: str,
+                  is_imaging_service: IsImagingService | None = None) -> list[LabReport | ImagingReport]:
+    """Every report of a parsed ORU^R01, or an Hl7Error naming the first problem (nothing partial).
+
+    A radiology OBR becomes an :class:`ImagingReport` (:mod:`adapters.hl7.imaging`); ``is_imaging_service``
+    says whether an OBR-4 maps to a unified imaging item."""
     msh = message.msh
-    reports: list[LabReport] = []
+    reports: list[LabReport | ImagingReport] = []
     seen: dict[str, str] = {}
     for group in _groups(message):
-        report = _report(group, header, msh, institution)
+        report = _report(group, header, msh, institution, is_imaging_service)
         if report.result_id in seen:
             raise Hl7Error(f"OBR {seen[report.result_id]} and {report.location} carry the same order number",
                            group.obr.loc(3), "205")
@@ -555,11 +577,12 @@ class ReportOrigin:
 
 def report_origins(message: ParsedMessage) -> list[ReportOrigin]:
     """One :class:`ReportOrigin` per OBR, in the order of :func:`parse_reports`' reports (one per OBR)."""
-    return [ReportOrigin(seg.loc(3) if seg.get(3) else seg.loc(2), bool(seg.get(22)))
+    return [ReportOrigin(seg.loc(18) if seg.get(18) and seg.get(24).upper() in imaging_sections()
+                         else seg.loc(3) if seg.get(3) else seg.loc(2), bool(seg.get(22)))
             for seg in message.segments if seg.name == "OBR"]
 
 
-def parse_message(raw: bytes | str, institution: str) -> tuple[Header, list[LabReport]]:
+def parse_message(raw: bytes | str, institution: str) -> tuple[Header, list[LabReport | ImagingReport]]:
     """Decode (bytes: by MSH-18), parse and check one ORU^R01; raises Hl7Error."""
     text = decode(raw)[0] if isinstance(raw, bytes) else raw
     message, header = parse_header(text)

@@ -47,7 +47,7 @@ from adapters.hl7.journal import AckJournal, ReportKey, StoredReport
 from adapters.hl7.mllp import DEFAULT_MAX_BYTES, HEAD_BYTES, Frame
 from adapters.hl7.oru import ReportOrigin, parse_reports, report_origins
 from adapters.hl7.segments import ParsedMessage
-from adapters.pipeline import AdapterError, LabReport, ResultPipeline
+from adapters.pipeline import AdapterError, Code, ImagingReport, LabReport, ResultPipeline
 from adapters.pseudonymize import Pseudonymizer
 from adapters.publish import BrokerUnavailable, Publisher
 from codes import CodeBook
@@ -207,7 +207,7 @@ class Hl7Receiver:
                 "MSH^1^10", "205"), codec)
         pipeline = ResultPipeline(self.book, self.pseudonymizer, self.publisher)
         try:
-            reports = parse_reports(message, header, self.institution)
+            reports = parse_reports(message, header, self.institution, self._is_imaging_service)
             built = [self._event(pipeline, r) for r in reports]
             origins = report_origins(message)
         except Hl7Error as error:
@@ -289,15 +289,22 @@ class Hl7Receiver:
                                 None, "207")
         return None
 
-    def _event(self, pipeline: ResultPipeline, report: LabReport) -> dict[str, Any]:
+    def _is_imaging_service(self, codes: Sequence[Code]) -> bool:
+        """Whether an OBR-4 maps to a unified imaging item in this institution's imaging mapping table."""
+        return self.book.map_study(self.institution, [(c.code, c.system) for c in codes], modality=None,
+                                   body_part=None, technique=None) is not None
+
+    def _event(self, pipeline: ResultPipeline, report: LabReport | ImagingReport) -> dict[str, Any]:
         try:
+            if isinstance(report, ImagingReport):
+                return pipeline.imaging_event(report, "hl7v2")
             event = pipeline.lab_event(report, "hl7v2")
         except Hl7Error:
             raise
         except AdapterError as exc:
             location = exc.location
             match = _SCHEMA_OBSERVATION.search(exc.message)
-            if match and int(match.group(1)) < len(report.observations):
+            if match and isinstance(report, LabReport) and int(match.group(1)) < len(report.observations):
                 location = report.observations[int(match.group(1))].location or location
             if exc.code == "value" and location and location.startswith("OBX^"):
                 location += "^5"  # the pipeline names the observation; its value is OBX-5

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, bindparam, case, exists, or_, select
 from sqlalchemy.exc import DBAPIError
 
 from exchange.store import write
+from exchange.store.imaging import join_images_and_reports
 from exchange.store.models import DeadLetter, Observation, Result, ResultHead
 from schemas.events import parse_timestamp
 
@@ -117,6 +118,7 @@ def ingest(conn: Connection, deliveries: Iterable[Delivery]) -> IngestReport:
     """
     report = IngestReport()
     batch = _Batch.of(deliveries, report)
+    join_images_and_reports(conn, batch.rows, batch.events)
     if not batch.rows:
         return report
     if not batch.repeats_a_result and _append(conn, batch, report):
