@@ -212,8 +212,11 @@ def imaging_report(report: Located, index: ResourceIndex, identity: ReportIdenti
     study, procedure, retrieval = _study(report, index, identity, description[:NAME_LENGTH] if description else None)
     # Text stands for a code only when nothing is coded: the study's procedure codes come first then.
     coded = [c for c in codes if c.system != CODE_TEXT_SYSTEM]
+    # The accession number keys an imaging result at every door, so the DICOM images of the same study join it
+    # (docs/rules.md, "Statuses and versions"); without one, the report's own identifier.
     return ImagingReport(
-        institution=identity.institution, result_id=identity.result_id, version=identity.version,
+        institution=identity.institution, result_id=study.accession_number or identity.result_id,
+        version=identity.version,
         status=identity.status, patient=identity.patient, study=study, reported_at=identity.reported_at,
         codes=coded + procedure + [c for c in codes if c.system == CODE_TEXT_SYSTEM],
         findings=_findings(report, index), impression=_impression(report), retrieval=retrieval,
