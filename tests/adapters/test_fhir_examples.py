@@ -237,6 +237,8 @@ def test_an_imaging_study_gives_the_retrieval_pointer(pipeline) -> None:  # type
         "description": "XR Wrist 3+ Views", "series_count": 1, "instance_count": 2,
         "study_at": "2017-01-01T11:01:20+03:00"}
     assert xr["retrieval"] == {"wado_rs": "https://pacs.hospital.org/wado-rs"}
+    # Keyed by the accession number, as the DICOM study and an HL7 radiology report of it are.
+    assert xr["result_id"] == "W12342398"
     # The report's code first, then the study's procedure code, as the procedure codes.
     assert xr["item"]["local_code"] == "429858000"
     reports(bundle)[0]["imagingStudy"].append({"reference": "ImagingStudy/other"})
