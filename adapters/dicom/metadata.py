@@ -58,6 +58,7 @@ IMPRESSION_WORDS = ("impression", "印象", "结论", "conclusion", "diagnos", "
 
 # DIMSE C-STORE statuses (PS3.4 Table B.2-1); the 0xCxxx range is "cannot understand", split here by cause.
 STATUS_SUCCESS = 0x0000
+STATUS_DUPLICATE_SOP_INSTANCE = 0x0111  # PS3.7 C.4.2: another instance under this SOP Instance UID
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_SOP_CLASS_MISMATCH = 0xA900
 STATUS_CANNOT_UNDERSTAND = 0xC000
@@ -107,6 +108,13 @@ class InstanceRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def content(self) -> dict[str, Any]:
+        """What the instance says, without how it was delivered (the calling AE title, the peer's address):
+        two deliveries of the same instance have the same content."""
+        found = self.to_dict()
+        del found["calling_ae"], found["peer_host"]
+        return found
 
 
 # ------------------------------------------------------------------------------------------------ parsing

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from adapters.dicom.metadata import (
+    STATUS_DUPLICATE_SOP_INSTANCE,
     STATUS_PATIENT_CONFLICT,
     DicomError,
     InstanceRecord,
@@ -135,10 +136,13 @@ class Spool:
     # -- receiving -----------------------------------------------------------------------------------
 
     def add(self, record: InstanceRecord, now: float | None = None) -> bool:
-        """Durably add an instance; False when its SOP Instance UID is already spooled (a duplicate).
+        """Durably add an instance; False when its SOP Instance UID is already spooled with the same content
+        (a resend).
 
-        Raises DicomError (0xC012) when the study already belongs to another patient, SpoolUnavailable
-        when nothing could be committed.
+        Raises DicomError 0x0111 (Duplicate SOP Instance) when the spooled instance under that UID says
+        something else (another patient, study or metadata: a conflict is refused, never answered success
+        and dropped), 0xC012 when the study already belongs to another patient, SpoolUnavailable when
+        nothing could be committed.
         """
         now = time.time() if now is None else now
         pseudonym = record.patient["pseudonym"]
@@ -146,8 +150,12 @@ class Spool:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    if self._db.execute("SELECT 1 FROM instances WHERE sop_uid = ?",
-                                        (record.sop_instance_uid,)).fetchone():
+                    spooled = self._db.execute("SELECT record FROM instances WHERE sop_uid = ?",
+                                               (record.sop_instance_uid,)).fetchone()
+                    if spooled is not None:
+                        if InstanceRecord.from_dict(orjson.loads(spooled[0])).content() != record.content():
+                            raise DicomError(STATUS_DUPLICATE_SOP_INSTANCE, "another instance was already received "
+                                             "under this SOP Instance UID; send a new UID for changed content")
                         self._db.execute("ROLLBACK")
                         return False
                     row = self._db.execute("SELECT pseudonym FROM studies WHERE study_uid = ?",

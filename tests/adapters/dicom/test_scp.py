@@ -94,6 +94,24 @@ def test_unusable_data_sets_get_failure_statuses_and_publish_nothing(  # type: i
     assert publisher.records == []
 
 
+def test_a_resend_with_other_content_under_the_same_sop_instance_uid_is_refused(  # type: ignore[no-untyped-def]
+        tmp_path, dcmtk, book, pseudonymizer, start_receiver) -> None:
+    """Same SOP Instance UID, other content (another patient): 0x0111 Duplicate SOP Instance, nothing changed;
+    the identical resend stays a success."""
+    receiver = start_receiver(ResultPipeline(book, pseudonymizer, FakePublisher()), stable_seconds=3600)
+    study = dd.ct_study(tmp_path / "ct", slices=1, with_report=False)
+    assert storescu(receiver.port, study.files)[1] == ["Success"]
+    other = pydicom.dcmread(study.files[0])
+    other.PatientID = dd.RID_MR  # another patient's resident ID, same UIDs
+    other.PatientBirthDate = dd.RID_MR[6:14]
+    other.save_as(tmp_path / "other.dcm", enforce_file_format=True)
+    code, responses, out = storescu(receiver.port, [tmp_path / "other.dcm", study.files[0]])
+    assert responses == ["Unknown Status: 0x111", "Success"], out
+    assert receiver.spool.counts()["instances"] == 1
+    [record] = receiver.spool.records(study.uid)
+    assert record.patient["pseudonym"] == pseudonymizer.pseudonym(dd.RID_CT)
+
+
 def test_allow_list_and_association_limits(tmp_path, dcmtk, book, pseudonymizer, start_receiver) -> None:  # type: ignore[no-untyped-def]
     receiver = start_receiver(ResultPipeline(book, pseudonymizer, FakePublisher()), allow_ae=("MODALITY1",),
                               max_associations=2, max_pdu=32768)
