@@ -38,6 +38,11 @@ from exchange.store import Delivery, IngestReport, ingest, record_dead_letter
 log = logging.getLogger(__name__)
 
 
+#: Bytes fetched per partition and per fetch (see ResultEngine._consume).
+FETCH_PARTITION_BYTES = 2 << 20
+FETCH_BYTES = 16 << 20
+
+
 @dataclass
 class EngineStats:
     batches: int = 0
@@ -123,7 +128,15 @@ class ResultEngine:
         consumer = KafkaConsumer(
             *self.topics, bootstrap_servers=self.bootstrap, group_id=self.group, client_id="hrx-engine",
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.max_poll_records,
-            session_timeout_ms=self.session_timeout_ms, heartbeat_interval_ms=self.session_timeout_ms // 4)
+            session_timeout_ms=self.session_timeout_ms, heartbeat_interval_ms=self.session_timeout_ms // 4,
+            # kafka-python drops the connection ("Invalid frame length") on a response larger than
+            # receive_message_max_bytes (1 000 000 by default), below its own defaults for a fetch (1 MiB per
+            # partition, 50 MiB in all): a backlog of large events reset the connection on every fetch. A record
+            # is at most the producers' max_request_size (1 MiB, kafka-python's default, adapters/publish.py), so
+            # a partition's fetch of 2 MiB always holds one whole; the response may hold fetch_max_bytes and its
+            # framing, which the frame limit now exceeds.
+            max_partition_fetch_bytes=FETCH_PARTITION_BYTES, fetch_max_bytes=FETCH_BYTES,
+            receive_message_max_bytes=FETCH_BYTES + (1 << 20))
         log.info("engine: consuming %s in group %s from %s", ", ".join(self.topics), self.group, self.bootstrap)
         # PostgreSQL: two stages. While one batch is written (the server works; this process waits without
         # holding the GIL) the next one is polled and validated. Batches are written one at a time, in order,

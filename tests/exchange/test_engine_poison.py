@@ -147,3 +147,37 @@ def test_same_key_other_content_is_dead_lettered_as_a_conflict_and_a_resend_is_s
     assert len(letters) == 2
     assert engine_thread.stats.duplicates == 2  # the two resends, silently
     publisher.close()
+
+
+def test_a_backlog_of_large_events_is_consumed_without_connection_resets(  # type: ignore[no-untyped-def]
+        broker, database, caplog) -> None:
+    """200 events of about 500 KB published before the engine starts: its fetches stay within kafka-python's
+    frame limit."""
+    import logging
+    import threading
+    import uuid
+
+    from exchange.engine import ResultEngine
+
+    if database.dialect.name != "sqlite":
+        pytest.skip("the fetch sizes are the consumer's, whatever the store")
+    publisher = Publisher(broker.bootstrap)
+    for start in range(0, 200, 20):
+        publisher.publish(Record(TOPIC_LAB, f"k{i % 4}", events.encode(lab_event(
+            result_id=f"L{i}", patient="c" * 64, observations=[
+                {"seq": s, "item": {"unified_code": None, "local_code": "TXT"}, "value_type": "text",
+                 "value_text": "x" * 3990} for s in range(125)]))) for i in range(start, start + 20))
+    caplog.set_level(logging.INFO)
+    engine = ResultEngine(broker.bootstrap, database, f"test-{uuid.uuid4().hex[:8]}", publisher,
+                          session_timeout_ms=6000)
+    stop = threading.Event()
+    thread = threading.Thread(target=engine.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: _count(database, Result) == 200, timeout=120)
+    finally:
+        stop.set()
+        thread.join(15)
+        publisher.close()
+    assert "Invalid frame length" not in caplog.text
+    assert engine.stats.errors == 0
