@@ -110,7 +110,8 @@ def _stored_versions(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[
     return versions
 
 
-def _stored_digests(conn: Connection, keys: Sequence[tuple[str, str, int]]) -> dict[tuple[str, str, int], str]:
+def stored_digests(conn: Connection, keys: Sequence[tuple[str, str, int]]) -> dict[tuple[str, str, int], str]:
+    """The :func:`content_digest` of each stored version among ``keys`` (issuer, result id, version)."""
     digests: dict[tuple[str, str, int], str] = {}
     for chunk in _chunks(keys, KEYS_PER_QUERY):
         query = select(Result.issuer, Result.result_id, Result.version, Result.event).where(
@@ -146,7 +147,7 @@ def check_against_store(conn: Connection, candidates: Sequence[Candidate],
     keys = [(c.event["issuer"], c.event["result_id"], int(c.event["version"])) for c in candidates]
     stored = _stored_versions(conn, sorted({(i, r) for i, r, _ in keys}))
     same_version = sorted({k for k in keys if k[2] in stored.get(k[:2], ())})
-    stored_digest = _stored_digests(conn, same_version) if same_version else {}
+    stored_digest = stored_digests(conn, same_version) if same_version else {}
     first_in_batch: dict[tuple[str, str, int], str] = {}
     found: list[Conflict] = []
     resent: set[tuple[str, str, int]] = set()

@@ -21,8 +21,9 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
+from sqlalchemy import Connection
 from sqlalchemy import Engine as Database
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from exchange import collector
 from schemas import events
@@ -31,9 +32,15 @@ from schemas.topics import RESULT_TOPICS
 from schemas.dead_letter import dead_letter_event
 from adapters.dead_letter import publish_dead_letters
 from adapters.publish import Publisher
-from exchange.store import Delivery, ingest, record_dead_letter
+from exchange.conflicts import content_digest, stored_digests
+from exchange.store import Delivery, IngestReport, ingest, record_dead_letter
 
 log = logging.getLogger(__name__)
+
+
+#: Bytes fetched per partition and per fetch (see ResultEngine._consume).
+FETCH_PARTITION_BYTES = 2 << 20
+FETCH_BYTES = 16 << 20
 
 
 @dataclass
@@ -121,7 +128,15 @@ class ResultEngine:
         consumer = KafkaConsumer(
             *self.topics, bootstrap_servers=self.bootstrap, group_id=self.group, client_id="hrx-engine",
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.max_poll_records,
-            session_timeout_ms=self.session_timeout_ms, heartbeat_interval_ms=self.session_timeout_ms // 4)
+            session_timeout_ms=self.session_timeout_ms, heartbeat_interval_ms=self.session_timeout_ms // 4,
+            # kafka-python drops the connection ("Invalid frame length") on a response larger than
+            # receive_message_max_bytes (1 000 000 by default), below its own defaults for a fetch (1 MiB per
+            # partition, 50 MiB in all): a backlog of large events reset the connection on every fetch. A record
+            # is at most the producers' max_request_size (1 MiB, kafka-python's default, adapters/publish.py), so
+            # a partition's fetch of 2 MiB always holds one whole; the response may hold fetch_max_bytes and its
+            # framing, which the frame limit now exceeds.
+            max_partition_fetch_bytes=FETCH_PARTITION_BYTES, fetch_max_bytes=FETCH_BYTES,
+            receive_message_max_bytes=FETCH_BYTES + (1 << 20))
         log.info("engine: consuming %s in group %s from %s", ", ".join(self.topics), self.group, self.bootstrap)
         # PostgreSQL: two stages. While one batch is written (the server works; this process waits without
         # holding the GIL) the next one is polled and validated. Batches are written one at a time, in order,
@@ -175,22 +190,91 @@ class ResultEngine:
         return prepared
 
     def store(self, prepared: PreparedBatch) -> dict[TopicPartition, OffsetAndMetadata]:
-        """Write a prepared batch in one transaction; returns the offsets that may now be committed."""
-        dead = [(record, dead_letter_event(error, record.value, topic=record.topic,
-                                           partition=record.partition, offset=record.offset))
-                for record, error in prepared.bad]
-        if dead:
-            # Published before the store commits: a crash in between republishes, and the dead-letter
-            # table's UNIQUE origin keeps one row per consumed message.
-            publish_dead_letters(self.publisher, [letter for _, letter in dead])
-        with self.database.begin() as conn:
-            report = ingest(conn, prepared.good)
-            for record, letter in dead:
-                record_dead_letter(conn, record.topic, record.partition, record.offset, letter["error"],
-                                   letter["payload"])
+        """Write a prepared batch; returns the offsets that may now be committed (docs/rules.md, "Delivery").
+
+        The good events go in one transaction. When the database refuses a value of that transaction (a data
+        or integrity error, not a lost connection), the batch is split in halves until each refused event is
+        alone: the others are stored and each refused one is dead-lettered, so no event can stop a partition.
+        A version stored before under the same key with other content is dead-lettered as a conflict; the same
+        content again is a redelivery and changes nothing. Dead letters are recorded and published after the
+        results committed and before the offsets are: a crash in between finds them again on the replay, and the
+        dead-letter table's UNIQUE origin keeps one row per consumed message."""
+        report, refused = self._store_isolating(prepared.good)
+        failed = [(record.topic, record.partition, record.offset, record.value, error)
+                  for record, error in prepared.bad]
+        failed += [(d.topic, d.partition, d.offset, d.raw, error) for d, error in refused]
+        letters = [dead_letter_event(error, value, topic=topic, partition=partition, offset=offset)
+                   for topic, partition, offset, value, error in failed]
+        if letters:
+            with self.database.begin() as conn:
+                for letter in letters:
+                    origin = letter["origin"]
+                    record_dead_letter(conn, origin["topic"], origin["partition"], origin["offset"],
+                                       letter["error"], letter["payload"])
+            publish_dead_letters(self.publisher, letters)
         self.stats.batches += 1
         self.stats.stored += report.stored
-        self.stats.duplicates += report.duplicates
-        self.stats.dead_letters += len(dead)
-        log.debug("engine: batch stored=%d duplicates=%d dead=%d", report.stored, report.duplicates, len(dead))
+        conflicting = sum(1 for _, error in refused if not error.startswith(STORE_REFUSED))
+        self.stats.duplicates += report.duplicates - conflicting  # a conflict is dead-lettered, not a duplicate
+        self.stats.dead_letters += len(letters)
+        log.debug("engine: batch stored=%d duplicates=%d dead=%d", report.stored, report.duplicates, len(letters))
         return prepared.offsets
+
+    def _store_isolating(self, deliveries: Sequence[Delivery]) -> tuple[IngestReport, list[tuple[Delivery, str]]]:
+        """Store ``deliveries`` in order; what was stored, and the deliveries not stored with why: the events the
+        database refused (found by bisection) and those conflicting with a stored version."""
+        if not deliveries:
+            return IngestReport(), []
+        try:
+            with self.database.begin() as conn:
+                report = ingest(conn, deliveries)
+                return report, _conflicts(conn, report.repeated)
+        except (DBAPIError, OverflowError, UnicodeEncodeError) as exc:
+            if not refused_value(exc):
+                raise
+            if len(deliveries) == 1:
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                log.warning("engine: the store refused the event at %s[%s]@%s: %s", deliveries[0].topic,
+                            deliveries[0].partition, deliveries[0].offset, reason)
+                return IngestReport(), [(deliveries[0], f"{STORE_REFUSED}: {reason}")]
+        # Halves in delivery order, each committed alone: a result's versions still move its head in order.
+        half = len(deliveries) // 2
+        first, first_refused = self._store_isolating(deliveries[:half])
+        second, second_refused = self._store_isolating(deliveries[half:])
+        for name in ("stored", "duplicates", "superseded"):
+            setattr(first, name, getattr(first, name) + getattr(second, name))
+        first.repeated += second.repeated
+        return first, first_refused + second_refused
+
+
+#: The start of the error of a dead letter whose event the database refused to store.
+STORE_REFUSED = "the store refused this event"
+#: The error of a dead letter whose version is stored with other content under the same key.
+CONFLICT = "conflicts with the stored result under the same issuer, result id and version"
+
+
+def refused_value(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database refusing a value it was given (a number out of range, a NUL in text,
+    text longer than its column, a surrogate the driver cannot encode, a constraint on content) rather than
+    the database being unreachable: only such an error is one event's, to be isolated and dead-lettered.
+    A lost connection is every event's, and the batch is retried."""
+    if isinstance(exc, (OverflowError, UnicodeEncodeError)):  # sqlite3 refuses these while binding
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return False
+    return isinstance(exc, (DataError, IntegrityError))
+
+
+def _conflicts(conn: Connection, repeated: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
+    """The ``repeated`` deliveries whose version is stored with other content, each with its error; the rest
+    are redeliveries of what is stored. Content is compared as :func:`exchange.conflicts.content_digest`."""
+    if not repeated:
+        return []
+    keys = [(d.event["issuer"], d.event["result_id"], d.event["version"]) for d in repeated]
+    stored = stored_digests(conn, sorted(set(keys)))
+    found = []
+    for delivery, key in zip(repeated, keys):
+        if key in stored and stored[key] != content_digest(delivery.event):
+            issuer, result_id, version = key
+            found.append((delivery, f"result {result_id!r} of {issuer} version {version} {CONFLICT}"))
+    return found

@@ -42,6 +42,9 @@ class IngestReport:
     duplicates: int = 0
     superseded: int = 0  # stored, but an equal or higher version already was the head
     dead_letters: int = 0
+    #: The deliveries not stored because their version was stored already or came earlier in the batch, in
+    #: delivery order: a caller that must tell resends from conflicting content compares them with the store.
+    repeated: list[Delivery] = field(default_factory=list)
 
 
 class StoredObservation(NamedTuple):
@@ -133,6 +136,7 @@ class _Batch:
 
     rows: list[dict[str, Any]]
     events: list[dict[str, Any]]
+    deliveries: list[Delivery]
     repeats_a_result: bool  # some result has two versions in the batch: their head moves must go in order
 
     @classmethod
@@ -140,6 +144,7 @@ class _Batch:
         now = datetime.now(UTC)
         rows: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
+        kept: list[Delivery] = []
         seen: set[tuple[str, str, int]] = set()
         results: set[tuple[str, str]] = set()
         for delivery in deliveries:
@@ -147,6 +152,7 @@ class _Batch:
             key = (event["issuer"], event["result_id"], event["version"])
             if key in seen:  # the same version twice in one batch: the second one is a redelivery
                 report.duplicates += 1
+                report.repeated.append(delivery)
                 continue
             seen.add(key)
             results.add(key[:2])
@@ -163,7 +169,8 @@ class _Batch:
                 "source_topic": delivery.topic, "source_partition": delivery.partition,
                 "source_offset": delivery.offset})
             events.append(event)
-        return cls(rows, events, len(results) < len(rows))
+            kept.append(delivery)
+        return cls(rows, events, kept, len(results) < len(rows))
 
 
 def _append(conn: Connection, batch: _Batch, report: IngestReport) -> bool:
@@ -231,10 +238,11 @@ def _merge(conn: Connection, batch: _Batch, report: IngestReport) -> None:
     inserted = {(issuer, result_id, version): pk for pk, issuer, result_id, version in found}
     observations: list[dict[str, Any]] = []
     heads: list[dict[str, Any]] = []
-    for row, event in zip(batch.rows, batch.events):
+    for row, event, delivery in zip(batch.rows, batch.events, batch.deliveries):
         pk = inserted.get((row["issuer"], row["result_id"], row["version"]))
         if pk is None:
             report.duplicates += 1
+            report.repeated.append(delivery)
             continue
         report.stored += 1
         observations += observation_rows(pk, event)
