@@ -66,6 +66,9 @@ def _converter(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any] | 
     return column.type.dialect_impl(dialect).bind_processor(dialect)  # type: ignore[no-any-return]
 
 
+_NOTHING = object()
+
+
 class _Layout:
     """Some columns of one table as one backend is given them: their SQL, and each row's values in the columns'
     order (converted as their types need) or, on PostgreSQL, the rows as one JSON document."""
@@ -94,10 +97,17 @@ class _Layout:
         if not convert:
             return picked  # type: ignore[return-value]
         converted = []
+        # A batch's rows often share a value object (``stored_at`` is one datetime per batch): convert it once.
+        last: list[tuple[Any, Any]] = [(_NOTHING, None)] * len(convert)
         for values in picked:
             values = list(values)
-            for i, to_driver in convert:
-                values[i] = to_driver(values[i])
+            for k, (i, to_driver) in enumerate(convert):
+                value = values[i]
+                seen, made = last[k]
+                if value is not seen:
+                    made = to_driver(value)
+                    last[k] = (value, made)
+                values[i] = made
             converted.append(values)
         return converted
 
