@@ -37,10 +37,12 @@ def write_export(path: Path, rows: int, seed: int = 88) -> int:
     """A ``lis-generic-zh`` export of ``rows`` rows (UTF-8, comma-separated), written a report at a time; the
     number of reports."""
     from bench.data import lab_codes
+    from codes import load_codebook
     from schemas.resident_id import make_resident_id
 
     rng = random.Random(seed)
     codes = lab_codes()[INSTITUTION]
+    bounds = load_codebook(None).bounds  # values stay physically possible (codes/data/item_bounds.csv)
     start = datetime(2026, 1, 1, 8, 0)
     written = reports = 0
     with open(path, "w", encoding="utf-8", newline="") as out:
@@ -53,8 +55,10 @@ def write_export(path: Path, rows: int, seed: int = 88) -> int:
             sex = "男" if int(resident[16]) % 2 else "女"
             collected = start + timedelta(minutes=7 * reports + rng.randrange(0, 7))
             reported = collected + timedelta(minutes=rng.randrange(30, 600))
-            for local, _unified, unit in rng.sample(codes, size):
-                low = round(rng.uniform(1, 50), 1)
+            for local, unified, unit in rng.sample(codes, size):
+                bound = bounds.get(unified)
+                top = bound.max if bound is not None and bound.max is not None else 195.0
+                low = round(rng.uniform(top / 195, top / 3.9), 1)  # value <= high * 1.3 <= low * 3.9 <= top
                 high = round(low * rng.uniform(1.5, 3), 1)
                 value = round(rng.uniform(low * 0.7, high * 1.3), 2)
                 flag = "H" if value > high else "L" if value < low else ""
