@@ -2,7 +2,7 @@
 
 ``acks='all'`` so that an acknowledged event is on every in-sync replica. ``linger_ms=0``: every caller waits
 for its acknowledgement (HL7 ACK, HTTP answer), so holding a send back to batch it only adds latency; sends
-queued while a request is in flight are still batched (a lone MLLP sender: 200 → 330 messages/s). The idempotent producer is off:
+queued while a request is in flight are still batched. The idempotent producer is off:
 tansu answers every idempotent send with UnknownError, and duplicates from producer retries are absorbed by
 the store's UNIQUE natural keys anyway (docs/rules.md, "Delivery").
 """

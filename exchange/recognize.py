@@ -44,7 +44,7 @@ class Status(StrEnum):
 
 class Reason(dict[str, str]):
     """Why, in Chinese and English: ``{"zh": …, "en": …}``. A dict, because answers go out as JSON by the
-    thousand and orjson writes a dict far faster than a dataclass (measured: 0.03 vs 0.6 µs each)."""
+    thousand and orjson writes a dict far faster than a dataclass."""
 
     __slots__ = ()
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from adapters.publish import Record
+from adapters.publish import BrokerUnavailable, Record
 
 
 class FakePublisher:
@@ -17,9 +17,13 @@ class FakePublisher:
 
     def __init__(self) -> None:
         self.records: list[Record] = []
+        self.down = False  # True: refuse every publish as a broker that is away does
 
     def publish(self, records: Iterable[Record]) -> None:
-        self.records.extend(records)
+        batch = list(records)
+        if self.down:
+            raise BrokerUnavailable("test: broker down")
+        self.records.extend(batch)
 
     def close(self) -> None:
         pass

@@ -8,7 +8,7 @@ import pytest
 
 from adapters.hl7 import AckJournal, Hl7Receiver, mllp
 from adapters.pipeline import ResultPipeline
-from tests.adapters.hl7.hl7data import RecordingPublisher
+from tests.fakes import FakePublisher
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def pipeline(book, pseudonymizer) -> ResultPipeline:  # type: ignore[no-untyped-
 @pytest.fixture
 def receiver(book, pseudonymizer, tmp_path) -> Iterator[Hl7Receiver]:  # type: ignore[no-untyped-def]
     journal = AckJournal(tmp_path / "hl7-acks.db")
-    yield Hl7Receiver("bj-chaoyang-001", book, pseudonymizer, RecordingPublisher(), journal, max_bytes=64 * 1024)
+    yield Hl7Receiver("bj-chaoyang-001", book, pseudonymizer, FakePublisher(), journal, max_bytes=64 * 1024)
     journal.close()
 
 

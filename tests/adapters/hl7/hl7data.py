@@ -7,7 +7,7 @@ from pathlib import Path
 
 import hl7 as hl7lib
 
-from adapters.publish import BrokerUnavailable, Publisher
+from adapters.publish import Publisher
 
 DATA = Path(__file__).parent.parent.parent / "data" / "hl7"
 CHAOYANG = (DATA / "bj-chaoyang-001-v251-utf8.hl7").read_bytes()
@@ -48,20 +48,6 @@ def fields(ack: bytes, codec: str = "utf-8") -> dict[str, str]:
     for n in (1, 2, 3, 4, 8):
         out[f"ERR-{n}"] = str(err[n]) if len(err) > n else ""
     return out
-
-
-class RecordingPublisher:
-    """Stands in for Kafka where only the adapter is under test; ``down`` makes it refuse like a dead broker."""
-
-    def __init__(self) -> None:
-        self.records: list[object] = []
-        self.down = False
-
-    def publish(self, records) -> None:  # type: ignore[no-untyped-def]
-        batch = list(records)
-        if self.down:
-            raise BrokerUnavailable("test: broker down")
-        self.records.extend(batch)
 
 
 class CountingPublisher(Publisher):

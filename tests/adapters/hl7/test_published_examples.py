@@ -22,7 +22,8 @@ from sqlalchemy import text
 from adapters.hl7 import AckJournal, Hl7Receiver, mllp
 from adapters.publish import Publisher
 from schemas import events
-from tests.adapters.hl7.hl7data import DATA, RecordingPublisher, fields
+from tests.fakes import FakePublisher
+from tests.adapters.hl7.hl7data import DATA, fields
 from tests.fixtures.waiting import wait_for
 
 PUBLISHED = DATA / "published"
@@ -122,9 +123,9 @@ CASES = [
 
 def _receiver(book, pseudonymizer, localised: bool) -> Hl7Receiver:  # type: ignore[no-untyped-def]
     if localised:  # hrx adapter hl7 --institution … --facility … --processing-id P --processing-id T
-        return Hl7Receiver(INSTITUTION, book, pseudonymizer, RecordingPublisher(), facilities=(INSTITUTION,),
+        return Hl7Receiver(INSTITUTION, book, pseudonymizer, FakePublisher(), facilities=(INSTITUTION,),
                            processing_ids=("P", "T"))
-    return Hl7Receiver(INSTITUTION, book, pseudonymizer, RecordingPublisher())  # hrx adapter hl7 --institution …
+    return Hl7Receiver(INSTITUTION, book, pseudonymizer, FakePublisher())  # hrx adapter hl7 --institution …
 
 
 def _expect(receiver: Hl7Receiver, raw: bytes, expected: Stored | Refused) -> None:

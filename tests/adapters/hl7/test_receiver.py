@@ -11,8 +11,9 @@ from adapters.hl7 import AckJournal, Hl7Receiver, mllp
 from adapters.publish import Publisher
 from exchange.broker import EmbeddedBroker, ensure_topics
 from schemas.topics import DEFAULT_PARTITIONS
+from tests.fakes import FakePublisher
 from tests.adapters.hl7.hl7data import (CHAOYANG, CHAOYANG_ID, CORRECTION, WUHAN_GBK, WUHAN_ID, XUHUI,
-                                        CountingPublisher, RecordingPublisher, fields, renumber, replace,
+                                        CountingPublisher, fields, renumber, replace,
                                         start_engine)
 from tests.fixtures.waiting import wait_for
 
@@ -45,7 +46,7 @@ def test_concurrent_conflicting_reports_one_is_refused(book, pseudonymizer, tmp_
     """Two messages (other control IDs) carrying one report key with different content, in flight together
     while Kafka is slow: the second waits for the first's key, then meets its digest."""
 
-    class SlowPublisher(RecordingPublisher):
+    class SlowPublisher(FakePublisher):
         def publish(self, records) -> None:  # type: ignore[no-untyped-def]
             time.sleep(0.3)
             super().publish(records)

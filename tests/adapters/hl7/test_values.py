@@ -9,7 +9,8 @@ import pytest
 
 from adapters.hl7 import Hl7Error, Hl7Receiver, parse_message
 from schemas import events
-from tests.adapters.hl7.hl7data import CHAOYANG, RecordingPublisher, fields, replace
+from tests.fakes import FakePublisher
+from tests.adapters.hl7.hl7data import CHAOYANG, fields, replace
 
 HEAD = [b"MSH|^~\\&|LIS|BJCY001|HRX|HRX|20240315093012+0800||ORU^R01^ORU_R01|V-1|P|2.5.1||||||UNICODE UTF-8",
         b"PID|1||110105198003120024^^^^NNCHN",
@@ -184,7 +185,7 @@ def test_reference_ranges(pipeline, ref: str, low, high, text) -> None:  # type:
 # -- impossible values, checked by the code book's bounds in the item's unit -------------------------------
 
 def _receiver(book, pseudonymizer, institution: str = "bj-chaoyang-001") -> Hl7Receiver:  # type: ignore[no-untyped-def]
-    return Hl7Receiver(institution, book, pseudonymizer, RecordingPublisher())
+    return Hl7Receiver(institution, book, pseudonymizer, FakePublisher())
 
 
 @pytest.mark.parametrize("old, new, where, words", [
