@@ -1,0 +1,35 @@
+"""Inputs on which ``python -m fuzz hl7`` found the receiver failing with an internal error (tests/data/hl7/
+fuzz-crashes/): each must now be refused with the HL7 error that names the field at fault."""
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from adapters.hl7 import Hl7Error, Hl7Receiver, parse_message, split_batch
+from tests.adapters.hl7.hl7data import broken, fields
+
+CRASHES = Path(__file__).parent.parent.parent / "data" / "hl7" / "fuzz-crashes"
+
+
+def test_a_utc_offset_of_88_hours_is_refused_at_its_field(receiver: Hl7Receiver) -> None:
+    # OBR-22 "20240315092500+8800": python-hl7 made a time zone of 88 hours, which the envelope could not print.
+    [message] = split_batch((CRASHES / "obr22-offset-of-88-hours.hl7").read_bytes())
+    outcome = receiver.handle(message)
+    assert outcome.code == "AE" and outcome.published == 0
+    ack = fields(outcome.ack)
+    assert ack["ERR-2"] == "OBR^2^22" and ack["ERR-3"].startswith("102^")
+
+
+@pytest.mark.parametrize("offset", ["+2400", "-2400", "+0860", "+9999"])
+def test_an_offset_that_is_no_utc_offset_is_not_a_time_stamp(offset: str) -> None:
+    with pytest.raises(Hl7Error) as refused:
+        parse_message(broken("20240315092500+0800", f"20240315092500{offset}"), "bj-chaoyang-001")
+    assert refused.value.location == "OBR^1^22" and refused.value.hl7_code == "102"
+
+
+@pytest.mark.parametrize(("offset", "minutes"), [("+2359", 23 * 60 + 59), ("-1200", -12 * 60), ("+0545", 5 * 60 + 45)])
+def test_real_utc_offsets_still_read(offset: str, minutes: int) -> None:
+    _, [report] = parse_message(broken("20240315092500+0800", f"20240315092500{offset}"), "bj-chaoyang-001")
+    assert report.reported_at.utcoffset() == timedelta(minutes=minutes)
