@@ -45,6 +45,11 @@ def parse_bundle(data: Any) -> list[LabReport]:
         where = "Bundle." + ".".join(str(p) for p in first["loc"])
         raise AdapterError(f"{first['msg']} ({len(exc.errors())} problem(s) in all)", where,
                            code="structure") from None
+    except (KeyError, TypeError):
+        # fhir.resources looks a nested resource's model up by its resourceType and lets the lookup's error
+        # escape pydantic: KeyError for a type R4 does not define, TypeError for a resourceType not a string.
+        raise AdapterError("a resource in the Bundle has a resourceType that is not an R4 resource type",
+                           "Bundle.entry", code="structure") from None
     if bundle.type not in ("transaction", "collection"):
         raise AdapterError(f"Bundle.type {bundle.type!r} is not accepted: send a transaction or collection",
                            "Bundle.type")
