@@ -207,6 +207,15 @@ def check_complete(encoded: bytes, implicit_vr: bool, little_endian: bool) -> No
         pass
 
 
+def _convert(ds: Dataset) -> None:
+    """Convert every element of ``ds`` and, depth first, of its sequences' items (pydicom converts an element,
+    and parses a sequence's items, only when it is first read)."""
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _convert(item)
+
+
 def decode(encoded: bytes, transfer_syntax: str) -> Dataset:
     """Decode a C-STORE data set's header: the :data:`HEADER_KEYWORDS` elements, after checking that *every*
     element (pixel data included) arrived complete; DicomError 0xC000 when it did not or a header value
@@ -233,10 +242,9 @@ def decode(encoded: bytes, transfer_syntax: str) -> Dataset:
             encoding = convert_encodings(convert_raw_data_element(charset).value)
         ds = Dataset(header)
         ds.set_original_encoding(implicit, little, encoding)
-        # Convert every kept element now, so that a header value pydicom cannot convert fails here (0xC000),
-        # not in the middle of instance_record.
-        for elem in ds:
-            _ = elem.value
+        # Convert every kept element now, the items of its sequences included, so that a header value pydicom
+        # cannot convert fails here (0xC000), not in the middle of instance_record.
+        _convert(ds)
     except Exception as exc:  # noqa: BLE001
         raise DicomError(STATUS_CANNOT_UNDERSTAND, f"undecodable data set: {type(exc).__name__}") from None
     return ds
