@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-unit test-integration bench clean
+.PHONY: run test test-unit test-integration bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test-integration: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench
+
+# Every fuzzing harness (fuzz/) for FUZZ_SECONDS each; inputs reaching new coverage are merged into fuzz/corpus.
+FUZZ_SECONDS ?= 600
+fuzz: $(VENV)/.installed
+	$(BIN)/python -m fuzz --seconds $(FUZZ_SECONDS) --keep
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
