@@ -18,7 +18,7 @@ from typing import Any, NoReturn, cast
 
 import pydicom
 from pydicom.charset import convert_encodings, default_encoding
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element, empty_value_for_VR
 from pydicom.dataset import Dataset
 from pydicom.filereader import data_element_generator
@@ -117,6 +117,33 @@ HEADER_KEYWORDS = frozenset({
 _HEADER_TAGS = frozenset(int(tag_for_keyword(k) or 0) for k in HEADER_KEYWORDS)
 _SPECIFIC_CHARACTER_SET = 0x00080005
 
+#: The elements :func:`instance_record` reads inside sequence items: other patient IDs and their issuers,
+#: procedure codes, an SR's content tree.
+ITEM_KEYWORDS = frozenset({
+    "PatientID", "IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence", "IdentifierTypeCode",
+    "UniversalEntityID", "CodeValue", "LongCodeValue", "CodingSchemeDesignator", "CodeMeaning",
+    "ConceptNameCodeSequence", "ValueType", "TextValue", "ContentSequence",
+})
+
+
+def _value_kind(vr: str) -> str:
+    """What pydicom makes of a value of this VR: a sequence, bytes, numbers or text."""
+    if vr == "SQ":
+        return "sequence"
+    if vr in ("OB", "OD", "OF", "OL", "OV", "OW", "UN"):
+        return "bytes"
+    if vr in ("AT", "FD", "FL", "SL", "SS", "SV", "UL", "US", "UV"):
+        return "numbers"
+    return "text"
+
+
+#: Tag → the kinds of value its data dictionary VR(s) give, for every element the exchange reads. An explicit
+#: VR data set may declare any VR (PS3.5 7.1.2): a sequence sent as text, or a document sent as a number,
+#: would otherwise reach code that iterates items or copies bytes.
+_READ_KINDS = {int(tag_for_keyword(k) or 0): frozenset(_value_kind(vr) for vr in
+                                                        dictionary_VR(int(tag_for_keyword(k) or 0)).split(" or "))
+               for k in HEADER_KEYWORDS | ITEM_KEYWORDS}
+
 
 #: Explicit VRs whose length field has 4 bytes (PS3.5 Table 7.1-1); every other known VR has a 2-byte length.
 _LONG_VRS = frozenset(vr.encode() for vr in EXPLICIT_VR_LENGTH_32)
@@ -209,8 +236,13 @@ def check_complete(encoded: bytes, implicit_vr: bool, little_endian: bool) -> No
 
 def _convert(ds: Dataset) -> None:
     """Convert every element of ``ds`` and, depth first, of its sequences' items (pydicom converts an element,
-    and parses a sequence's items, only when it is first read)."""
+    and parses a sequence's items, only when it is first read); DicomError (0xC000) for an element the exchange
+    reads whose VR gives another kind of value than its dictionary VR."""
     for elem in ds:
+        kinds = _READ_KINDS.get(elem.tag)
+        if kinds is not None and _value_kind(elem.VR) not in kinds:
+            raise DicomError(STATUS_CANNOT_UNDERSTAND,
+                             f"{elem.keyword} sent as {elem.VR}, not {dictionary_VR(elem.tag)}")
         if elem.VR == "SQ":
             for item in elem.value:
                 _convert(item)
@@ -245,6 +277,8 @@ def decode(encoded: bytes, transfer_syntax: str) -> Dataset:
         # Convert every kept element now, the items of its sequences included, so that a header value pydicom
         # cannot convert fails here (0xC000), not in the middle of instance_record.
         _convert(ds)
+    except DicomError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise DicomError(STATUS_CANNOT_UNDERSTAND, f"undecodable data set: {type(exc).__name__}") from None
     return ds

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
 from pynetdicom.dsutils import encode
 
 from adapters.dicom.metadata import STATUS_CANNOT_UNDERSTAND, DicomError, decode, instance_record
@@ -41,3 +42,42 @@ def test_every_nested_item_is_converted_by_decode(tmp_path: Path, pseudonymizer:
     with pytest.raises(DicomError) as refused:
         decode(bad, ExplicitVRLittleEndian)
     assert refused.value.status == STATUS_CANNOT_UNDERSTAND
+
+
+def test_a_sequence_sent_as_text_is_refused_when_decoded() -> None:
+    # ProcedureCodeSequence declared LO: instance_record iterated its characters as if they were items.
+    data_set = (CRASHES / "procedure-code-sequence-sent-as-lo-explicit-be.bin").read_bytes()
+    with pytest.raises(DicomError) as refused:
+        decode(data_set, ExplicitVRBigEndian)
+    assert refused.value.status == STATUS_CANNOT_UNDERSTAND
+    assert refused.value.comment == "ProcedureCodeSequence sent as LO, not SQ"
+
+
+@pytest.mark.parametrize(("keyword", "vr", "value"), [
+    ("ProcedureCodeSequence", "LO", "CT^chest"),  # iterated as items
+    ("ImageType", "US", 5),  # iterated as values
+    ("EncapsulatedDocument", "UL", 16),  # copied as bytes: bytes(16), or 4 GiB for 0xFFFFFFFF
+    ("StudyDescription", "SQ", []),  # read as text
+])
+def test_an_element_read_must_carry_a_value_of_its_dictionary_kind(tmp_path: Path, keyword: str, vr: str,
+                                                                   value: object) -> None:
+    ds = pydicom.dcmread(dd.ct_study(tmp_path, slices=1, with_report=False).files[0], stop_before_pixels=True)
+    del ds.file_meta
+    if keyword in ds:
+        del ds[keyword]
+    ds.add_new(keyword, vr, value)
+    with pytest.raises(DicomError) as refused:
+        decode(encode(ds, False, True), ExplicitVRLittleEndian)
+    assert refused.value.status == STATUS_CANNOT_UNDERSTAND
+    assert refused.value.comment.startswith(f"{keyword} sent as {vr}")
+
+
+def test_a_text_vr_other_than_the_dictionary_one_is_still_read(tmp_path: Path,
+                                                               pseudonymizer: Pseudonymizer) -> None:
+    # senders mix up string VRs (LO for SH, ST for LO): what is read stays text, so the data set is kept
+    ds = pydicom.dcmread(dd.ct_study(tmp_path, slices=1, with_report=False).files[0], stop_before_pixels=True)
+    del ds.file_meta
+    del ds["AccessionNumber"]
+    ds.add_new("AccessionNumber", "LO", "ACC-LO-1")
+    record = instance_record(decode(encode(ds, False, True), ExplicitVRLittleEndian), pseudonymizer)
+    assert record.accession_number == "ACC-LO-1"
