@@ -45,11 +45,13 @@ def parse_bundle(data: Any) -> list[LabReport]:
         where = "Bundle." + ".".join(str(p) for p in first["loc"])
         raise AdapterError(f"{first['msg']} ({len(exc.errors())} problem(s) in all)", where,
                            code="structure") from None
-    except (KeyError, TypeError):
-        # fhir.resources looks a nested resource's model up by its resourceType and lets the lookup's error
-        # escape pydantic: KeyError for a type R4 does not define, TypeError for a resourceType not a string.
-        raise AdapterError("a resource in the Bundle has a resourceType that is not an R4 resource type",
-                           "Bundle.entry", code="structure") from None
+    except Exception as exc:  # noqa: BLE001 - validating decoded JSON has no effect to undo: any failure refuses
+        # Some of fhir.resources' own validators fail on malformed input with an error pydantic does not
+        # collect: a nested resourceType R4 does not define (KeyError) or that is not a string (TypeError), a
+        # primitive's "_element" that is not an object (AttributeError).
+        raise AdapterError(f"the Bundle has an element fhir.resources cannot read ({type(exc).__name__}): an "
+                           "unknown resourceType, or an element of the wrong JSON type", "Bundle",
+                           code="structure") from None
     if bundle.type not in ("transaction", "collection"):
         raise AdapterError(f"Bundle.type {bundle.type!r} is not accepted: send a transaction or collection",
                            "Bundle.type")
