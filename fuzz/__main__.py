@@ -98,14 +98,14 @@ def fuzz_target(target: str, args: argparse.Namespace) -> TargetRun:
     found, crashes, logs = work / "corpus" / target, work / "crashes" / target, work / "logs"
     for directory in (found, crashes, logs, CORPUS / target):
         directory.mkdir(parents=True, exist_ok=True)
-    before = {p.name for p in _files(crashes)}
+    known = {p.name for p in _files(found)}
     command = _harness(target, work) + _limits(args) + [f"-max_total_time={args.seconds}", "-print_final_stats=1"]
     dictionary = DICTIONARIES / f"{target}.dict"
     if dictionary.exists():
         command.append(f"-dict={dictionary}")
     command += [str(found), str(CORPUS / target)]
     log = logs / f"{target}.log"
-    started = time.monotonic()
+    started, wall_started = time.monotonic(), time.time()
     # Imports and the first pass over the corpus come on top of -max_total_time; past this margin it hangs.
     code = _run(command, log, work, args.seconds + 300)
     run = TargetRun(target, round(time.monotonic() - started, 1), log=str(log))
@@ -117,8 +117,10 @@ def fuzz_target(target: str, args: argparse.Namespace) -> TargetRun:
     run.executions = stats.get("number_of_executed_units", int(lines[-1][0]) if lines else 0)
     run.exec_per_second = stats.get("average_exec_per_sec", 0)
     run.peak_rss_mb = stats.get("peak_rss_mb", 0)
-    run.new_inputs = len(_files(found))
-    run.crashes = [str(p) for p in _files(crashes) if p.name not in before and p.name.startswith(ARTIFACT_KINDS)]
+    run.new_inputs = len([p for p in _files(found) if p.name not in known])
+    # an input found again is written again (same name: the SHA-1 of its content), hence by time, not by name
+    run.crashes = [str(p) for p in _files(crashes)
+                   if p.name.startswith(ARTIFACT_KINDS) and p.stat().st_mtime >= wall_started - 1]
     if code is None:
         run.problem = f"still running {args.seconds + 300} s after it started (killed)"
     elif code != 0 and not run.crashes:

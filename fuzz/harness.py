@@ -60,11 +60,28 @@ class AcknowledgingBroker:
         pass
 
 
+def _relauncher(argv: list[str]) -> list[str]:
+    """``argv`` with a program libFuzzer can start again in place of ``argv[0]``.
+
+    libFuzzer's ``-merge`` (and ``-fork``) run their work in child processes started from ``argv[0]``; a harness
+    started as ``python -m fuzz.<target>`` has its module's path there, which is no program. The child is this
+    same harness, started by a small script.
+    """
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if spec is None or not any(a.startswith(("-merge=", "-fork=", "-set_cover_merge=")) for a in argv[1:]):
+        return argv
+    root = Path(__file__).resolve().parent.parent
+    script = work_dir("launchers") / spec.name
+    script.write_text(f'#!/bin/sh\ncd "{root}" && exec "{sys.executable}" -m {spec.name} "$@"\n')
+    script.chmod(0o755)
+    return [str(script), *argv[1:]]
+
+
 def fuzz(one_input: Callable[[bytes], None],
          custom_mutator: Callable[[bytes, int, int], bytes] | None = None) -> None:
     """Hand ``one_input`` (and a structure-aware ``custom_mutator``, if any) to libFuzzer with this process's
     command line; never returns."""
     # Refusals are logged by the adapters; at thousands of inputs a second that is only noise.
     logging.disable(logging.CRITICAL)
-    atheris.Setup(sys.argv, one_input, custom_mutator=custom_mutator)
+    atheris.Setup(_relauncher(sys.argv), one_input, custom_mutator=custom_mutator)
     atheris.Fuzz()
