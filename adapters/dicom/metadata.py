@@ -132,7 +132,7 @@ def _value_kind(vr: str) -> str:
         return "sequence"
     if vr in ("OB", "OD", "OF", "OL", "OV", "OW", "UN"):
         return "bytes"
-    if vr in ("AT", "FD", "FL", "SL", "SS", "SV", "UL", "US", "UV"):
+    if vr in ("AT", "FD", "FL", "SL", "SS", "SV", "UL", "US", "UV", "IS", "DS"):  # IS, DS: pydicom's int, float
         return "numbers"
     return "text"
 

@@ -44,18 +44,22 @@ def test_every_nested_item_is_converted_by_decode(tmp_path: Path, pseudonymizer:
     assert refused.value.status == STATUS_CANNOT_UNDERSTAND
 
 
-def test_a_sequence_sent_as_text_is_refused_when_decoded() -> None:
-    # ProcedureCodeSequence declared LO: instance_record iterated its characters as if they were items.
-    data_set = (CRASHES / "procedure-code-sequence-sent-as-lo-explicit-be.bin").read_bytes()
+@pytest.mark.parametrize(("name", "comment"), [
+    # instance_record iterated the characters of the text as if they were the sequence's items
+    ("procedure-code-sequence-sent-as-lo-explicit-be.bin", "ProcedureCodeSequence sent as LO, not SQ"),
+    # a single IS value is an int to pydicom: instance_record iterated it as ImageType's values
+    ("image-type-sent-as-is-explicit-be.bin", "ImageType sent as IS, not CS"),
+])
+def test_an_element_sent_with_a_vr_of_another_kind_is_refused_when_decoded(name: str, comment: str) -> None:
     with pytest.raises(DicomError) as refused:
-        decode(data_set, ExplicitVRBigEndian)
-    assert refused.value.status == STATUS_CANNOT_UNDERSTAND
-    assert refused.value.comment == "ProcedureCodeSequence sent as LO, not SQ"
+        decode((CRASHES / name).read_bytes(), ExplicitVRBigEndian)
+    assert refused.value.status == STATUS_CANNOT_UNDERSTAND and refused.value.comment == comment
 
 
 @pytest.mark.parametrize(("keyword", "vr", "value"), [
     ("ProcedureCodeSequence", "LO", "CT^chest"),  # iterated as items
     ("ImageType", "US", 5),  # iterated as values
+    ("ImageType", "IS", 5),  # a decimal string is a number to pydicom: as above (found by fuzzing)
     ("EncapsulatedDocument", "UL", 16),  # copied as bytes: bytes(16), or 4 GiB for 0xFFFFFFFF
     ("StudyDescription", "SQ", []),  # read as text
 ])
