@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.hl7 import Hl7Error, Hl7Receiver, parse_message, split_batch
+from adapters.hl7 import Hl7Error, Hl7Receiver, parse_message, python_hl7_compat, split_batch
 from tests.adapters.hl7.hl7data import broken, fields
 
 CRASHES = Path(__file__).parent.parent.parent / "data" / "hl7" / "fuzz-crashes"
@@ -33,3 +33,36 @@ def test_an_offset_that_is_no_utc_offset_is_not_a_time_stamp(offset: str) -> Non
 def test_real_utc_offsets_still_read(offset: str, minutes: int) -> None:
     _, [report] = parse_message(broken("20240315092500+0800", f"20240315092500{offset}"), "bj-chaoyang-001")
     assert report.reported_at.utcoffset() == timedelta(minutes=minutes)
+
+
+def test_a_repeat_count_that_is_not_a_number_is_refused_at_its_field(receiver: Hl7Receiver) -> None:
+    # MSH-7 "2024\.sp8.\": python-hl7's unescape raised ValueError, answered as an internal error (207). The
+    # fuzzer's artifact was lost (its process died of SIGALRM while reporting); the file is rebuilt from the
+    # traceback in its log.
+    outcome = receiver.handle((CRASHES / "msh7-repeat-count-not-a-number.hl7").read_bytes())
+    assert outcome.code == "AE"
+    ack = fields(outcome.ack)
+    assert ack["ERR-2"] == "MSH^1^7" and ack["ERR-3"].startswith("102^")
+
+
+def test_a_repeat_count_too_large_is_refused_before_it_costs_memory() -> None:
+    text_result = broken("OBX|2|NM|AST^谷草转氨酶^L||31|", "OBX|2|TX|AST^谷草转氨酶^L||见备注\\.sp999999999\\|")
+    with pytest.raises(Hl7Error) as refused:  # thirteen bytes asking for a gigabyte of line breaks
+        parse_message(text_result, "bj-chaoyang-001")
+    assert refused.value.hl7_code == "102" and refused.value.location == "OBX^2^5"
+    assert f"over {python_hl7_compat.MAX_REPEAT}" in refused.value.message
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("\\.sp3\\", "\r" * 3),
+    (f"\\.sk{python_hl7_compat.MAX_REPEAT}\\", " " * python_hl7_compat.MAX_REPEAT),
+    ("\\F\\.sp9999", "|.sp9999"),  # text after an escape sequence, not a sequence
+])
+def test_repeat_counts_up_to_the_limit_are_undone(text: str, expected: str) -> None:
+    assert python_hl7_compat.unescape(text, "|^~\\&") == expected
+
+
+def test_a_repeat_count_over_the_limit_raises_in_both_implementations() -> None:
+    for unescape in (python_hl7_compat.unescape, python_hl7_compat.bounded(python_hl7_compat.unescape_fallback)):
+        with pytest.raises(ValueError):
+            unescape(f"\\.sp{python_hl7_compat.MAX_REPEAT + 1}\\", "|^~\\&")
