@@ -295,7 +295,7 @@ def _text(ds: Dataset, keyword: str) -> str | None:
 def _moment(day: Any, time_: Any, offset: Any) -> datetime | None:
     """DA + TM (+ TimezoneOffsetFromUTC) → aware datetime; without an offset, China Standard Time."""
     day = str(day or "").strip()
-    if len(day) != 8 or not day.isdigit():
+    if len(day) != 8 or not day.isdecimal():
         return None
     try:
         moment = datetime(int(day[:4]), int(day[4:6]), int(day[6:8]))
@@ -306,13 +306,14 @@ def _moment(day: Any, time_: Any, offset: Any) -> datetime | None:
         whole, _, fraction = t.partition(".")
         try:
             hh, mm, ss = int(whole[0:2] or 0), int(whole[2:4] or 0), int(whole[4:6] or 0)
-            micro = int((fraction + "000000")[:6]) if fraction.isdigit() else 0
+            micro = int((fraction + "000000")[:6]) if fraction.isdecimal() else 0
             moment = moment.replace(hour=hh, minute=mm, second=min(ss, 59), microsecond=micro)
         except ValueError:
             pass
     zone = BEIJING
     off = str(offset or "").strip()
-    if len(off) == 5 and off[0] in "+-" and off[1:].isdigit():
+    # &ZZXX (PS3.3 C.7.6.1.1.3): a malformed offset, or one of a day or more, is no offset at all
+    if len(off) == 5 and off[0] in "+-" and off[1:].isdecimal() and int(off[1:3]) < 24 and int(off[3:5]) < 60:
         delta = timedelta(hours=int(off[1:3]), minutes=int(off[3:5]))
         zone = timezone(delta if off[0] == "+" else -delta)
     return moment.replace(tzinfo=zone)
@@ -348,7 +349,7 @@ def patient_of(ds: Dataset, pseudonymizer: Pseudonymizer, patient_id_is_resident
             raise DicomError(STATUS_BAD_RESIDENT_ID, f"{where}: {exc}") from None
         sex = {"M": "male", "F": "female", "O": "other"}.get((_text(ds, "PatientSex") or "").upper())
         birth = _text(ds, "PatientBirthDate") or ""
-        year = int(birth[:4]) if len(birth) >= 4 and birth[:4].isdigit() else None
+        year = int(birth[:4]) if len(birth) >= 4 and birth[:4].isdecimal() else None
         return {"pseudonym": pseudonym, "key_id": pseudonymizer.key_id,
                 "sex": sex or ("unknown" if _text(ds, "PatientSex") else None),
                 "birth_year": year if year and 1880 <= year <= 2200 else None}

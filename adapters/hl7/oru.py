@@ -138,7 +138,7 @@ def _patient(pid: Segment) -> Patient:
                 raise Hl7Error(str(exc), pid.loc(3, i), "102") from None
             birth = pid.get(7)
             return Patient(resident_id=value, sex=_SEX.get(pid.get(8).upper()),
-                           birth_year=int(birth[:4]) if birth[:4].isdigit() and 1880 <= int(birth[:4]) <= 2200
+                           birth_year=int(birth[:4]) if birth[:4].isdecimal() and 1880 <= int(birth[:4]) <= 2200
                            else None,
                            location=pid.loc(3, i))
     raise Hl7Error(f"PID-3 carries no resident ID (identifier type {RESIDENT_ID_TYPE} or assigning authority "

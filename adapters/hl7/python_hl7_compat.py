@@ -142,7 +142,7 @@ def bounded(implementation: Unescape) -> Unescape:
         parts = text.split(separators[3])
         for sequence in parts[1:len(parts) - 1:2]:  # between an opening and a closing escape character
             count = sequence[3:].strip()
-            if sequence[:3] in _FORMATTING and count.lstrip("+-").isdigit() and int(count) > MAX_REPEAT:
+            if sequence[:3] in _FORMATTING and count.lstrip("+-").isdecimal() and int(count) > MAX_REPEAT:
                 raise ValueError(f"repeat count {count} of the escape sequence {sequence[:3]} is over {MAX_REPEAT}")
         return implementation(text, separators)
 

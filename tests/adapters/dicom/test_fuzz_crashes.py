@@ -85,3 +85,26 @@ def test_a_text_vr_other_than_the_dictionary_one_is_still_read(tmp_path: Path,
     ds.add_new("AccessionNumber", "LO", "ACC-LO-1")
     record = instance_record(decode(encode(ds, False, True), ExplicitVRLittleEndian), pseudonymizer)
     assert record.accession_number == "ACC-LO-1"
+
+
+def test_a_birth_date_with_a_superscript_digit_has_no_birth_year(pseudonymizer: Pseudonymizer) -> None:
+    # PatientBirthDate "1¹80…": "¹".isdigit() is true, int("1¹80") raised ValueError in instance_record
+    data_set = (CRASHES / "patient-birth-date-superscript-digit-explicit-be.bin").read_bytes()
+    record = instance_record(decode(data_set, ExplicitVRBigEndian), pseudonymizer)
+    assert record.patient["birth_year"] is None and record.report is not None
+
+
+@pytest.mark.parametrize(("keyword", "value"), [("StudyDate", "２０２４0101"), ("StudyDate", "2⁰24０101"),
+                                                ("TimezoneOffsetFromUTC", "+2500"), ("TimezoneOffsetFromUTC", "-0099")])
+def test_dates_and_offsets_that_are_no_numbers_are_not_read(tmp_path: Path, pseudonymizer: Pseudonymizer,
+                                                             keyword: str, value: str) -> None:
+    ds = pydicom.dcmread(dd.ct_study(tmp_path, slices=1, with_report=False).files[0], stop_before_pixels=True)
+    del ds.file_meta
+    if keyword in ds:
+        del ds[keyword]
+    ds.add_new(keyword, "LO", value)  # a text VR that carries any character (the set is ISO_IR 192: UTF-8)
+    record = instance_record(decode(encode(ds, False, True), ExplicitVRLittleEndian), pseudonymizer)
+    if keyword == "TimezoneOffsetFromUTC":  # not an offset: China Standard Time, as without one
+        assert record.study_at is not None and record.study_at.endswith("+08:00")
+    else:  # full-width digits are digits; a superscript one is not
+        assert (record.study_at or "").startswith("2024-01-01") == value.isdecimal()

@@ -66,3 +66,10 @@ def test_a_repeat_count_over_the_limit_raises_in_both_implementations() -> None:
     for unescape in (python_hl7_compat.unescape, python_hl7_compat.bounded(python_hl7_compat.unescape_fallback)):
         with pytest.raises(ValueError):
             unescape(f"\\.sp{python_hl7_compat.MAX_REPEAT + 1}\\", "|^~\\&")
+
+
+@pytest.mark.parametrize(("birth", "year"), [("1¹800312", None), ("１９８００312", 1980)])
+def test_a_birth_date_that_only_looks_like_a_number(birth: str, year: int | None) -> None:
+    # "¹".isdigit() is true and int() refuses it: the same mistake the fuzzer found in the DICOM adapter
+    _, [report] = parse_message(broken("||19800312|F|", f"||{birth}|F|"), "bj-chaoyang-001")
+    assert report.patient.birth_year == year
