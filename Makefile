@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-unit test-integration bench chaos clean
+.PHONY: run test test-unit test-integration bench chaos fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ bench: $(VENV)/.installed
 # (root: it mounts a tmpfs). About 15 minutes; `make test` runs its short form (tests/chaos/).
 chaos: $(VENV)/.installed
 	$(BIN)/python -m chaos
+
+# Every fuzzing harness (fuzz/) for FUZZ_SECONDS each; inputs reaching new coverage are merged into fuzz/corpus.
+FUZZ_SECONDS ?= 600
+fuzz: $(VENV)/.installed
+	$(BIN)/python -m fuzz --seconds $(FUZZ_SECONDS) --keep
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

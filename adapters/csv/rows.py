@@ -260,7 +260,7 @@ def parse_row(table: Table, line: int, cells_list: list[str], profile: Profile) 
     version = STATUS_RANK.get(status or "", 0)
     raw_version = cells.get("version")
     if raw_version:
-        if raw_version.isdigit() and int(raw_version) > 0:
+        if raw_version.isdecimal() and int(raw_version) > 0:
             version = int(raw_version)
         else:
             cells.error("version", f"{_quote(raw_version)} is not a positive whole number")
@@ -292,7 +292,7 @@ def parse_row(table: Table, line: int, cells_list: list[str], profile: Profile) 
             birth_year = born.year
     raw_year = cells.get("birth_year")
     if raw_year and birth_year is None:
-        if raw_year.isdigit() and 1880 <= int(raw_year) <= 2200:
+        if raw_year.isdecimal() and 1880 <= int(raw_year) <= 2200:
             birth_year = int(raw_year)
         else:
             cells.error("birth_year", f"{_quote(raw_year)} is not a year")

@@ -23,7 +23,7 @@ from typing import Any, NoReturn, cast
 
 import pydicom
 from pydicom.charset import convert_encodings, default_encoding
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element, empty_value_for_VR
 from pydicom.dataset import Dataset
 from pydicom.filereader import data_element_generator
@@ -137,6 +137,33 @@ _HEADER_TAGS = frozenset(int(tag_for_keyword(k) or 0) for k in HEADER_KEYWORDS)
 _SPECIFIC_CHARACTER_SET = 0x00080005
 _LINE_ENDS = re.compile(r"\r\n|\n\r|\r")
 
+#: The elements :func:`instance_record` reads inside sequence items: other patient IDs and their issuers,
+#: procedure codes, an SR's content tree.
+ITEM_KEYWORDS = frozenset({
+    "PatientID", "IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence", "IdentifierTypeCode",
+    "UniversalEntityID", "CodeValue", "LongCodeValue", "CodingSchemeDesignator", "CodeMeaning",
+    "ConceptNameCodeSequence", "ValueType", "TextValue", "ContentSequence",
+})
+
+
+def _value_kind(vr: str) -> str:
+    """What pydicom makes of a value of this VR: a sequence, bytes, numbers or text."""
+    if vr == "SQ":
+        return "sequence"
+    if vr in ("OB", "OD", "OF", "OL", "OV", "OW", "UN"):
+        return "bytes"
+    if vr in ("AT", "FD", "FL", "SL", "SS", "SV", "UL", "US", "UV", "IS", "DS"):  # IS, DS: pydicom's int, float
+        return "numbers"
+    return "text"
+
+
+#: Tag → the kinds of value its data dictionary VR(s) give, for every element the exchange reads. An explicit
+#: VR data set may declare any VR (PS3.5 7.1.2): a sequence sent as text, or a document sent as a number,
+#: would otherwise reach code that iterates items or copies bytes.
+_READ_KINDS = {int(tag_for_keyword(k) or 0): frozenset(_value_kind(vr) for vr in
+                                                        dictionary_VR(int(tag_for_keyword(k) or 0)).split(" or "))
+               for k in HEADER_KEYWORDS | ITEM_KEYWORDS}
+
 
 #: Explicit VRs whose length field has 4 bytes (PS3.5 Table 7.1-1); every other known VR has a 2-byte length.
 _LONG_VRS = frozenset(vr.encode() for vr in EXPLICIT_VR_LENGTH_32)
@@ -227,6 +254,20 @@ def check_complete(encoded: bytes, implicit_vr: bool, little_endian: bool) -> No
         pass
 
 
+def _convert(ds: Dataset) -> None:
+    """Convert every element of ``ds`` and, depth first, of its sequences' items (pydicom converts an element,
+    and parses a sequence's items, only when it is first read); DicomError (0xC000) for an element the exchange
+    reads whose VR gives another kind of value than its dictionary VR."""
+    for elem in ds:
+        kinds = _READ_KINDS.get(elem.tag)
+        if kinds is not None and _value_kind(elem.VR) not in kinds:
+            raise DicomError(STATUS_CANNOT_UNDERSTAND,
+                             f"{elem.keyword} sent as {elem.VR}, not {dictionary_VR(elem.tag)}")
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _convert(item)
+
+
 def decode(encoded: bytes, transfer_syntax: str) -> Dataset:
     """Decode a C-STORE data set's header: the :data:`HEADER_KEYWORDS` elements, after checking that *every*
     element (pixel data included) arrived complete; DicomError 0xC000 when it did not or a header value
@@ -253,10 +294,11 @@ def decode(encoded: bytes, transfer_syntax: str) -> Dataset:
             encoding = convert_encodings(convert_raw_data_element(charset).value)
         ds = Dataset(header)
         ds.set_original_encoding(implicit, little, encoding)
-        # Convert every kept element now, so that a header value pydicom cannot convert fails here (0xC000),
-        # not in the middle of instance_record.
-        for elem in ds:
-            _ = elem.value
+        # Convert every kept element now, the items of its sequences included, so that a header value pydicom
+        # cannot convert fails here (0xC000), not in the middle of instance_record.
+        _convert(ds)
+    except DicomError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise DicomError(STATUS_CANNOT_UNDERSTAND, f"undecodable data set: {type(exc).__name__}") from None
     return ds
@@ -273,7 +315,7 @@ def _text(ds: Dataset, keyword: str) -> str | None:
 def _moment(day: Any, time_: Any, offset: Any) -> datetime | None:
     """DA + TM (+ TimezoneOffsetFromUTC) → aware datetime; without an offset, China Standard Time."""
     day = str(day or "").strip()
-    if len(day) != 8 or not day.isdigit():
+    if len(day) != 8 or not day.isdecimal():
         return None
     try:
         moment = datetime(int(day[:4]), int(day[4:6]), int(day[6:8]))
@@ -284,13 +326,14 @@ def _moment(day: Any, time_: Any, offset: Any) -> datetime | None:
         whole, _, fraction = t.partition(".")
         try:
             hh, mm, ss = int(whole[0:2] or 0), int(whole[2:4] or 0), int(whole[4:6] or 0)
-            micro = int((fraction + "000000")[:6]) if fraction.isdigit() else 0
+            micro = int((fraction + "000000")[:6]) if fraction.isdecimal() else 0
             moment = moment.replace(hour=hh, minute=mm, second=min(ss, 59), microsecond=micro)
         except ValueError:
             pass
     zone = BEIJING
     off = str(offset or "").strip()
-    if len(off) == 5 and off[0] in "+-" and off[1:].isdigit():
+    # &ZZXX (PS3.3 C.7.6.1.1.3): a malformed offset, or one of a day or more, is no offset at all
+    if len(off) == 5 and off[0] in "+-" and off[1:].isdecimal() and int(off[1:3]) < 24 and int(off[3:5]) < 60:
         delta = timedelta(hours=int(off[1:3]), minutes=int(off[3:5]))
         zone = timezone(delta if off[0] == "+" else -delta)
     return moment.replace(tzinfo=zone)
@@ -326,7 +369,7 @@ def patient_of(ds: Dataset, pseudonymizer: Pseudonymizer, patient_id_is_resident
             raise DicomError(STATUS_BAD_RESIDENT_ID, f"{where}: {exc}") from None
         sex = {"M": "male", "F": "female", "O": "other"}.get((_text(ds, "PatientSex") or "").upper())
         birth = _text(ds, "PatientBirthDate") or ""
-        year = int(birth[:4]) if len(birth) >= 4 and birth[:4].isdigit() else None
+        year = int(birth[:4]) if len(birth) >= 4 and birth[:4].isdecimal() else None
         return {"pseudonym": pseudonym, "key_id": pseudonymizer.key_id,
                 "sex": sex or ("unknown" if _text(ds, "PatientSex") else None),
                 "birth_year": year if year and 1880 <= year <= 2200 else None}

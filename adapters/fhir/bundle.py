@@ -31,6 +31,13 @@ def read_bundle(data: Any) -> tuple[Any, ResourceIndex]:
         issues = [Issue("structure", e["msg"], ("Bundle." + ".".join(str(p) for p in e["loc"]),))
                   for e in errors[:MAX_ISSUES]]
         raise BundleRefused(issues, len(errors)) from None
+    except Exception as exc:  # noqa: BLE001 - validating decoded JSON has no effect to undo: any failure refuses
+        # Some of fhir.resources' own validators fail on malformed input with an error pydantic does not
+        # collect: a nested resourceType R4 does not define (KeyError) or that is not a string (TypeError), a
+        # primitive's "_element" that is not an object (AttributeError, TypeError). Found by fuzzing.
+        raise AdapterError(f"the Bundle has an element fhir.resources cannot read ({type(exc).__name__}): an "
+                           "unknown resourceType, or an element of the wrong JSON type", "Bundle",
+                           code="structure") from None
     if bundle.type not in ACCEPTED_TYPES:
         raise AdapterError(f"Bundle.type {bundle.type!r} is not accepted: send a transaction or collection",
                            "Bundle.type")

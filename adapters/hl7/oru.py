@@ -84,7 +84,10 @@ _FLAGS = {"↑": "H", "↓": "L", "高": "H", "低": "L", "偏高": "H", "偏低
           "+": "POS", "-": "NEG"}
 _UNITS = {"IU/mL": "[IU]/mL", "IU/L": "[IU]/L", "mIU/mL": "m[IU]/mL", "mIU/L": "m[IU]/L", "uIU/mL": "u[IU]/mL",
           "fl": "fL", "sec": "s", "mmHg": "mm[Hg]", "mm/hr": "mm/h", "g/dl": "g/dL", "mg/dl": "mg/dL"}
-_DTM = re.compile(r"^\d{4}(?:\d{2}(?:\d{2}(?:\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,4})?)?)?)?)?)?(?:[+-]\d{4})?$")
+# The offset is ±HHMM of a real UTC offset (under 24 h): python-hl7 accepts any four digits, and an offset of a
+# day or more cannot even be printed.
+_DTM = re.compile(r"^\d{4}(?:\d{2}(?:\d{2}(?:\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,4})?)?)?)?)?)?"
+                  r"(?:[+-](?:[01]\d|2[0-3])[0-5]\d)?$")
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$")
 _NM_COMPARATOR = re.compile(r"^(<=|>=|<|>|≤|≥|＜|＞|≦|≧)\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))$")
 _COMPARATORS = {"<": "<", ">": ">", "<=": "<=", ">=": ">=", "≤": "<=", "≥": ">=", "＜": "<", "＞": ">",
@@ -160,7 +163,7 @@ def _patient(pid: Segment) -> Patient:
                 raise Hl7Error(str(exc), pid.loc(3, i), "102") from None
             birth = pid.get(7)
             return Patient(resident_id=value, sex=_SEX.get(pid.get(8).upper()),
-                           birth_year=int(birth[:4]) if birth[:4].isdigit() and 1880 <= int(birth[:4]) <= 2200
+                           birth_year=int(birth[:4]) if birth[:4].isdecimal() and 1880 <= int(birth[:4]) <= 2200
                            else None,
                            location=pid.loc(3, i))
     raise Hl7Error(f"PID-3 carries no resident ID (identifier type {RESIDENT_ID_TYPE} or assigning authority "

@@ -15,7 +15,8 @@ two escape characters (MSH-2 component 3, usually ``\\``):
 - ``H`` and ``N`` (highlighting on/off): ``_``, as python-hl7 renders them;
 - ``.br``, ``.sp``, ``.ce`` → CR; ``.in``, ``.ti`` → four blanks; ``.sk`` → one blank; ``.fi``, ``.nf`` →
   nothing; the same followed by a number repeats it that many times (``.sp2``: two CRs). A number that is
-  not an integer raises :class:`ValueError`, as python-hl7 does;
+  not an integer raises :class:`ValueError`, as python-hl7 does, and so does one over :data:`MAX_REPEAT`
+  (checked before either implementation multiplies anything);
 - ``Xhhhh``: one character per pair of hexadecimal digits (up to the first pair that is not hexadecimal);
 - anything else (``C``/``M`` character-set switches, ``Z`` local sequences, an empty ``\\\\``, a sequence
   without its closing escape character) is dropped.
@@ -37,6 +38,10 @@ WRITTEN_FOR = (0, 4)
 Unescape = Callable[[str, str], str]
 
 _FORMATTING = {".br": "\r", ".sp": "\r", ".ce": "\r", ".in": "    ", ".ti": "    ", ".sk": " ", ".fi": "", ".nf": ""}
+
+#: The largest repeat count of a formatting sequence read (``\.sp3\``: three line breaks). The count multiplies
+#: text: ``\.sp999999999\`` in nine bytes would otherwise ask for a gigabyte.
+MAX_REPEAT = 99
 
 
 def installed_version() -> str | None:
@@ -130,5 +135,19 @@ def choose_unescape(version: str | None) -> Unescape:
     return unescape_fallback
 
 
+def bounded(implementation: Unescape) -> Unescape:
+    """``implementation`` preceded by the :data:`MAX_REPEAT` check of every formatting sequence's count."""
+
+    def unescape(text: str, separators: str) -> str:
+        parts = text.split(separators[3])
+        for sequence in parts[1:len(parts) - 1:2]:  # between an opening and a closing escape character
+            count = sequence[3:].strip()
+            if sequence[:3] in _FORMATTING and count.lstrip("+-").isdecimal() and int(count) > MAX_REPEAT:
+                raise ValueError(f"repeat count {count} of the escape sequence {sequence[:3]} is over {MAX_REPEAT}")
+        return implementation(text, separators)
+
+    return unescape
+
+
 #: The implementation in use, chosen once at import.
-unescape: Unescape = choose_unescape(installed_version())
+unescape: Unescape = bounded(choose_unescape(installed_version()))

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from adapters.hl7 import python_hl7_compat
+from adapters.hl7.exceptions import Hl7Error
 
 #: MSH-2's characters when a message leaves some out: component, repetition, escape, subcomponent.
 DEFAULT_ENCODING_CHARACTERS = "^~\\&"
@@ -47,6 +48,7 @@ class Segment:
 
     def reps(self, n: int) -> list[list[list[str]]]:
         """Field ``n`` as repetitions → components → subcomponents, unescaped ([] when absent). Shared: read only.
+        Hl7Error (102) when an escape sequence cannot be undone (a repeat count that is no number or too large).
 
         The same tree python-hl7 builds (HL7 v2 encoding rules: ``~`` between repetitions, ``^`` between
         components, ``&`` between subcomponents, in the message's own MSH-2 characters); escape sequences are
@@ -66,7 +68,10 @@ class Segment:
                 else:
                     out = [[c.split(sub) for c in r.split(comp)] for r in value.split(rep)]
             else:
-                out = [[[self._text(s) for s in c.split(sub)] for c in r.split(comp)] for r in value.split(rep)]
+                try:
+                    out = [[[self._text(s) for s in c.split(sub)] for c in r.split(comp)] for r in value.split(rep)]
+                except ValueError as exc:  # a formatting sequence's repeat count: not a number, or too large
+                    raise Hl7Error(f"bad escape sequence: {exc}", self.loc(n), "102") from None
         self._reps[n] = out
         return out
 

@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Engine as Database
+from starlette.exceptions import HTTPException
 
 from adapters.pipeline import ResultPipeline
 from codes import CodeBook
@@ -69,6 +71,16 @@ def create_app(context: Context) -> FastAPI:
         first = problems[0] if problems else {"field": None, "message": "invalid request"}
         return JSONResponse(status_code=422, content={"error": f"{first['field']}: {first['message']}",
                                                       "problems": problems})
+
+    @app.exception_handler(HTTPException)
+    async def _unparsed(request: Request, exc: HTTPException) -> Response:
+        # A JSON body that is not even UTF-8 gets a bare 400 of FastAPI's own shape; it is a request that does
+        # not parse like any other invalid JSON, refused as those are (422, the shape every route declares).
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            problem = {"field": "body", "message": "JSON decode error: the body is not UTF-8"}
+            return JSONResponse(status_code=422, content={"error": f"body: {problem['message']}",
+                                                          "problems": [problem]})
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(ApiError)
     async def _refused(request: Request, exc: ApiError) -> JSONResponse:
