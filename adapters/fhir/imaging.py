@@ -145,6 +145,8 @@ def _study_uid(study: Located) -> str | None:
 
 
 def _accession(study: Located) -> str | None:
+    """The accession number: the identifier typed ``ACSN`` (HL7 table 0203) of an ImagingStudy, or of the
+    DiagnosticReport itself when it names no study."""
     for i, ident in enumerate(study.resource.identifier or ()):
         typed = any(c.code == ACCESSION_TYPE for c in (ident.type.coding if ident.type else None) or ())
         if typed and ident.value:
@@ -180,7 +182,8 @@ def _study(report: Located, index: ResourceIndex, identity: ReportIdentity,
     performed = moment(resource.effectiveDateTime) or (
         moment(resource.effectivePeriod.start) if resource.effectivePeriod is not None else None)
     if not references:
-        return Study(_derived_uid(identity), fallback_modality, description=description, study_at=performed), [], None
+        return (Study(_derived_uid(identity), fallback_modality, accession_number=_accession(report),
+                      description=description, study_at=performed), [], None)
     study = index.resolve(references[0], "ImagingStudy", f"{where}.imagingStudy[0]", report)
     s = study.resource
     series = (s.series or [None])[0]

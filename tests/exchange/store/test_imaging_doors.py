@@ -76,6 +76,48 @@ def test_hl7_report_and_dicom_images_make_one_final_result(database, book, pseud
         images["study"]["modality"], images["study"]["body_part"], 3)
 
 
+def _fhir_event(accession: str, pipeline: ResultPipeline) -> dict:  # type: ignore[type-arg]
+    """A radiology DiagnosticReport without an ImagingStudy, naming its study by an ACSN identifier."""
+    from adapters.fhir import bundle_events
+
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "urn:uuid:org", "resource": {"resourceType": "Organization", "identifier": [
+            {"system": "urn:hrx:institution", "value": INSTITUTION}]}},
+        {"fullUrl": "urn:uuid:pat", "resource": {"resourceType": "Patient", "identifier": [
+            {"system": "urn:oid:2.16.156.10011.1.3", "value": dd.RID_CT}]}},
+        {"fullUrl": "urn:uuid:rep", "resource": {
+            "resourceType": "DiagnosticReport", "status": "final",
+            "identifier": [  # the RIS's own report number first: the accession number, not it, keys the result
+                {"system": "http://ris.example/reports", "value": "RPT-5501"},
+                {"system": "http://ris.example/accession", "value": accession,
+                 "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]}}],
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD"}]}],
+            "code": {"text": "胸部CT"}, "subject": {"reference": "urn:uuid:pat"},
+            "issued": "2026-01-05T11:30:00+08:00", "performer": [{"reference": "urn:uuid:org"}],
+            "conclusion": "未见异常。"}}]}
+    (event,) = bundle_events(pipeline, bundle)
+    return event
+
+
+@pytest.mark.parametrize("images_first", [True, False], ids=["images-then-report", "report-then-images"])
+def test_a_fhir_report_joins_the_dicom_images_by_accession_number(database, book, pseudonymizer, tmp_path: Path,
+                                                                    images_first: bool) -> None:  # type: ignore[no-untyped-def]
+    pipeline = ResultPipeline(book, pseudonymizer)
+    study = dd.ct_study(tmp_path / "ct", accession="ACC-78", with_report=False)
+    images = _dicom_event(study, pipeline, pseudonymizer)
+    report = _fhir_event("ACC-78", pipeline)
+    assert (report["result_id"], report["version"], report["status"]) == ("ACC-78", 2, "final")
+    for offset, event in enumerate((images, report) if images_first else (report, images)):
+        with database.begin() as conn:
+            ingest(conn, [Delivery(event, "t", 0, offset)])
+    with database.connect() as conn:
+        (result,) = current_results(conn, images["patient"]["pseudonym"])
+    stored = result.event
+    assert (result.result_id, result.version, result.status) == ("ACC-78", 2, "final")
+    assert stored["report"]["impression"] == "未见异常。" and stored["retrieval"] == RETRIEVAL
+    assert stored["study"]["study_instance_uid"] == study.uid and stored["study"]["instance_count"] == 3
+
+
 def test_a_preliminary_image_only_study_stays_preliminary(database, book, pseudonymizer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     pipeline = ResultPipeline(book, pseudonymizer)
     images = _dicom_event(dd.ct_study(tmp_path / "ct", accession="ACC-78", with_report=False), pipeline,
