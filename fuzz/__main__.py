@@ -124,7 +124,9 @@ def fuzz_target(target: str, args: argparse.Namespace) -> TargetRun:
     if code is None:
         run.problem = f"still running {args.seconds + 300} s after it started (killed)"
     elif code != 0 and not run.crashes:
-        run.problem = f"exited with status {code}"
+        # seen once: the process died of SIGALRM while reporting an exception, before writing the input
+        run.problem = (f"exited with status {code}" + (", after an exception it did not write the input of"
+                                                      if "Uncaught Python exception" in output else ""))
     return run
 
 
