@@ -8,13 +8,17 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
+from adapters.pseudonymize import Pseudonymizer
 from exchange.store.models import Observation, Result
 
 #: Every generated moment is relative to this, so a stored data set stays valid across runs.
 EPOCH = datetime(2026, 6, 1, tzinfo=UTC)
 #: The moment recognition checks are made (a day after the newest generated report).
 CHECK_AT = EPOCH + timedelta(days=1)
-KEY_ID = "0123abcd"
+#: The pseudonym key of every benchmark and fault-suite process; events are made under its key id, which the
+#: engine checks (an event under another key id is dead-lettered).
+PSEUDONYM_KEY = "hrx-bench-key-0123456789"
+KEY_ID = Pseudonymizer(PSEUDONYM_KEY.encode()).key_id
 
 
 def pseudonym(n: int | str) -> str:

@@ -60,12 +60,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Outcome, ratio, say
+from bench.data import PSEUDONYM_KEY
 
 INSTITUTION = "bj-xicheng-001"
 STUDIES = 5
 WARMUP = 3
 OURS_AE, ORTHANC_AE, STORESCP_AE, CALLING_AE = "HRX", "ORTHANC", "STORESCP", "BENCH"
-PSEUDONYM_KEY = "hrx-bench-key-0123456789"
 STABLE_SECONDS = 1.0
 
 

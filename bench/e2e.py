@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from bench.common import Outcome, fresh_pg, say, summary_ms
+from bench.data import PSEUDONYM_KEY
 
 SAMPLE_EVERY = 10
 POLL_S = 0.005
@@ -172,7 +173,7 @@ def run(quick: bool = False) -> Outcome:
         ensure_topics(broker.bootstrap, DEFAULT_PARTITIONS)
         api_port, hl7_port = free_port(), free_port()
         env = dict(os.environ, HRX_KAFKA_BOOTSTRAP=broker.bootstrap, HRX_DATABASE_URL=db_url,
-                   HRX_PSEUDONYM_KEY="hrx-bench-key-0123456789", HRX_VAR_DIR=str(tmp), HRX_HTTP_PORT=str(api_port),
+                   HRX_PSEUDONYM_KEY=PSEUDONYM_KEY, HRX_VAR_DIR=str(tmp), HRX_HTTP_PORT=str(api_port),
                    HRX_ENGINE_GROUP="bench-e2e")
         hrx = [sys.executable, "-m", "exchange.cli"]
         try:

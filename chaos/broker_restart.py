@@ -37,7 +37,8 @@ from schemas.topics import RESULT_TOPICS
 from chaos import data
 from chaos.doors import CsvDoor, DicomDoor, FhirDoor, Hl7Door, Sender
 from chaos.figures import Figures
-from chaos.processes import (PSEUDONYM_KEY, Child, RestartableBroker, exchange_env, run_directory, spawn,
+from bench.data import PSEUDONYM_KEY
+from chaos.processes import (Child, RestartableBroker, exchange_env, run_directory, spawn,
                              wait_listening, wait_until)
 from chaos.stores import Key, StoredResults, fresh_store
 

@@ -21,12 +21,12 @@ from pathlib import Path
 
 from kafka import KafkaConsumer
 
+from bench.data import PSEUDONYM_KEY
 from exchange.broker import EmbeddedBroker, ensure_topics, free_port
 from schemas.topics import DEFAULT_PARTITIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The suite's pseudonym key (synthetic patients only).
-PSEUDONYM_KEY = "hrx-chaos-key-0123456789abcdef"
 #: Set (``python -m chaos --keep``) to keep each run's directory: the processes' logs, the broker's, the store.
 KEEP_ENV = "HRX_CHAOS_KEEP"
 
