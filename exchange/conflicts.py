@@ -10,31 +10,26 @@ Rules implemented (docs/rules.md, "Statuses and versions"):
   explicit version above the stored one, so a correction always supersedes or is refused;
 - two events of one submission with the same key and different content conflict with each other.
 
-Content is compared as a digest of the event without what legitimately differs between two sendings of
-one report: ``event_id``, ``source`` (adapter, message id, receipt time), the mapping's outcome (unified
-codes, mapping version and issue — ``hrx codes remap`` rewrites stored events in place) with converted
-values taken as sent (``original``), and instants compared as instants whatever their offset.
+Content is compared as :func:`schemas.content.content_digest`: the event without what legitimately differs
+between two sendings of one report (the delivery, the mapping's outcome, the offset of instants).
 
 The check is as good as the store is current: an event published but not yet stored by the engine is not
 seen; the store's natural key then keeps the first of two conflicting versions.
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC
 from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import Connection, and_, or_, select
 
 from exchange.store.models import Result
-from schemas.events import parse_timestamp
+from schemas.content import content_digest
 
 #: Keys per SELECT: a Bundle with many reports is looked up in a few statements of bounded size.
 KEYS_PER_QUERY = 200
-_INSTANTS = ("reported_at", "collected_at")
 
 
 class Candidate(Protocol):
@@ -62,37 +57,6 @@ class Conflict:
     highest_stored: int | None
     location: str | None
     message: str
-
-
-def _instant(text: Any) -> Any:
-    if not isinstance(text, str):
-        return text
-    return parse_timestamp(text).astimezone(UTC).isoformat()
-
-
-def _as_sent(event: dict[str, Any]) -> dict[str, Any]:
-    content: dict[str, Any] = orjson.loads(orjson.dumps(event))
-    content.pop("event_id", None)
-    content.pop("source", None)
-    items = [content.get("item")] + [o.get("item") for o in content.get("observations") or ()]
-    for item in items:
-        for key in ("unified_code", "mapping_version", "mapping_issue"):
-            (item or {}).pop(key, None)
-    for obs in content.get("observations") or ():
-        original = obs.pop("original", None)
-        if original:
-            obs["value"], obs["unit"] = original.get("value"), original.get("unit")
-            obs["reference_range"] = original.get("reference_range")
-    for key in _INSTANTS:
-        content[key] = _instant(content.get(key))
-    if isinstance(content.get("study"), dict):
-        content["study"]["study_at"] = _instant(content["study"].get("study_at"))
-    return content
-
-
-def content_digest(event: dict[str, Any]) -> str:
-    """SHA-256 of the event's content as its source sent it (rule above), in hex."""
-    return hashlib.sha256(orjson.dumps(_as_sent(event), option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def _chunks(keys: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

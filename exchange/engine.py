@@ -32,7 +32,8 @@ from schemas.topics import RESULT_TOPICS
 from schemas.dead_letter import dead_letter_event
 from adapters.dead_letter import publish_dead_letters
 from adapters.publish import Publisher
-from exchange.conflicts import content_digest, stored_digests
+from exchange.conflicts import stored_digests
+from schemas.content import content_digest
 from exchange.store import Delivery, IngestReport, ingest, record_dead_letter
 
 log = logging.getLogger(__name__)
@@ -267,7 +268,7 @@ def refused_value(exc: BaseException) -> bool:
 
 def _conflicts(conn: Connection, repeated: Sequence[Delivery]) -> list[tuple[Delivery, str]]:
     """The ``repeated`` deliveries whose version is stored with other content, each with its error; the rest
-    are redeliveries of what is stored. Content is compared as :func:`exchange.conflicts.content_digest`."""
+    are redeliveries of what is stored. Content is compared as :func:`schemas.content.content_digest`."""
     if not repeated:
         return []
     keys = [(d.event["issuer"], d.event["result_id"], d.event["version"]) for d in repeated]

@@ -215,7 +215,7 @@ class Hl7Receiver:
         except Exception as exc:  # noqa: BLE001
             log.error("hl7: building events failed: %s", scrub(repr(exc)))
             return self._refuse(header, Hl7Error("internal error building the result events", None, "207"), codec)
-        accepted = {report_key(event): StoredReport(content_digest(event, origin.result_time_sent),
+        accepted = {report_key(event): StoredReport(content_digest(event, with_reported_at=origin.result_time_sent),
                                                     event["patient"]["key_id"])
                     for event, origin in zip(built, origins)}
         with self._report_locks.hold_all(accepted):

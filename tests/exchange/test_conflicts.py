@@ -12,7 +12,8 @@ from sqlalchemy import insert
 
 from adapters.fhir import BuiltEvent, build_events
 from adapters.pipeline import ResultPipeline
-from exchange.conflicts import check_against_store, content_digest, find_conflicts
+from exchange.conflicts import check_against_store, find_conflicts
+from schemas.content import content_digest
 from exchange.store.models import Result
 from schemas.events import parse_timestamp
 from tests.adapters.fhir_examples import example, localise, reports
@@ -105,7 +106,8 @@ def test_the_digest_ignores_mapping_and_keeps_values_as_sent(pipeline) -> None: 
     [event] = [b.event for b in built(pipeline, localise(example("Bundle-101")))]
     remapped = copy.deepcopy(event)
     for obs in remapped["observations"]:
-        obs["item"].update(unified_code=None, mapping_version="2030-01", mapping_issue="no mapping")
+        obs["item"].update(unified_code=None, mapping_version="2030-01", mapping_issue="no mapping",
+                           mapping_issue_code="unknown_code", mapping_issue_zh="未映射")
     assert content_digest(remapped) == content_digest(event)
     converted = copy.deepcopy(event)
     first = converted["observations"][0]
