@@ -157,7 +157,8 @@ def up(settings: Settings, demo: bool = False, engines: int = 1, listeners: Sequ
         threading.Thread(target=_watch_children, args=(watched, stopping), name="children", daemon=True).start()
         publisher = Publisher(bootstrap)
         context = Context(book=book, database=database, pseudonymizer=pseudonymizer, publisher=publisher,
-                          bootstrap=bootstrap, engine_group=settings.engine_group)
+                          bootstrap=bootstrap, engine_group=settings.engine_group,
+                          fhir_max_bytes=settings.fhir_max_bytes)
         server = uvicorn.Server(uvicorn.Config(create_app(context), host=settings.http_host,
                                                port=settings.http_port, log_level="info", access_log=False,
                                                log_config=None))  # through the guarded root handlers

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 
 from adapters.pipeline import ResultPipeline
 from codes import CodeBook
+from exchange.config import FHIR_MAX_BYTES
 from exchange import collector, outbox
 from adapters.pseudonymize import Pseudonymizer
 from exchange.recognize import RecognitionMemo
@@ -39,6 +40,7 @@ class Context:
     publisher: Publisher
     bootstrap: str
     engine_group: str
+    fhir_max_bytes: int = FHIR_MAX_BYTES  # POST /fhir refuses larger bodies (HRX_FHIR_MAX_BYTES)
     recognition_memo: RecognitionMemo = field(default_factory=RecognitionMemo)
 
     def pipeline(self) -> ResultPipeline:

@@ -23,7 +23,6 @@ from adapters.pipeline import AdapterError
 from adapters.publish import BrokerUnavailable
 from exchange.api.app import Context, context_of
 from exchange.api.fields import ANSWER
-from exchange.config import Settings
 from exchange.conflicts import Conflict, check_against_store
 
 log = logging.getLogger(__name__)
@@ -125,7 +124,7 @@ _BODY = {"requestBody": {"required": True, "content": {
                               "description": "the broker is unreachable; nothing was acknowledged"}})
 async def submit_bundle(request: Request) -> Response:
     # The raw body is read here, within the size bound, and parsed by fhir.resources, not by FastAPI's models.
-    limit = Settings.from_env().fhir_max_bytes
+    limit = context_of(request).fhir_max_bytes
     body = await read_within(request, limit)
     if body is None:
         return too_large(limit)

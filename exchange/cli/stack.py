@@ -102,7 +102,8 @@ def serve(port: int | None) -> None:
     ensure_topics(bootstrap, settings.partitions)  # idempotent; existing topics keep their partitions
     context = Context(book=runtime.codebook(settings), database=runtime.database(settings),
                       pseudonymizer=pseudonymizer, publisher=Publisher(bootstrap),
-                      bootstrap=bootstrap, engine_group=settings.engine_group)
+                      bootstrap=bootstrap, engine_group=settings.engine_group,
+                      fhir_max_bytes=settings.fhir_max_bytes)
     # log_config=None: uvicorn logs through the root handlers, where the patient-data guard sits.
     uvicorn.run(create_app(context), host=settings.http_host, port=settings.http_port, access_log=False,
                 log_config=None)

@@ -49,13 +49,12 @@ class CountingApp:
 
 
 @pytest.fixture
-def door(book, pseudonymizer, tmp_path, monkeypatch) -> Iterator[tuple[TestClient, CountingApp]]:  # type: ignore[no-untyped-def]
+def door(book, pseudonymizer, tmp_path) -> Iterator[tuple[TestClient, CountingApp]]:  # type: ignore[no-untyped-def]
     """The API on a SQLite store and an unreachable broker, with a small body bound."""
-    monkeypatch.setenv("HRX_FHIR_MAX_BYTES", str(LIMIT))
     database = connect(f"sqlite:///{tmp_path / 'hrx.db'}")
     migrate(database)
     context = Context(book=book, database=database, pseudonymizer=pseudonymizer, publisher=Publisher("127.0.0.1:9"),
-                      bootstrap="127.0.0.1:9", engine_group="hrx-engine")
+                      bootstrap="127.0.0.1:9", engine_group="hrx-engine", fhir_max_bytes=LIMIT)
     app = CountingApp(create_app(context))
     with TestClient(app) as client:
         yield client, app
