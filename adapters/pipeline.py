@@ -27,21 +27,16 @@ from codes.bounds import out_of_bounds
 from schemas import events
 from schemas.resident_id import InvalidResidentId
 from schemas.statuses import STATUSES
+from schemas.topics import TOPIC_OF_SCHEMA
 
-# Re-exported while the HL7, CSV and DICOM adapters still import the containers (and STATUSES) from here;
-# the containers live in adapters.report, and these imports go once every adapter imports from there.
-from adapters.report import (  # noqa: F401
+from adapters.report import (
     AdapterError,
-    Code,
     ImagingReport,
-    LabObservation,
     LabReport,
     MappedImagingReport,
     MappedLabReport,
     Patient,
     PseudonymizedPatient,
-    Study,
-    Value,
 )
 
 
@@ -123,7 +118,7 @@ def publish_events(publisher: Publisher, built: Sequence[dict[str, Any]]) -> Non
     """The publish step: each event to its schema's topic, keyed by the patient pseudonym (one patient's
     events stay in order), returning once the broker acknowledged all of them."""
     publisher.publish(
-        Record(events.TOPIC_OF_SCHEMA[e["schema"]], e["patient"]["pseudonym"], events.encode(e)) for e in built)
+        Record(TOPIC_OF_SCHEMA[e["schema"]], e["patient"]["pseudonym"], events.encode(e)) for e in built)
 
 
 @dataclass

@@ -18,10 +18,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schemas.resident_id import (  # noqa: F401 - callers meet these with the pseudonymizer
-    InvalidResidentId,
-    normalize_resident_id,
-)
+from schemas.resident_id import normalize_resident_id
 
 #: The HMAC hash functions a pseudonym may be made with. SM3 (GB/T 32905-2016) is the national standard's.
 ALGORITHMS = ("sm3", "sha256")

@@ -28,7 +28,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyErro
 from exchange import collector
 from schemas import events
 from adapters.publish import BrokerUnavailable
-from schemas.topics import RESULT_TOPICS
+from schemas.topics import RESULT_TOPICS, SCHEMA_OF_TOPIC
 from schemas.dead_letter import dead_letter_event
 from adapters.dead_letter import publish_dead_letters
 from adapters.publish import Publisher
@@ -175,7 +175,7 @@ class ResultEngine:
         """Parse and validate one polled batch (no I/O)."""
         prepared = PreparedBatch()
         for tp, records in batch.items():
-            schema = events.SCHEMA_OF_TOPIC[tp.topic]
+            schema = SCHEMA_OF_TOPIC[tp.topic]
             for record in records:
                 try:
                     event = events.decode(schema, record.value)

@@ -27,7 +27,8 @@ with instrumented("pydicom"):
                              ImplicitVRLittleEndian)
 
     from adapters.dicom.metadata import DicomError, InstanceRecord, build_report, decode, instance_record
-    from adapters.pipeline import AdapterError, ResultPipeline
+    from adapters.report import AdapterError
+    from adapters.pipeline import ResultPipeline
     from adapters.pseudonymize import Pseudonymizer
     from codes import load_codebook
 

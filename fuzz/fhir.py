@@ -17,7 +17,8 @@ from fuzz.jsontree import mutate
 
 with instrumented("fhir_core"):
     from adapters.fhir import bundle_events, operation_outcome
-    from adapters.pipeline import AdapterError, ResultPipeline
+    from adapters.report import AdapterError
+    from adapters.pipeline import ResultPipeline
     from adapters.pseudonymize import Pseudonymizer
     from codes import load_codebook
 

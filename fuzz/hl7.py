@@ -17,7 +17,8 @@ from fuzz.harness import FUZZ_KEY, fuzz, instrumented
 with instrumented("hl7"):
     from adapters.hl7 import (Hl7Error, Header, ack_code, build_ack, check_header, decode, parse_header,
                               parse_reports, split_batch)
-    from adapters.pipeline import AdapterError, ResultPipeline
+    from adapters.report import AdapterError
+    from adapters.pipeline import ResultPipeline
     from adapters.pseudonymize import Pseudonymizer
     from codes import load_codebook
 

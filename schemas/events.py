@@ -20,7 +20,6 @@ except ImportError:  # pragma: no cover - without it every event goes through js
     jsonschema_rs = None
 
 import schemas
-from schemas.topics import SCHEMA_OF_TOPIC, TOPIC_OF_SCHEMA  # noqa: F401 - part of this module's API
 
 
 class InvalidEvent(ValueError):

@@ -19,7 +19,7 @@ from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 
 from adapters.csv.rows import BadRow, Row
-from adapters.pipeline import Code, LabReport, Patient
+from adapters.report import Code, LabReport, Patient
 
 
 @dataclass

@@ -27,7 +27,7 @@ from typing import Any
 
 from adapters.csv.decode import Table
 from adapters.csv.profile import Profile, lookup_key
-from adapters.pipeline import Code, LabObservation, Value
+from adapters.report import Code, LabObservation, Value
 from schemas.resident_id import InvalidResidentId, normalize_resident_id
 from schemas.statuses import STATUS_RANK
 

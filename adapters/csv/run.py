@@ -42,7 +42,8 @@ from adapters.csv.reports import ReportGroup, ReportGrouper, build_reports
 from adapters.csv.rows import BadRow, parse_row, report_key
 from adapters.csv.spill import Spill
 from adapters.dead_letter import publish_dead_letters
-from adapters.pipeline import AdapterError, ResultPipeline
+from adapters.report import AdapterError
+from adapters.pipeline import ResultPipeline
 from adapters.publish import BrokerUnavailable
 from schemas.dead_letter import dead_letter_event
 from schemas.resident_id import scrub

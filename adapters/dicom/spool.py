@@ -36,7 +36,8 @@ from adapters.dicom.metadata import (
     utcnow,
 )
 from adapters.dead_letter import publish_dead_letters
-from adapters.pipeline import AdapterError, ResultPipeline
+from adapters.report import AdapterError
+from adapters.pipeline import ResultPipeline
 from adapters.publish import BrokerUnavailable
 from schemas.dead_letter import dead_letter_event
 from schemas.resident_id import scrub

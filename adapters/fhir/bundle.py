@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from adapters.fhir.outcome import MAX_ISSUES, BundleRefused, Issue
 from adapters.fhir.references import ResourceIndex
-from adapters.pipeline import AdapterError
+from adapters.report import AdapterError
 
 ACCEPTED_TYPES = ("transaction", "collection")
 

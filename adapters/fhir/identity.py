@@ -24,7 +24,7 @@ from datetime import date, datetime
 from typing import Any
 
 from adapters.fhir.references import Located, ResourceIndex
-from adapters.pipeline import AdapterError, Patient
+from adapters.report import AdapterError, Patient
 from schemas.statuses import STATUS_RANK
 
 INSTITUTION_SYSTEM = "urn:hrx:institution"

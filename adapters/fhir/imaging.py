@@ -32,7 +32,7 @@ from typing import Any
 from adapters.fhir.identity import ReportIdentity, moment
 from adapters.fhir.lab import CODE_TEXT_SYSTEM, NAME_LENGTH, concept_codes, lab_observations
 from adapters.fhir.references import Located, ResourceIndex
-from adapters.pipeline import AdapterError, Code, ImagingReport, Study
+from adapters.report import AdapterError, Code, ImagingReport, Study
 
 CATEGORIES_FILE = Path(__file__).parent / "data" / "imaging_categories.csv"
 DICOM_UID_SYSTEM = "urn:dicom:uid"

@@ -18,7 +18,7 @@ from typing import Any
 
 from adapters.fhir.identity import ReportIdentity, moment
 from adapters.fhir.references import Located, ResourceIndex
-from adapters.pipeline import AdapterError, Code, LabObservation, LabReport, Value
+from adapters.report import AdapterError, Code, LabObservation, LabReport, Value
 from codes.loinc import is_loinc_system
 
 UCUM = "http://unitsofmeasure.org"

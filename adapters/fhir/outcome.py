@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.pipeline import AdapterError
+from adapters.report import AdapterError
 
 MAX_ISSUES = 100
 MAX_TEXT = 2000

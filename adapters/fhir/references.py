@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.pipeline import AdapterError
+from adapters.report import AdapterError
 
 #: Panels nest a few levels in practice (culture → organism → susceptibilities); the bound keeps the walk's
 #: recursion far from Python's limit whatever a Bundle holds.

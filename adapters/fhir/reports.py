@@ -15,7 +15,8 @@ from adapters.fhir.bundle import read_bundle
 from adapters.fhir.identity import report_identity
 from adapters.fhir.imaging import imaging_report, is_imaging
 from adapters.fhir.lab import lab_report
-from adapters.pipeline import AdapterError, ImagingReport, LabReport, ResultPipeline
+from adapters.report import AdapterError, ImagingReport, LabReport
+from adapters.pipeline import ResultPipeline
 
 _OBSERVATION_PATH = re.compile(r"^\$\.observations\[(\d+)\]")
 

@@ -1,7 +1,7 @@
 """The refusal every step of the HL7 v2 adapter raises, carrying what the ACK's ERR segment reports."""
 from __future__ import annotations
 
-from adapters.pipeline import AdapterError
+from adapters.report import AdapterError
 
 
 class Hl7Error(AdapterError):

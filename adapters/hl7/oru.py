@@ -63,7 +63,7 @@ from adapters.hl7.exceptions import Hl7Error
 from adapters.hl7.header import Header, check_header, parse_header
 from adapters.hl7.imaging import IsImagingService, imaging_report, imaging_sections, is_imaging
 from adapters.hl7.segments import ParsedMessage, Segment
-from adapters.pipeline import Code, ImagingReport, LabObservation, LabReport, Patient, Value
+from adapters.report import Code, ImagingReport, LabObservation, LabReport, Patient, Value
 from codes.calendar import BEIJING
 from codes.loinc import is_loinc_system
 from codes.units import normalize_unit

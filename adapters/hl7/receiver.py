@@ -47,7 +47,8 @@ from adapters.hl7.journal import AckJournal, ReportKey, StoredReport
 from adapters.hl7.mllp import DEFAULT_MAX_BYTES, HEAD_BYTES, Frame
 from adapters.hl7.oru import ReportOrigin, parse_reports, report_origins
 from adapters.hl7.segments import ParsedMessage
-from adapters.pipeline import AdapterError, Code, ImagingReport, LabReport, ResultPipeline
+from adapters.report import AdapterError, Code, ImagingReport, LabReport
+from adapters.pipeline import ResultPipeline
 from adapters.pseudonymize import Pseudonymizer
 from adapters.publish import BrokerUnavailable, Publisher
 from codes import CodeBook

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from adapters.fhir import BuiltEvent, BundleRefused, Issue, build_events, operation_outcome
-from adapters.pipeline import AdapterError
+from adapters.report import AdapterError
 from adapters.publish import BrokerUnavailable
 from exchange.api.app import Context, context_of
 from exchange.api.fields import ANSWER

@@ -21,7 +21,8 @@ def adapter_fhir(files: tuple[Path, ...]) -> None:
     import orjson
 
     from adapters.fhir import build_events, shorten
-    from adapters.pipeline import AdapterError, ResultPipeline
+    from adapters.report import AdapterError
+    from adapters.pipeline import ResultPipeline
     from adapters.publish import BrokerUnavailable, Publisher
     from exchange import runtime
     from exchange.conflicts import check_against_store

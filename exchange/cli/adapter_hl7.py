@@ -50,7 +50,7 @@ def hl7(files: tuple[Path, ...], listen: str | None, institution: str, max_bytes
     if bool(listen) == bool(files):
         raise click.UsageError("give either --listen HOST:PORT or FILE arguments")
     from adapters.hl7 import AckJournal, Hl7Receiver, split_batch
-    from adapters.pipeline import AdapterError
+    from adapters.report import AdapterError
     from adapters.publish import Publisher
     from exchange import runtime
     from exchange.config import Settings

@@ -9,7 +9,8 @@ import pytest
 
 from adapters.fhir import (CODE_TEXT_SYSTEM, BundleRefused, Issue, bundle_events, operation_outcome, parse_bundle,
                            result_id)
-from adapters.pipeline import AdapterError, ResultPipeline
+from adapters.report import AdapterError
+from adapters.pipeline import ResultPipeline
 from schemas import events
 
 BUNDLE = json.loads((Path(__file__).parent.parent / "data/fhir/lab-bundle.json").read_text("utf-8"))

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from adapters.fhir import CODE_TEXT_SYSTEM, bundle_events, operation_outcome
-from adapters.pipeline import AdapterError, ResultPipeline
+from adapters.report import AdapterError
+from adapters.pipeline import ResultPipeline
 from schemas import events
 from tests.adapters.fhir_examples import RESIDENT_ID, as_bundle, contained_form, example, localise, reports
 

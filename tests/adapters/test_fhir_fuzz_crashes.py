@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from adapters.fhir import bundle_events, operation_outcome
-from adapters.pipeline import AdapterError, ResultPipeline
+from adapters.report import AdapterError
+from adapters.pipeline import ResultPipeline
 from adapters.pseudonymize import Pseudonymizer
 from codes import CodeBook
 

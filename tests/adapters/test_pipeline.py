@@ -12,16 +12,7 @@ import orjson
 import pytest
 
 from adapters.envelope import imaging_result_event, lab_result_event
-from adapters.pipeline import (
-    ResultPipeline,
-    check_institution,
-    check_report,
-    map_imaging_report,
-    map_lab_report,
-    publish_events,
-    pseudonymize_patient,
-    validate_event,
-)
+from adapters.pipeline import ResultPipeline, check_institution, check_report, map_imaging_report, map_lab_report, publish_events, pseudonymize_patient, validate_event
 from adapters.pseudonymize import Pseudonymizer
 from adapters.report import (
     AdapterError,

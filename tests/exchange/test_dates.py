@@ -16,7 +16,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.pipeline import Code, LabObservation, LabReport, Patient, ResultPipeline, Value
+from adapters.report import Code, LabObservation, LabReport, Patient, Value
+
+from adapters.pipeline import ResultPipeline
 from adapters.publish import Publisher
 from codes import CodeBook
 from codes.calendar import BEIJING, beijing_date, beijing_minute

@@ -6,7 +6,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from adapters.pipeline import Code, ImagingReport, LabObservation, LabReport, Patient, ResultPipeline, Study, Value
+from adapters.report import Code, ImagingReport, LabObservation, LabReport, Patient, Study, Value
+
+from adapters.pipeline import ResultPipeline
 from codes import default_codes_dir, load_codebook
 from exchange.decisions import find_result
 from schemas.resident_id import make_resident_id

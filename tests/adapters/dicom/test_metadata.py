@@ -25,7 +25,8 @@ from adapters.dicom.metadata import (
 )
 from adapters.dicom import spool as spool_module
 from adapters.dicom.spool import Spool, StudyAssembler
-from adapters.pipeline import AdapterError, ResultPipeline
+from adapters.report import AdapterError
+from adapters.pipeline import ResultPipeline
 from adapters.publish import BrokerUnavailable
 from schemas import events
 from schemas.resident_id import PLACEHOLDER

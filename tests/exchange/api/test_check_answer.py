@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 import exchange.api.recognition as recognition
-from adapters.pipeline import Code, ImagingReport, LabObservation, LabReport, Patient, ResultPipeline, Study, Value
+from adapters.report import Code, ImagingReport, LabObservation, LabReport, Patient, Study, Value
+from adapters.pipeline import ResultPipeline
 from adapters.publish import Publisher
 from exchange.api import Context, create_app
 from exchange.api.check_answer import CheckAnswer

@@ -70,7 +70,8 @@ def test_operators_own_code_directory_is_used(tmp_path: Path) -> None:
 
 
 def test_the_unmapped_queue_by_reason(api, book, pseudonymizer) -> None:  # type: ignore[no-untyped-def]
-    from adapters.pipeline import Code, LabObservation, LabReport, Patient, ResultPipeline, Value
+    from adapters.report import Code, LabObservation, LabReport, Patient, Value
+    from adapters.pipeline import ResultPipeline
     from exchange.store import Delivery, ingest
     from schemas.resident_id import make_resident_id
 

@@ -9,7 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 from kafka import KafkaConsumer
 
-from adapters.pipeline import Code, LabObservation, LabReport, Patient, ResultPipeline, Value
+from adapters.report import Code, LabObservation, LabReport, Patient, Value
+
+from adapters.pipeline import ResultPipeline
 from exchange.api import Context, create_app
 from schemas.topics import TOPIC_DECISIONS, TOPIC_FEEDBACK
 from schemas.resident_id import make_resident_id

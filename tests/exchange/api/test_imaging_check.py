@@ -5,7 +5,9 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
 
-from adapters.pipeline import ImagingReport, Patient, ResultPipeline, Study
+from adapters.report import ImagingReport, Patient, Study
+
+from adapters.pipeline import ResultPipeline
 from exchange.api import Context, create_app
 from schemas.resident_id import make_resident_id
 from adapters.publish import Publisher

@@ -11,7 +11,9 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from adapters.pipeline import Code, LabObservation, LabReport, Patient, ResultPipeline, Value
+from adapters.report import Code, LabObservation, LabReport, Patient, Value
+
+from adapters.pipeline import ResultPipeline
 from adapters.publish import Publisher
 from codes import CodeBook, default_codes_dir
 from exchange import runtime
