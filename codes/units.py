@@ -62,14 +62,22 @@ def _spellings() -> dict[str, str]:
 def validate_ucum(unit: str) -> None:
     """Raise :class:`UcumError` unless ``unit`` is a valid UCUM expression, case-sensitive and exactly as
     written (printable ASCII, no spaces): ``mIU/mL``, ``µmol/L`` and ``mmHg`` are not UCUM."""
+    problem = _ucum_problem(unit)
+    if problem is not None:
+        raise UcumError(problem)
+
+
+@lru_cache(maxsize=4096)  # a code data set names a few hundred units over and over; parsing one costs ms
+def _ucum_problem(unit: str) -> str | None:
     from ucumvert import InvalidUcumError, parse_ucum
 
     if not unit or any(ord(c) < 33 or ord(c) > 126 for c in unit):
-        raise UcumError(f"UCUM units are printable ASCII without spaces: {unit!r}")
+        return f"UCUM units are printable ASCII without spaces: {unit!r}"
     try:
         parse_ucum(unit, _parser())
     except InvalidUcumError as exc:
-        raise UcumError(str(exc).splitlines()[0]) from None
+        return str(exc).splitlines()[0]
+    return None
 
 
 def is_valid_ucum(unit: str) -> bool:
