@@ -67,13 +67,14 @@ def _chain_existing() -> None:
                      sa.column("chain_digest", sa.Text()))
     bind = op.get_bind()
     head = GENESIS
-    rows = bind.execute(sa.select(audit.c.id, *(audit.c[name] for name in CONTENT_FIELDS))
-                        .order_by(audit.c.id)).all()
+    sealed = []
+    rows = bind.execute(sa.select(audit.c.id, *(audit.c[name] for name in CONTENT_FIELDS)).order_by(audit.c.id))
     for seq, row in enumerate(rows, start=1):
         content = content_digest(row._mapping)
         head = chain_digest(head, content)
-        bind.execute(audit.update().where(audit.c.id == row.id)
-                     .values(seq=seq, content_digest=content, chain_digest=head))
+        sealed.append({"row_id": row.id, "seq": seq, "content_digest": content, "chain_digest": head})
+    if sealed:
+        bind.execute(audit.update().where(audit.c.id == sa.bindparam("row_id")), sealed)  # one executemany
 
 
 def _grant() -> None:
