@@ -1,5 +1,6 @@
 """The audit trail: every read of patient data leaves a record (每次调阅留痕), written in the same
-transaction as the read, so a read that is not recorded did not happen (PIPL §55–56: keep ≥ 3 years)."""
+transaction as the read, so a read that is not recorded did not happen (PIPL §55–56: keep ≥ 3 years).
+Records are only ever appended, each chained to the one before (exchange.audit_chain; docs/rules.md, "Privacy")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,32 +12,45 @@ from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from codes.calendar import beijing_iso
+from exchange.audit_chain import sealed
 from exchange.store.models import AuditRecord
 from exchange.store.write import insert
 
 
 @dataclass(frozen=True)
 class Actor:
-    """Who reads, for which institution and why. Until login lands (a later issue) the caller states it."""
+    """Who reads, for which institution and why. Until login lands (a later issue) the caller states it.
+
+    ``role`` and ``department`` are the reader's as login establishes them; ``on_behalf_of`` names the clinician
+    a system (a HIS client) acts for, so that both are recorded; ``break_glass``: an emergency read outside the
+    reader's normal rights, to be reviewed afterwards.
+    """
 
     user: str
     institution: str | None
     purpose: str
+    role: str | None = None
+    department: str | None = None
+    on_behalf_of: str | None = None
+    break_glass: bool = False
 
 
 def record(conn: Connection, actor: Actor, action: str, patient: str | None, detail: dict[str, Any]) -> None:
     """Add the record to ``conn``'s transaction (it commits or rolls back with the read it records).
 
     Written through the store's write path, so that inside :func:`exchange.store.pipelined` it travels with the
-    request's other writes without waiting for its reply.
+    request's other writes without waiting for its reply (on PostgreSQL the database links it to the chain).
     """
-    insert(conn, AuditRecord.__table__, [{
+    insert(conn, AuditRecord.__table__, [sealed(conn, {
         "at": datetime.now(UTC), "actor": actor.user, "institution": actor.institution, "purpose": actor.purpose,
-        "patient": patient, "action": action, "detail": orjson.dumps(detail).decode()}])
+        "role": actor.role, "department": actor.department, "on_behalf_of": actor.on_behalf_of,
+        "break_glass": actor.break_glass, "patient": patient, "action": action,
+        "detail": orjson.dumps(detail).decode()})])
 
 
 def trail(conn: Connection, patient: str, limit: int = 500) -> list[dict[str, Any]]:
     rows = Session(conn).scalars(select(AuditRecord).where(AuditRecord.patient == patient)
                         .order_by(AuditRecord.at.desc(), AuditRecord.id.desc()).limit(limit))
     return [{"at": beijing_iso(r.at), "actor": r.actor, "institution": r.institution, "purpose": r.purpose,
-             "action": r.action, "detail": orjson.loads(r.detail)} for r in rows]
+             "role": r.role, "department": r.department, "on_behalf_of": r.on_behalf_of,
+             "break_glass": r.break_glass, "action": r.action, "detail": orjson.loads(r.detail)} for r in rows]

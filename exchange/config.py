@@ -38,6 +38,9 @@ class Settings:
     engine_group: str = ENGINE_GROUP
     partitions: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PARTITIONS))
     fhir_max_bytes: int = FHIR_MAX_BYTES
+    #: PostgreSQL: the role the API runs as, granted only SELECT and INSERT on the audit table by the migration
+    #: that makes it append-only (HRX_API_DB_ROLE; see README, "Database roles").
+    api_db_role: str | None = None
     #: The running ``hrx up`` whose stack file filled what the environment left open, if any.
     stack: StackFile | None = None
 
@@ -75,6 +78,7 @@ class Settings:
             http_port=int(env.get("HRX_HTTP_PORT", "8080")),
             engine_group=env.get("HRX_ENGINE_GROUP", ENGINE_GROUP),
             fhir_max_bytes=_positive(env, "HRX_FHIR_MAX_BYTES", FHIR_MAX_BYTES),
+            api_db_role=env.get("HRX_API_DB_ROLE") or None,
             stack=running,
         )
 
@@ -101,6 +105,8 @@ class Settings:
             env["HRX_CODES_DIR"] = str(self.codes_dir)
         if self.fhir_max_bytes != FHIR_MAX_BYTES:
             env["HRX_FHIR_MAX_BYTES"] = str(self.fhir_max_bytes)
+        if self.api_db_role:
+            env["HRX_API_DB_ROLE"] = self.api_db_role
         return env
 
 

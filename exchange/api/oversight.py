@@ -58,6 +58,10 @@ class AuditEntry(BaseModel):
     actor: str
     institution: str | None
     purpose: str = Field(description=f"why the data was read (now one of {', '.join(PURPOSES)})")
+    role: str | None = Field(description="the reader's role, once login establishes it")
+    department: str | None
+    on_behalf_of: str | None = Field(description="the clinician a system (HIS) read for")
+    break_glass: bool = Field(description="an emergency read outside the reader's normal rights")
     action: str = Field(description="what was done: `recognition.check`, `patient.results`, `decision.accept`, ...")
     detail: dict[str, Any]
 

@@ -48,6 +48,7 @@ SUMMARIES = {
     "keys": "The pseudonym key: create it once per exchange (keys init), show its id.",
     "adapter": "Hospital adapters: parse, map, pseudonymize, publish.",
     "codes": "Stored results against the code book: unmapped codes, re-map.",
+    "audit": "The audit trail: verify its hash chain, print its head digest.",
     "catalogue": "Validate, diff, import and report coverage of catalogues.",
     "fhir": "Publish FHIR R4 Bundles from files.",
     "hl7": "HL7 v2 ORU^R01: MLLP listener or files.",
@@ -75,6 +76,7 @@ def _logging(verbose: bool) -> None:
     "pseudonym": "exchange.cli.stack:pseudonym",
     "keys": "exchange.cli.keys:keys_group",
     "codes": "exchange.cli.codes:codes_group",
+    "audit": "exchange.cli.audit:audit_group",
     "catalogue": "codes.cli:catalogue",
 })
 @click.option("-v", "--verbose", is_flag=True, help="debug logging")

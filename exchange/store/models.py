@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator,
-                        UniqueConstraint)
+from sqlalchemy import (BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text,
+                        TypeDecorator, UniqueConstraint, false)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 #: BIGINT on PostgreSQL; SQLite only auto-increments an ``INTEGER PRIMARY KEY``.
@@ -208,10 +208,12 @@ class Feedback(Base):
 
 
 class AuditRecord(Base):
-    """Every read of patient data (每次调阅留痕): who, for which institution and purpose, what, when."""
+    """Every read of patient data (每次调阅留痕): who, in which role, for which institution and purpose, what,
+    when. Append-only and hash-chained (exchange.audit_chain): ``seq`` numbers the rows 1, 2, … without gaps,
+    ``content_digest`` seals the row's own fields and ``chain_digest`` the row and every row before it."""
 
     __tablename__ = "audit"
-    __table_args__ = (Index("ix_audit_patient_time", "patient", "at"),)
+    __table_args__ = (Index("ix_audit_patient_time", "patient", "at"), UniqueConstraint("seq", name="uq_audit_seq"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -221,3 +223,11 @@ class AuditRecord(Base):
     patient: Mapped[str | None] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text)  # JSON: what was read (no resident IDs)
+    role: Mapped[str | None] = mapped_column(String(64))
+    department: Mapped[str | None] = mapped_column(String(64))
+    on_behalf_of: Mapped[str | None] = mapped_column(String(64))  # the clinician a system (HIS) acts for
+    break_glass: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    # PostgreSQL: seq and chain_digest are set by the table's BEFORE INSERT trigger, whatever the row gives.
+    seq: Mapped[int] = mapped_column(BigInteger)
+    content_digest: Mapped[str] = mapped_column(String(64))
+    chain_digest: Mapped[str] = mapped_column(String(64))

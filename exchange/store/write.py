@@ -75,7 +75,8 @@ class _Layout:
 
     def __init__(self, table: Table, names: tuple[str, ...], dialect: Dialect) -> None:
         self.table = table
-        self.names = names
+        # Plain strings: a column's name may be SQLAlchemy's str subclass, which orjson refuses as a key.
+        self.names = names = tuple(str(name) for name in names)
         quote = dialect.identifier_preparer.quote
         self.name = dialect.identifier_preparer.format_table(table)
         self.quoted = tuple(quote(name) for name in names)
