@@ -100,6 +100,8 @@ def fuzz_target(target: str, args: argparse.Namespace) -> TargetRun:
         directory.mkdir(parents=True, exist_ok=True)
     known = {p.name for p in _files(found)}
     command = _harness(target, work) + _limits(args) + [f"-max_total_time={args.seconds}", "-print_final_stats=1"]
+    if args.seed is not None:
+        command.append(f"-seed={args.seed}")
     dictionary = DICTIONARIES / f"{target}.dict"
     if dictionary.exists():
         command.append(f"-dict={dictionary}")
@@ -182,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=600, help="how long each target runs (default 600)")
     parser.add_argument("--work", type=Path, default=ROOT / "var" / "fuzz",
                         help="inputs found, crashes and logs (default var/fuzz)")
+    parser.add_argument("--seed", type=int, help="libFuzzer's random seed (default: a new one each run); a fixed "
+                        "seed makes a short run repeat the same mutations")
     parser.add_argument("--keep", action="store_true", help="merge the inputs reaching new coverage into fuzz/corpus")
     parser.add_argument("--prune", action="store_true", help="shrink fuzz/corpus to inputs adding coverage")
     parser.add_argument("--input-timeout", type=int, default=10, help="seconds one input may take (default 10)")

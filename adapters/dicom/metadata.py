@@ -442,10 +442,12 @@ def _sr_text(ds: Dataset) -> tuple[str | None, str | None]:
 
     def walk(items: Sequence[Dataset], heading: str) -> None:
         for item in items:
-            if item.get("RelationshipType") in CONTEXT_RELATIONSHIPS:
+            # As text: a mutated item may carry several values (a MultiValue, unhashable), PS3.3 allows one.
+            relationship = _text(item, "RelationshipType")
+            if relationship in CONTEXT_RELATIONSHIPS:
                 continue
             name = _code_meaning(item.get("ConceptNameCodeSequence"))
-            kind = item.get("ValueType")
+            kind = _text(item, "ValueType")
             line: str | None = None
             if kind == "TEXT" and _text(item, "TextValue"):
                 line = _lines(str(item.TextValue))
@@ -454,7 +456,7 @@ def _sr_text(ds: Dataset) -> tuple[str | None, str | None]:
                 if measured:
                     line = _measurement(name, measured[0].get("NumericValue"),
                                         measured[0].get("MeasurementUnitsCodeSequence"))
-            elif kind == "CODE" and item.get("RelationshipType") == "CONTAINS":
+            elif kind == "CODE" and relationship == "CONTAINS":
                 meaning = _code_meaning(item.get("ConceptCodeSequence"))
                 line = f"{name}: {meaning}" if name and meaning else meaning or None
             if line:

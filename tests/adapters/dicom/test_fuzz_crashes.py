@@ -108,3 +108,15 @@ def test_dates_and_offsets_that_are_no_numbers_are_not_read(tmp_path: Path, pseu
         assert record.study_at is not None and record.study_at.endswith("+08:00")
     else:  # full-width digits are digits; a superscript one is not
         assert (record.study_at or "").startswith("2024-01-01") == value.isdecimal()
+
+
+@pytest.mark.parametrize("keyword", ["RelationshipType", "ValueType"])
+def test_an_sr_content_item_with_several_values_where_one_is_allowed_is_read(tmp_path: Path, keyword: str,
+                                                                             pseudonymizer: Pseudonymizer) -> None:
+    # Found by fuzzing: RelationshipType sent with two values became an unhashable MultiValue in a set lookup.
+    ds = pydicom.dcmread(dd.ct_study(tmp_path, slices=1).files[-1])  # the study's SR report
+    del ds.file_meta
+    item = ds.ContentSequence[0]
+    setattr(item, keyword, [str(item.get(keyword)), "CONTAINS"])
+    record = instance_record(decode(encode(ds, False, True), ExplicitVRLittleEndian), pseudonymizer)
+    assert record.report is not None and record.report["kind"] == "sr"
