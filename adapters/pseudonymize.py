@@ -18,6 +18,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapters.private_files import PRIVATE_FILE_MODE, make_private_dir
 from schemas.resident_id import normalize_resident_id
 
 #: The HMAC hash functions a pseudonym may be made with. SM3 (GB/T 32905-2016) is the national standard's.
@@ -162,13 +163,14 @@ def key_file_path(key_file: Path | None, var_dir: Path) -> Path:
 
 
 def create_key_file(path: Path) -> bytes:
-    """Write a new random key (32 bytes, hex) to ``path`` with mode 0600, fsynced with its directory entry.
+    """Write a new random key (32 bytes, hex) to ``path`` with mode 0600 (a directory it creates: 0700),
+    fsynced with its directory entry (adapters.private_files).
 
     Raises FileExistsError when the file exists: replacing a key changes every pseudonym made from then on.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     key = secrets.token_hex(32).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     with os.fdopen(fd, "wb") as fh:
         fh.write(key)
         fh.flush()

@@ -41,6 +41,11 @@ class Settings:
     #: PostgreSQL: the role the API runs as, granted only SELECT and INSERT on the audit table by the migration
     #: that makes it append-only (HRX_API_DB_ROLE; see README, "Database roles").
     api_db_role: str | None = None
+    #: Certificate chain and private key (PEM) of the HTTP server: both or neither (HRX_TLS_CERT, HRX_TLS_KEY).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Browser origins allowed to call the API across origins (HRX_CORS_ORIGINS); none by default.
+    cors_origins: tuple[str, ...] = ()
     #: The running ``hrx up`` whose stack file filled what the environment left open, if any.
     stack: StackFile | None = None
 
@@ -79,12 +84,21 @@ class Settings:
             engine_group=env.get("HRX_ENGINE_GROUP", ENGINE_GROUP),
             fhir_max_bytes=_positive(env, "HRX_FHIR_MAX_BYTES", FHIR_MAX_BYTES),
             api_db_role=env.get("HRX_API_DB_ROLE") or None,
+            tls_cert=Path(env["HRX_TLS_CERT"]) if env.get("HRX_TLS_CERT") else None,
+            tls_key=Path(env["HRX_TLS_KEY"]) if env.get("HRX_TLS_KEY") else None,
+            cors_origins=_origins(env.get("HRX_CORS_ORIGINS", "")),
             stack=running,
         )
 
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.var_dir / 'hrx.db').resolve()}"
+
+    @property
+    def api_url(self) -> str:
+        """Where the API answers: ``https://`` when it serves TLS."""
+        host = f"[{self.http_host}]" if ":" in self.http_host else self.http_host
+        return f"{'https' if self.tls_cert else 'http'}://{host}:{self.http_port}"
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes a child process (engine, adapter) see the same settings."""
@@ -121,3 +135,15 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ValueError(f"{name} must be positive, not {value}")
     return value
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    """HRX_CORS_ORIGINS: comma-separated origins (``https://his.example.cn``, a port if not the default); never
+    ``*``: an operator names each browser application that may call the API."""
+    origins = tuple(o.strip().rstrip("/") for o in text.split(",") if o.strip())
+    for origin in origins:
+        scheme, _, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not rest or "/" in rest or "*" in rest:
+            raise ValueError(f"HRX_CORS_ORIGINS: {origin!r} is not an origin such as https://his.example.cn "
+                             "(scheme and host, a port if not the default; no path, no wildcard)")
+    return origins

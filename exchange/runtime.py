@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine as Database
 
 from exchange.config import Settings
+from adapters.private_files import warn_if_readable_by_others
 from adapters.pseudonymize import (
     DEFAULT_ALGORITHM,
     AlgorithmUnavailable,
@@ -61,6 +62,8 @@ def pseudonymizer(settings: Settings) -> Pseudonymizer:
         raise SystemExit(str(exc)) from None
     except (AlgorithmUnavailable, ValueError) as exc:
         raise SystemExit(f"pseudonym key: {exc}") from None
+    if not settings.pseudonym_key:
+        warn_if_readable_by_others(key_file_path(settings.pseudonym_key_file, settings.var_dir), "pseudonym key")
     _log_key(found, settings)
     return found
 

@@ -16,6 +16,8 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from adapters.private_files import PRIVATE_FILE_MODE
+
 log = logging.getLogger(__name__)
 
 STACK_FILE_NAME = "stack.json"
@@ -53,7 +55,7 @@ def write_stack_file(var_dir: Path, stack: StackFile) -> Path:
     """Write the file atomically (a reader never sees half of it), mode 0600."""
     path = stack_file_path(var_dir)
     partial = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
     with os.fdopen(fd, "w") as fh:
         json.dump(asdict(stack), fh, indent=2)
         fh.write("\n")

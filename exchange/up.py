@@ -24,9 +24,11 @@ from exchange.api import Context, create_app
 from exchange.broker import EmbeddedBroker, ensure_topics
 from exchange.config import Settings
 from exchange.stack_file import StackFile, read_stack_file, remove_stack_file, write_stack_file
+from adapters.private_files import make_private_dir
 from adapters.pseudonymize import key_file_path
 from adapters.publish import Publisher
 from exchange.remap import remap
+from exchange.tls import uvicorn_tls
 
 log = logging.getLogger("hrx.up")
 
@@ -101,6 +103,7 @@ def _stop(children: list[subprocess.Popen[bytes]]) -> None:
 
 
 def up(settings: Settings, demo: bool = False, engines: int = 1, listeners: Sequence[Listener] = ()) -> int:
+    tls = uvicorn_tls(settings)  # refused before anything starts
     if not _port_free(settings.http_host, settings.http_port):
         log.error("port %s:%d is in use: stop what listens there or set HRX_HTTP_PORT / --port",
                   settings.http_host, settings.http_port)
@@ -110,7 +113,7 @@ def up(settings: Settings, demo: bool = False, engines: int = 1, listeners: Sequ
         log.error("hrx up (pid %d) already runs with the var directory %s: stop it, or use another HRX_VAR_DIR",
                   running.pid, settings.var_dir)
         return 2
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.var_dir)  # the store, the key and the stack file: the service user's only
     book = runtime.codebook(settings)
     for listener in listeners:
         if listener.institution not in book.institutions:
@@ -144,7 +147,7 @@ def up(settings: Settings, demo: bool = False, engines: int = 1, listeners: Sequ
             pseudonym_key_file=(None if settings.pseudonym_key else
                                 str(key_file_path(settings.pseudonym_key_file, settings.var_dir).resolve())),
             pseudonym_algorithm=pseudonymizer.algorithm, key_id=pseudonymizer.key_id,
-            api=f"http://{settings.http_host}:{settings.http_port}"))
+            api=settings.api_url))
         log.info("stack: %s tells adapters, engines and `hrx serve` started with HRX_VAR_DIR=%s where the "
                  "broker, store, codes and key are", stack, settings.var_dir)
         engine_children = [spawn_engine(settings, bootstrap) for _ in range(engines)]
@@ -158,16 +161,15 @@ def up(settings: Settings, demo: bool = False, engines: int = 1, listeners: Sequ
         publisher = Publisher(bootstrap)
         context = Context(book=book, database=database, pseudonymizer=pseudonymizer, publisher=publisher,
                           bootstrap=bootstrap, engine_group=settings.engine_group,
-                          fhir_max_bytes=settings.fhir_max_bytes)
+                          fhir_max_bytes=settings.fhir_max_bytes, cors_origins=settings.cors_origins)
         server = uvicorn.Server(uvicorn.Config(create_app(context), host=settings.http_host,
                                                port=settings.http_port, log_level="info", access_log=False,
-                                               log_config=None))  # through the guarded root handlers
+                                               log_config=None, **tls))  # through the guarded root handlers
         if demo:
             from exchange.demo import run_demo
 
             threading.Thread(target=run_demo, args=(server, settings, book), name="demo", daemon=True).start()
-        log.info("api: http://%s:%d (OpenAPI at /docs) — Ctrl-C stops everything",
-                 settings.http_host, settings.http_port)
+        log.info("api: %s (OpenAPI at /openapi.json) — Ctrl-C stops everything", settings.api_url)
         server.run()
         return 0
     finally:

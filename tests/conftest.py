@@ -6,5 +6,6 @@ pytest_plugins = [
     "tests.fixtures.codebook",
     "tests.fixtures.pseudonyms",
     "tests.fixtures.tiers",
+    "tests.fixtures.tls",
     "pytester",  # tests/test_tiers.py runs the tier plugin on a planted suite
 ]

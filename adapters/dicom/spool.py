@@ -38,6 +38,7 @@ from adapters.dicom.metadata import (
 from adapters.dead_letter import publish_dead_letters
 from adapters.report import AdapterError
 from adapters.pipeline import ResultPipeline
+from adapters.private_files import PRIVATE_FILE_MODE, make_private_dir
 from adapters.publish import BrokerUnavailable
 from schemas.dead_letter import dead_letter_event
 from schemas.resident_id import scrub
@@ -91,7 +92,7 @@ class Spool:
         self.max_pending_studies = max_pending_studies
         self._lock = threading.Lock()
         try:
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dir(self.directory)
             new = not (self.directory / "index.db").exists()
             self._db = sqlite3.connect(self.directory / "index.db", check_same_thread=False,
                                        isolation_level=None, timeout=30)
@@ -101,7 +102,7 @@ class Spool:
             # A restart retries every waiting study at once (the back-off belonged to the previous process).
             self._db.execute("UPDATE studies SET next_attempt = 0 WHERE dirty = 1 AND next_attempt > 0")
             if new:
-                os.chmod(self.directory / "index.db", 0o600)
+                os.chmod(self.directory / "index.db", PRIVATE_FILE_MODE)
                 fsync_dir(self.directory)
             self._preallocate_wal()
         except (OSError, sqlite3.Error) as exc:

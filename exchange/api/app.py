@@ -9,14 +9,17 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Engine as Database
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp
 
 from adapters.pipeline import ResultPipeline
 from codes import CodeBook
 from exchange.config import FHIR_MAX_BYTES
 from exchange import collector, outbox
+from exchange.api.security_headers import SecurityHeaders
 from adapters.pseudonymize import Pseudonymizer
 from exchange.recognize import RecognitionMemo
 from adapters.publish import Publisher
@@ -41,10 +44,20 @@ class Context:
     bootstrap: str
     engine_group: str
     fhir_max_bytes: int = FHIR_MAX_BYTES  # POST /fhir refuses larger bodies (HRX_FHIR_MAX_BYTES)
+    #: Browser origins allowed to call the API across origins (HRX_CORS_ORIGINS); none by default.
+    cors_origins: tuple[str, ...] = ()
     recognition_memo: RecognitionMemo = field(default_factory=RecognitionMemo)
 
     def pipeline(self) -> ResultPipeline:
         return ResultPipeline(self.book, self.pseudonymizer, self.publisher)
+
+
+class _Api(FastAPI):
+    """FastAPI with :class:`SecurityHeaders` as its outermost layer: outside Starlette's ServerErrorMiddleware,
+    so that the 500 of an unhandled error carries the headers too (``add_middleware`` would put them inside)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack())
 
 
 def create_app(context: Context) -> FastAPI:
@@ -61,9 +74,13 @@ def create_app(context: Context) -> FastAPI:
             yield
         stop.set()
 
-    app = FastAPI(title="HR Exchange", version="0.1.0", lifespan=lifespan,
-                  description="检查检验结果互认 — mutual recognition of lab and imaging results between hospitals.")
+    # No /docs or /redoc: FastAPI's pages load Swagger UI and ReDoc from a CDN (exchange.api.security_headers).
+    app = _Api(title="HR Exchange", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+               description="检查检验结果互认 — mutual recognition of lab and imaging results between hospitals.")
     app.state.context = context
+    if context.cors_origins:  # exactly the configured origins; without them no answer allows another origin
+        app.add_middleware(CORSMiddleware, allow_origins=list(context.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type", "Authorization"])
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -7,9 +7,14 @@ import sys
 import threading
 from pathlib import Path
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import click
 
 from exchange.config import Settings
+
+F = TypeVar("F", bound=Callable[..., object])
 
 
 class ListenerAddress(click.ParamType):
@@ -28,11 +33,26 @@ class ListenerAddress(click.ParamType):
         return host, int(port), institution
 
 
+def http_options(command: F) -> F:
+    """``--host``, ``--port``, ``--tls-cert`` and ``--tls-key`` of the commands that serve the API."""
+    options = [
+        click.option("--host", help="address the API binds (default 127.0.0.1, loopback only, or HRX_HTTP_HOST)"),
+        click.option("--port", type=int, help="HTTP port (default 8080 or HRX_HTTP_PORT)"),
+        click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path),
+                     help="serve HTTPS with this PEM certificate chain (or HRX_TLS_CERT); needs --tls-key"),
+        click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path),
+                     help="the certificate's PEM private key, unencrypted, mode 0600 (or HRX_TLS_KEY)"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.command()
 @click.option("--demo", is_flag=True, help="send the demo data set through the adapters and print a curl")
 @click.option("--codes", "codes_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="load items, institutions, mappings and catalogues from DIR instead of the shipped ones")
-@click.option("--port", type=int, help="HTTP port (default 8080 or HRX_HTTP_PORT)")
+@http_options
 @click.option("--engines", type=click.IntRange(1, 64), default=1, show_default=True,
               help="engine consumer processes (at most the lab topic's partition count are useful)")
 @click.option("--hl7", "hl7_listeners", multiple=True, type=ListenerAddress(), metavar="HOST:PORT:INSTITUTION",
@@ -40,13 +60,15 @@ class ListenerAddress(click.ParamType):
 @click.option("--dicom", "dicom_listeners", multiple=True, type=ListenerAddress(),
               metavar="HOST:PORT:INSTITUTION",
               help="also run a DICOM C-STORE SCP (AE title HRX) for INSTITUTION on HOST:PORT (repeatable)")
-def up(demo: bool, codes_dir: Path | None, port: int | None, engines: int,
+def up(demo: bool, codes_dir: Path | None, host: str | None, port: int | None, tls_cert: Path | None,
+       tls_key: Path | None, engines: int,
        hl7_listeners: tuple[tuple[str, int, str], ...], dicom_listeners: tuple[tuple[str, int, str], ...]) -> None:
     """Start broker (embedded unless HRX_KAFKA_BOOTSTRAP), store, engine, API and listeners."""
     from exchange.up import Listener, settings_with, up as run_up
 
     # Not from a stack file: `hrx up` is what writes one.
-    settings = settings_with(Settings.from_env(stack=False), codes_dir=codes_dir, http_port=port)
+    settings = settings_with(Settings.from_env(stack=False), codes_dir=codes_dir, http_host=host, http_port=port,
+                             tls_cert=tls_cert, tls_key=tls_key)
     listeners = ([Listener("hl7", *spec) for spec in hl7_listeners]
                  + [Listener("dicom", *spec) for spec in dicom_listeners])
     try:
@@ -84,8 +106,8 @@ def engine() -> None:
 
 
 @click.command()
-@click.option("--port", type=int)
-def serve(port: int | None) -> None:
+@http_options
+def serve(host: str | None, port: int | None, tls_cert: Path | None, tls_key: Path | None) -> None:
     """Run only the HTTP API against an existing broker and store (production: beside `hrx engine`)."""
     import uvicorn
 
@@ -95,18 +117,21 @@ def serve(port: int | None) -> None:
     from exchange.up import settings_with
 
     from exchange.broker import ensure_topics
+    from exchange.tls import uvicorn_tls
 
-    settings = settings_with(Settings.from_env(), http_port=port)
+    settings = settings_with(Settings.from_env(), http_host=host, http_port=port, tls_cert=tls_cert,
+                             tls_key=tls_key)
+    tls = uvicorn_tls(settings)  # refused before anything starts
     pseudonymizer = runtime.pseudonymizer(settings)  # refuses to start without the exchange's key
     bootstrap = runtime.require_bootstrap(settings)
     ensure_topics(bootstrap, settings.partitions)  # idempotent; existing topics keep their partitions
     context = Context(book=runtime.codebook(settings), database=runtime.database(settings),
                       pseudonymizer=pseudonymizer, publisher=Publisher(bootstrap),
                       bootstrap=bootstrap, engine_group=settings.engine_group,
-                      fhir_max_bytes=settings.fhir_max_bytes)
+                      fhir_max_bytes=settings.fhir_max_bytes, cors_origins=settings.cors_origins)
     # log_config=None: uvicorn logs through the root handlers, where the patient-data guard sits.
     uvicorn.run(create_app(context), host=settings.http_host, port=settings.http_port, access_log=False,
-                log_config=None)
+                log_config=None, **tls)
 
 
 @click.command()

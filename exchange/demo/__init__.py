@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -97,11 +98,12 @@ def check_request() -> dict[str, Any]:
             "requesting_institution": data["check"]["requesting_institution"]}
 
 
-def _post(url: str, body: dict[str, Any], content_type: str) -> tuple[int, dict[str, Any]]:
+def _post(url: str, body: dict[str, Any], content_type: str,
+          tls: ssl.SSLContext | None = None) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": content_type})
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30, context=tls) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
@@ -109,12 +111,14 @@ def _post(url: str, body: dict[str, Any], content_type: str) -> tuple[int, dict[
 
 def run_demo(server: Any, settings: Any, book: Any) -> None:
     """Wait for the API, send the demo Bundles through POST /fhir, wait until stored, print a curl."""
-    base = f"http://{settings.http_host}:{settings.http_port}"
+    base = settings.api_url
+    # Over TLS the demo trusts the API's own certificate (a self-signed one included).
+    tls = ssl.create_default_context(cafile=str(settings.tls_cert)) if settings.tls_cert else None
     while not server.started:
         time.sleep(0.05)
     sent = 0
     for bundle in bundles():
-        status, body = _post(f"{base}/fhir", bundle, "application/fhir+json")
+        status, body = _post(f"{base}/fhir", bundle, "application/fhir+json", tls)
         if status != 200:
             log.error("demo: POST /fhir answered %d: %s", status, body)
             continue
@@ -126,13 +130,14 @@ def run_demo(server: Any, settings: Any, book: Any) -> None:
     deadline = time.monotonic() + 60
     found: set[tuple[str, str]] = set()
     while time.monotonic() < deadline and len(found) < expected:
-        status, body = _post(f"{base}/api/v1/recognition/check", request, "application/json")
+        status, body = _post(f"{base}/api/v1/recognition/check", request, "application/json", tls)
         if status == 200:
             found = {(e["result"]["issuer"], e["result"]["result_id"]) for e in body["results"]}
         time.sleep(0.2)
     log.info("demo: the engine stored %d of %d reports of the demo patient", len(found), expected)
     payload = json.dumps(request, ensure_ascii=False)
+    cacert = f" --cacert {settings.tls_cert}" if settings.tls_cert else ""
     print("\nHR Exchange is ready. Ask which prior results the demo patient's new hospital may reuse "
           "(synthetic demo identity):\n\n"
-          f"  curl -s -X POST {base}/api/v1/recognition/check -H 'Content-Type: application/json' \\\n"
+          f"  curl -s{cacert} -X POST {base}/api/v1/recognition/check -H 'Content-Type: application/json' \\\n"
           f"       -d '{payload}'\n", flush=True)

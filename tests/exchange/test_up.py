@@ -7,6 +7,8 @@ import re
 import shlex
 import signal
 import socket
+import ssl
+import stat
 import subprocess
 import sys
 import threading
@@ -17,6 +19,7 @@ import httpx
 import pytest
 
 from exchange.broker import free_port
+from tests.fixtures.tls import TlsPair
 from tests.fixtures.waiting import wait_for
 
 # Every test here runs hrx up in a fresh process.
@@ -55,7 +58,8 @@ def test_up_demo_serves_and_stops_cleanly(database_url: str, tmp_path: Path) -> 
         assert answer["complete"] and len({e["result"]["result_id"] for e in answer["results"]}) == 8
         assert {"recognizable", "expired", "qc_not_met", "not_in_catalogue"} <= statuses, statuses
         assert httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=30).json()["status"] == "ok"
-        assert httpx.get(f"http://127.0.0.1:{port}/docs", timeout=30).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=30).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/docs", timeout=30).status_code == 404  # it would load a CDN
         log = "".join(lines)
         assert "memory-only" in log and "engine: 1 consumer process" in log
         assert body["patient"]["resident_id"] not in log.replace(data_line, "")  # only the curl shows it
@@ -210,3 +214,27 @@ def test_up_refuses_a_var_directory_another_up_is_using(tmp_path: Path) -> None:
                          env=_bare_env(HRX_VAR_DIR=str(var)), capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and f"hrx up (pid {os.getpid()}) already runs" in run.stderr, run.stderr
     assert not (var / "pseudonym.key").exists()
+
+
+def test_up_serves_https_and_keeps_its_var_directory_private(tls_pair: TlsPair, tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    api = free_port()
+    stack = Stack(["--port", str(api), "--tls-cert", str(tls_pair.cert), "--tls-key", str(tls_pair.key)], tmp_path,
+                  _bare_env(HRX_VAR_DIR=str(var)))
+    try:
+        stack.wait_for_line(f"api: https://127.0.0.1:{api}")
+        trusted = ssl.create_default_context(cafile=str(tls_pair.cert))
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"https://127.0.0.1:{api}/api/v1/health", verify=trusted, timeout=10).is_success
+            except httpx.ConnectError:  # not listening yet
+                return False
+
+        wait_for(healthy, timeout=60)
+        assert json.loads((var / "stack.json").read_text())["api"] == f"https://127.0.0.1:{api}"
+        assert stat.S_IMODE(var.stat().st_mode) == 0o700
+        assert stat.S_IMODE((var / "pseudonym.key").stat().st_mode) == 0o600
+    finally:
+        code = stack.stop()
+    assert code == 0, stack.log

@@ -14,8 +14,9 @@ import exchange.api
 API = Path(exchange.api.__file__).parent
 LOADED = """
 import json, sys
-from exchange.api import create_app
-create_app(None)  # the route modules load here
+from exchange.api import Context, create_app
+create_app(Context(book=None, database=None, pseudonymizer=None, publisher=None, bootstrap="", engine_group=""))
+# the route modules loaded in create_app
 print(json.dumps(sorted(sys.modules)))
 """
 

@@ -1,0 +1,47 @@
+"""Security headers on every answer of the API, refusals and errors included (pure ASGI middleware).
+
+The API answers JSON about patients: nothing may be cached (``Cache-Control: no-store``), sniffed into another
+type, framed by another site or sent on as a referrer. The policy allows the API's own origin only
+(``default-src 'self'``): the exchange serves no page that loads anything from elsewhere — the Swagger page
+FastAPI would serve at ``/docs`` loads its scripts from a CDN, so it is off and ``/openapi.json`` is what an
+integrator opens in a viewer of their own. ``Strict-Transport-Security`` is sent on answers over TLS only: over
+plain HTTP a browser ignores it, and sending it there would claim a protection that is not in place.
+"""
+from __future__ import annotations
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+#: On every answer. ``frame-ancestors 'none'`` is the CSP form of ``X-Frame-Options: DENY``, for browsers that
+#: honour only one of the two.
+HEADERS: tuple[tuple[str, str], ...] = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Content-Security-Policy", "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-store"),  # patient data must not stay in a browser's or a proxy's cache
+)
+#: On answers over TLS only: one year, this host only (the exchange does not know its sibling hosts).
+HSTS = ("Strict-Transport-Security", "max-age=31536000")
+
+
+class SecurityHeaders:
+    """Sets :data:`HEADERS` (and :data:`HSTS` over TLS) on each HTTP answer, replacing a route's own value."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        added = HEADERS + ((HSTS,) if scope.get("scheme") == "https" else ())
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in added:
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
