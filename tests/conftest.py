@@ -5,6 +5,7 @@ pytest_plugins = [
     "tests.fixtures.broker",
     "tests.fixtures.codebook",
     "tests.fixtures.pseudonyms",
+    "tests.fixtures.doors",
     "tests.fixtures.tiers",
     "tests.fixtures.tls",
     "pytester",  # tests/test_tiers.py runs the tier plugin on a planted suite

@@ -1,4 +1,15 @@
-"""Per-caller association limits: one calling AE title, or one source address, holds at most a few of the
+"""Who may associate with the SCP (the door), and per-caller association limits.
+
+The door (docs/rules.md, "Network doors"; the file format is :mod:`adapters.doors`): the SCP publishes for
+one institution (its ``--institution``, the issuer of every study it stores), so its callers are the
+allow-list's DICOM entries bound to that institution, plus the titles given with ``--allow-ae`` (bound to
+it from any address). An association from a calling AE title not among them, or from an address its entry
+does not cover, is rejected when its A-ASSOCIATE-RQ arrives: A-ASSOCIATE-RJ, rejected-permanent (1),
+DICOM UL service-user (1), calling-AE-title-not-recognized (3) (PS3.8 Table 9-21), and logged with the title
+and address. Every instance the SCP stores therefore came through a caller bound to its institution, and is
+attributed to it. Without an allow-list and ``--allow-ae`` the door is open (announced with a WARNING).
+
+Limits: one calling AE title, or one source address, holds at most a few of the
 SCP's associations, so that a host that opens associations and leaves them idle, or floods the SCP with
 them, cannot take every slot from the modalities.
 
@@ -23,6 +34,8 @@ from dataclasses import dataclass, field
 from pynetdicom import evt
 from pynetdicom.association import Association
 
+from adapters.doors import AllowList, DicomCaller, peer_address
+
 log = logging.getLogger(__name__)
 
 #: A-ASSOCIATE-RJ result: rejected-transient (PS3.8 Table 9-21).
@@ -31,6 +44,67 @@ RESULT_REJECTED_TRANSIENT = 0x02
 SOURCE_SERVICE_PROVIDER_PRESENTATION = 0x03
 #: A-ASSOCIATE-RJ reason for that source: local-limit-exceeded.
 REASON_LOCAL_LIMIT_EXCEEDED = 0x02
+#: A-ASSOCIATE-RJ result: rejected-permanent.
+RESULT_REJECTED_PERMANENT = 0x01
+#: A-ASSOCIATE-RJ source: DICOM UL service-user.
+SOURCE_SERVICE_USER = 0x01
+#: A-ASSOCIATE-RJ reason for that source: calling-AE-title-not-recognized.
+REASON_CALLING_AE_NOT_RECOGNIZED = 0x03
+
+
+class CallerDoor:
+    """The callers of one SCP: allow-list entries bound to ``institution`` and ``allow_ae`` titles (from any
+    address); both empty and ``allow`` None: open."""
+
+    def __init__(self, institution: str, allow: AllowList | None = None, allow_ae: tuple[str, ...] = ()) -> None:
+        self.institution = institution
+        self.allow = allow
+        callers = allow.dicom_callers(institution) if allow is not None else ()
+        self.callers: tuple[DicomCaller, ...] | None = (
+            None if allow is None and not allow_ae
+            else callers + tuple(DicomCaller(title.strip(), institution, None, 0) for title in allow_ae))
+        #: Where the callers come from (for the log); None when the door is open.
+        self.source = " and ".join(([f"allow-list {allow.path}"] if allow is not None else [])
+                                   + (["--allow-ae"] if allow_ae else [])) or None
+        self.rejected = 0
+
+    def refusal(self, ae_title: str, host: str) -> str | None:
+        """Why ``ae_title`` at ``host`` may not associate, or None."""
+        if self.callers is None:
+            return None
+        if not any(c.ae_title == ae_title for c in self.callers):
+            return f"calling AE title {ae_title!r} is not on the allow-list for {self.institution}"
+        address = peer_address(host)
+        if not any(c.covers(ae_title, address) for c in self.callers):
+            return f"calling AE title {ae_title!r} is not allowed from address {host}"
+        return None
+
+
+@dataclass
+class Admission:
+    """The SCP's ``EVT_REQUESTED`` handler: the door first, then the per-caller limits."""
+
+    door: CallerDoor
+    limits: CallerLimits
+
+    def on_requested(self, event: evt.Event) -> None:
+        assoc = event.assoc
+        ae_title = str(assoc.requestor.primitive.calling_ae_title).strip()  # type: ignore[union-attr]
+        reason = self.door.refusal(ae_title, assoc.requestor.address)
+        if reason is None:
+            self.limits.on_requested(event)
+            return
+        self.door.rejected += 1
+        log.warning("association from %s@%s rejected (calling AE title not recognized): %s", ae_title,
+                    assoc.requestor.address, reason)
+        reject(assoc, RESULT_REJECTED_PERMANENT, SOURCE_SERVICE_USER, REASON_CALLING_AE_NOT_RECOGNIZED)
+
+
+def reject(assoc: Association, result: int, source: int, reason: int) -> None:
+    """Answer A-ASSOCIATE-RJ and end the association, as pynetdicom ends one it rejected itself: wait until the
+    rejection has gone out and the transport is closed (by the caller, or when the ARTIM timer expires)."""
+    assoc.acse.send_reject(result, source, reason)
+    assoc.kill()
 
 
 @dataclass
@@ -81,8 +155,4 @@ class CallerLimits:
             return
         self.rejected += 1
         log.warning("association from %s@%s rejected (local limit exceeded): %s", ae_title, address, reason)
-        assoc.acse.send_reject(RESULT_REJECTED_TRANSIENT, SOURCE_SERVICE_PROVIDER_PRESENTATION,
-                               REASON_LOCAL_LIMIT_EXCEEDED)
-        # As pynetdicom ends an association it rejected itself: wait until the A-ASSOCIATE-RJ has gone out and
-        # the transport is closed (by the caller, or when the ARTIM timer expires).
-        assoc.kill()
+        reject(assoc, RESULT_REJECTED_TRANSIENT, SOURCE_SERVICE_PROVIDER_PRESENTATION, REASON_LOCAL_LIMIT_EXCEEDED)

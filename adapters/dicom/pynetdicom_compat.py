@@ -174,7 +174,8 @@ class TunedAssociationServer(ThreadedAssociationServer):
 
 
 def start_server(ae: AE, address: tuple[str, int], evt_handlers: Sequence[Any],
-                 server_class: type[TunedAssociationServer] = TunedAssociationServer) -> ThreadedAssociationServer:
+                 server_class: type[TunedAssociationServer] = TunedAssociationServer,
+                 ssl_context: Any = None) -> ThreadedAssociationServer:
     """Start a non-blocking association server of ``server_class``, as ``AE.start_server(block=False)`` starts
     one of pynetdicom's own class; stop it with its ``shutdown()``.
 
@@ -182,14 +183,16 @@ def start_server(ae: AE, address: tuple[str, int], evt_handlers: Sequence[Any],
     unknown to its AE, whose ``shutdown()`` — and the server's own, which removes it from the AE's list —
     expect it registered: it is registered in ``AE._servers`` as ``AE.start_server`` does. When the tuning
     stands down, ``AE.start_server`` itself starts pynetdicom's stock server. Either way pynetdicom's
-    standard event logging is off (:func:`silence_standard_event_logging`).
+    standard event logging is off (:func:`silence_standard_event_logging`). ``ssl_context`` (documented in both
+    ``AE.start_server`` and ``AE.make_server``): the server accepts TLS connections only.
     """
     silence_standard_event_logging()
     if not tuning_applies():
-        server = ae.start_server(address, block=False, evt_handlers=list(evt_handlers))
+        server = ae.start_server(address, block=False, evt_handlers=list(evt_handlers), ssl_context=ssl_context)
         assert server is not None  # non-blocking: AE.start_server returns the running server
         return server
-    server = ae.make_server(address, evt_handlers=list(evt_handlers), server_class=server_class)
+    server = ae.make_server(address, evt_handlers=list(evt_handlers), server_class=server_class,
+                            ssl_context=ssl_context)
     ae._servers.append(server)
     threading.Thread(target=server.serve_forever, name=f"{server_class.__name__}@{address[1]}", daemon=True).start()
     return server

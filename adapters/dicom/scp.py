@@ -13,8 +13,12 @@ Answers (docs/rules.md, "Delivery"):
 
 Association limits: a non-zero maximum PDU size; a bounded number of concurrent associations in all
 (pynetdicom rejects the next one with "local limit exceeded"), per calling AE title and per source address
-(:mod:`.admission`, the same rejection), so that one host cannot hold every slot; when given, a
-calling-AE-title allow-list. Timeouts (pynetdicom's AE timeouts): an association idle for
+(:mod:`.admission`, the same rejection), so that one host cannot hold every slot. The door
+(:mod:`.admission`, docs/rules.md "Network doors"): when an allow-list or ``allow_ae`` is given, only the
+calling AE titles bound to the SCP's institution (from the addresses their entries name) associate; the
+others are rejected, calling AE title not recognized. TLS: with ``ssl_context`` (:func:`adapters.tls.server_context`)
+the SCP accepts DICOM over TLS only, through pynetdicom's documented ``ssl_context``; the handshake runs in the
+association's thread, bounded by the context's handshake timeout (:mod:`adapters.tls`). Timeouts (pynetdicom's AE timeouts): an association idle for
 ``network_timeout`` seconds is aborted; ``acse_timeout`` bounds the wait for the A-ASSOCIATE-RQ after a
 connection is made and for the transport to close after a rejection or release (the ARTIM timer);
 ``dimse_timeout`` bounds the wait for the rest of a DIMSE message.
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -40,7 +45,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, e
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from adapters.dicom.admission import CallerLimits
+from adapters.dicom.admission import Admission, CallerDoor, CallerLimits
 from adapters.dicom.metadata import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_OUT_OF_RESOURCES,
@@ -57,6 +62,7 @@ from adapters.dicom.spool import (
     StudyAssembler,
     broker_reachable,
 )
+from adapters.doors import AllowList, announce
 from adapters.pipeline import ResultPipeline
 from adapters.pseudonymize import Pseudonymizer
 from schemas.resident_id import scrub
@@ -276,7 +282,9 @@ class ScpConfig:
     ae_title: str = "HRX"
     host: str = "0.0.0.0"
     port: int = 11112
-    allow_ae: Sequence[str] = ()
+    allow_ae: Sequence[str] = ()  # calling AE titles bound to the SCP's institution, from any address
+    allow: AllowList | None = None  # the doors' allow-list (adapters.doors); with allow_ae empty and this None: open
+    ssl_context: ssl.SSLContext | None = None  # DICOM over TLS (adapters.tls.server_context)
     max_associations: int = DEFAULT_MAX_ASSOCIATIONS
     max_associations_per_ae: int = DEFAULT_MAX_ASSOCIATIONS_PER_CALLER
     max_associations_per_address: int = DEFAULT_MAX_ASSOCIATIONS_PER_CALLER
@@ -309,14 +317,14 @@ class DicomReceiver:
         self.handler = StoreHandler(spool, pipeline.pseudonymizer, config.patient_id_is_resident_id,
                                     self.watch.refusal)
         self.limits = CallerLimits(config.max_associations_per_ae, config.max_associations_per_address)
+        self.door = CallerDoor(institution, config.allow, tuple(config.allow_ae))
+        self.admission = Admission(self.door, self.limits)
         self.ae = AE(ae_title=config.ae_title)
         self.ae.maximum_pdu_size = config.max_pdu
         self.ae.maximum_associations = config.max_associations
         self.ae.network_timeout = config.network_timeout
         self.ae.acse_timeout = config.acse_timeout
         self.ae.dimse_timeout = config.dimse_timeout
-        if config.allow_ae:
-            self.ae.require_calling_aet = list(config.allow_ae)
         contexts = [*StoragePresentationContexts]
         for cx in contexts:
             cx.transfer_syntax = list(ALL_TRANSFER_SYNTAXES)
@@ -334,20 +342,23 @@ class DicomReceiver:
     def start(self, assemble: bool = True) -> Self:
         server_class = NoDelayAssociationServer if self.config.tcp_nodelay else PlainAssociationServer
         self._server = start_server(self.ae, (self.config.host, self.config.port),
-                                    [(evt.EVT_REQUESTED, self.limits.on_requested), (evt.EVT_C_STORE, self.handler)],
-                                    server_class)
+                                    [(evt.EVT_REQUESTED, self.admission.on_requested),
+                                     (evt.EVT_C_STORE, self.handler)], server_class, self.config.ssl_context)
         self.watch.start()
         if assemble:
             worker = threading.Thread(target=self.assembler.run, args=(self._stop,), name="dicom-assembler",
                                       daemon=True)
             worker.start()
             self._threads.append(worker)
-        log.info("DICOM SCP %s listening on %s:%d (max PDU %d, max %d associations, %d per calling AE title, "
-                 "%d per address, idle timeout %.0fs, ACSE timeout %.0fs, allow-list %s, study stable after "
-                 "%.1fs)", self.config.ae_title, self.config.host, self.port, self.config.max_pdu,
+        announce("dicom", self.door.institution, self.door.source, len(self.door.callers or ()))
+        log.info("DICOM SCP %s listening on %s:%d (%s, max PDU %d, max %d associations, %d per calling AE title, "
+                 "%d per address, idle timeout %.0fs, ACSE timeout %.0fs, calling AE titles %s, study stable "
+                 "after %.1fs)", self.config.ae_title, self.config.host, self.port,
+                 "plain TCP" if self.config.ssl_context is None else "TLS", self.config.max_pdu,
                  self.config.max_associations, self.config.max_associations_per_ae,
                  self.config.max_associations_per_address, self.config.network_timeout, self.config.acse_timeout,
-                 ",".join(self.config.allow_ae) or "off", self.config.stable_seconds)
+                 "any" if self.door.callers is None else ",".join(sorted({c.ae_title for c in self.door.callers})),
+                 self.config.stable_seconds)
         return self
 
     def stop(self) -> None:

@@ -27,12 +27,19 @@ asyncio would have needed an executor around every blocking call and gained noth
 across the Kafka wait (only one per duplicate key, see :mod:`adapters.hl7.receiver`), so messages from
 concurrent connections are in flight together, and sends that queue up while a produce request is
 outstanding share the next one.
+
+The door (docs/rules.md, "Network doors"): ``admit`` decides, from the peer's address alone and before anything
+is read, whether a connection is served (one not admitted is closed at once and logged without any content).
+With ``ssl_context`` the listener speaks MLLP over TLS; the handshake is made in the connection's thread,
+bounded by ``handshake_timeout``, so a peer that stalls it or speaks plain text never holds up the accept
+loop or another connection (:mod:`adapters.tls`).
 """
 from __future__ import annotations
 
 import logging
 import socket
 import socketserver
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,17 +164,39 @@ class FrameReader:
                 return None
 
 
+@dataclass(frozen=True)
+class Peer:
+    """The other end of a connection: its address (``host``, as the socket reports it) and port."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
 #: The application: a frame in, the bytes of the reply out (None: send nothing, e.g. for an incoming ACK).
-FrameHandler = Callable[[Frame, str], "bytes | None"]
+FrameHandler = Callable[[Frame, Peer], "bytes | None"]
+#: The door: whether a connection from this address is served at all.
+Admission = Callable[[str], bool]
 
 
 class _Connection(socketserver.BaseRequestHandler):
     server: MLLPServer
 
     def handle(self) -> None:
-        sock: socket.socket = self.request
-        peer = f"{self.client_address[0]}:{self.client_address[1]}"
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        peer = Peer(str(self.client_address[0]), int(self.client_address[1]))
+        self.request.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock = self.server.secure(self.request, peer)
+        if sock is None:
+            return
+        try:
+            self._serve(sock, peer)
+        finally:
+            if sock is not self.request:
+                sock.close()
+
+    def _serve(self, sock: socket.socket, peer: Peer) -> None:
         reader = FrameReader(sock, self.server.max_bytes, self.server.idle_timeout, self.server.frame_timeout, peer)
         log.info("mllp %s: connected", peer)
         try:
@@ -199,15 +228,21 @@ class MLLPServer(socketserver.ThreadingTCPServer):
 
     def __init__(self, address: tuple[str, int], application: FrameHandler, *, max_bytes: int = DEFAULT_MAX_BYTES,
                  max_connections: int = 32, idle_timeout: float | None = 3600.0,
-                 frame_timeout: float | None = 60.0) -> None:
+                 frame_timeout: float | None = 60.0, admit: Admission | None = None,
+                 ssl_context: ssl.SSLContext | None = None, handshake_timeout: float = 30.0) -> None:
+        if handshake_timeout <= 0:
+            raise ValueError("the TLS handshake timeout must be positive (never unbounded)")
         self.application = application
+        self.admit = admit
+        self.ssl_context = ssl_context
+        self.handshake_timeout = handshake_timeout
         self.max_bytes = max_bytes
         self.idle_timeout = idle_timeout
         self.frame_timeout = frame_timeout
         self.max_connections = max_connections
         self.closing = threading.Event()
         self._slots = threading.BoundedSemaphore(max_connections)
-        self._open: set[socket.socket] = set()
+        self._open: dict[socket.socket, socket.socket] = {}  # accepted socket → the one in use (TLS or it)
         self._open_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         super().__init__(address, _Connection)
@@ -222,13 +257,43 @@ class MLLPServer(socketserver.ThreadingTCPServer):
         host, port = self.server_address[:2]
         return str(host), int(port)
 
+    def verify_request(self, request, client_address):  # type: ignore[no-untyped-def]
+        """The door, in the accept loop (an address lookup, no I/O): a peer not admitted is closed unread."""
+        if self.admit is None or self.admit(str(client_address[0])):
+            return True
+        log.warning("mllp %s: connection refused: the address is not on this listener's allow-list",
+                    client_address[0])
+        return False
+
+    def secure(self, request: socket.socket, peer: Peer) -> socket.socket | None:
+        """The socket to speak MLLP on: ``request`` itself, or over TLS once the handshake succeeded within
+        ``handshake_timeout`` (None after a failed handshake, logged)."""
+        if self.ssl_context is None:
+            return request
+        try:
+            tls = self.ssl_context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+        except OSError as exc:
+            log.info("mllp %s: TLS setup failed: %s", peer, exc)
+            return None
+        with self._open_lock:
+            if request in self._open:
+                self._open[request] = tls
+        try:
+            tls.settimeout(self.handshake_timeout)
+            tls.do_handshake()
+        except (OSError, ssl.SSLError) as exc:  # TimeoutError is an OSError
+            log.warning("mllp %s: TLS handshake failed, connection dropped: %s", peer, exc)
+            tls.close()
+            return None
+        return tls
+
     def process_request(self, request, client_address):  # type: ignore[no-untyped-def]
         if not self._slots.acquire(blocking=False):
             log.warning("mllp %s: refused, %d connections already open", client_address[0], self.max_connections)
             self.shutdown_request(request)
             return
         with self._open_lock:
-            self._open.add(request)
+            self._open[request] = request
         try:
             super().process_request(request, client_address)
         except BaseException:
@@ -243,9 +308,8 @@ class MLLPServer(socketserver.ThreadingTCPServer):
 
     def _release(self, request: socket.socket) -> None:
         with self._open_lock:
-            if request not in self._open:
+            if self._open.pop(request, None) is None:
                 return
-            self._open.discard(request)
         self._slots.release()
 
     def start(self) -> MLLPServer:
@@ -259,7 +323,7 @@ class MLLPServer(socketserver.ThreadingTCPServer):
         self.closing.set()
         self.shutdown()
         with self._open_lock:
-            conns = list(self._open)
+            conns = list(self._open.values())
         for conn in conns:
             try:
                 conn.shutdown(socket.SHUT_RD)
@@ -277,10 +341,18 @@ class MLLPServer(socketserver.ThreadingTCPServer):
 
 
 class MLLPClient:
-    """A blocking MLLP client: ``send(payload)`` returns the reply block (the ACK)."""
+    """A blocking MLLP client: ``send(payload)`` returns the reply block (the ACK). With ``ssl_context``, over
+    TLS (``server_hostname``: the name the server's certificate must carry, default ``host``)."""
 
-    def __init__(self, host: str, port: int, timeout: float = 30.0) -> None:
+    def __init__(self, host: str, port: int, timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None,
+                 server_hostname: str | None = None) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        if ssl_context is not None:
+            try:
+                self.sock = ssl_context.wrap_socket(self.sock, server_hostname=server_hostname or host)
+            except BaseException:
+                self.sock.close()
+                raise
         self.timeout = timeout
         self._reader = FrameReader(self.sock, max_bytes=64 * 1024 * 1024, idle_timeout=timeout,
                                    frame_timeout=timeout, peer=f"{host}:{port}")

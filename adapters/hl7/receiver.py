@@ -24,6 +24,9 @@ Rules implemented (docs/rules.md, "Delivery", "Privacy"):
 - Concurrent deliveries of one control ID, and of messages holding one report key, are serialised in this
   process; no other lock is held across the Kafka wait, so other messages are in flight together.
 - Everything logged passes :func:`schemas.resident_id.scrub`.
+- The door (docs/rules.md, "Network doors"): on the MLLP listener, a message whose MSH-4 is not bound to the
+  sender's address for this institution is refused with AR, ERR-3 103 at MSH-4, before anything is parsed
+  further or published (:mod:`.door`). File mode is not a network door: it is not checked.
 """
 from __future__ import annotations
 
@@ -41,10 +44,11 @@ from typing import Any
 from adapters.hl7.ack import ack_code, ack_wanted, build_ack
 from adapters.hl7.charset import decode, header_text, reply_codec
 from adapters.hl7.conflicts import content_digest, report_key
+from adapters.hl7.door import Hl7Door
 from adapters.hl7.exceptions import Hl7Error
 from adapters.hl7.header import Header, check_header, parse_header
 from adapters.hl7.journal import AckJournal, ReportKey, StoredReport
-from adapters.hl7.mllp import DEFAULT_MAX_BYTES, HEAD_BYTES, Frame
+from adapters.hl7.mllp import DEFAULT_MAX_BYTES, HEAD_BYTES, Frame, Peer
 from adapters.hl7.oru import ReportOrigin, parse_reports, report_origins
 from adapters.hl7.segments import ParsedMessage
 from adapters.report import AdapterError, Code, ImagingReport, LabReport
@@ -114,8 +118,12 @@ class Hl7Receiver:
 
     def __init__(self, institution: str, book: CodeBook, pseudonymizer: Pseudonymizer, publisher: Publisher,
                  journal: AckJournal | None = None, *, processing_ids: Sequence[str] = ("P",),
-                 facilities: Sequence[str] = (), max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 facilities: Sequence[str] = (), max_bytes: int = DEFAULT_MAX_BYTES,
+                 door: Hl7Door | None = None) -> None:
         self.institution = institution
+        self.door = door or Hl7Door(institution, None)
+        if self.door.institution != institution:
+            raise ValueError(f"the door is {self.door.institution}'s, the receiver {institution}'s")
         self.book = book
         self.pseudonymizer = pseudonymizer
         self.publisher = publisher
@@ -128,20 +136,20 @@ class Hl7Receiver:
         ResultPipeline(book, pseudonymizer).check_institution(institution)
 
     # the MLLP frame handler
-    def __call__(self, frame: Frame, peer: str = "-") -> bytes | None:
+    def __call__(self, frame: Frame, peer: Peer | None = None) -> bytes | None:
         if frame.oversize:
             outcome = self.oversize(frame.payload, frame.size)
         else:
-            outcome = self.handle(frame.payload)
+            outcome = self.handle(frame.payload, peer.host if peer else None)
         self._log(peer, outcome)
         return outcome.ack
 
-    def _log(self, peer: str, outcome: Outcome) -> None:
+    def _log(self, peer: Peer | None, outcome: Outcome) -> None:
         level = logging.INFO if outcome.accepted or not outcome.code else logging.WARNING
         if not log.isEnabledFor(level):  # scrubbing costs regex passes per message; skip it when not logged
             return
         where = f" at {outcome.error.location}" if outcome.error and outcome.error.location else ""
-        log.log(level, "hl7 %s: control=%s %s%s%s: %s", peer, scrub(outcome.control_id or "-"), outcome.code or "-",
+        log.log(level, "hl7 %s: control=%s %s%s%s: %s", peer or "-", scrub(outcome.control_id or "-"), outcome.code or "-",
                 " (duplicate, republished, stored ACK replayed)" if outcome.duplicate else "", where,
                 scrub(outcome.text))
 
@@ -162,8 +170,9 @@ class Hl7Receiver:
         return self._refuse(header, Hl7Error(f"message of {size} bytes exceeds the limit of {self.max_bytes} bytes; "
                                              "split it into several messages", None, "207"), codec)
 
-    def handle(self, payload: bytes) -> Outcome:
-        """One message's bytes in, its outcome (and the ACK to send, if any) out; never raises."""
+    def handle(self, payload: bytes, sender: str | None = None) -> Outcome:
+        """One message's bytes in, its outcome (and the ACK to send, if any) out; never raises. ``sender``: the
+        address it came from over MLLP, checked against the door (None: a file, not checked)."""
         if len(payload) > self.max_bytes:
             return self.oversize(payload[:HEAD_BYTES], len(payload))
         header: Header | None = None
@@ -174,6 +183,8 @@ class Hl7Receiver:
             if header.message_type == "ACK":
                 return Outcome("", "an acknowledgement: not acknowledged", None, header.control_id)
             check_header(header, self.processing_ids, self.facilities)
+            if sender is not None:
+                self.door.check(header, sender)
         except Hl7Error as error:
             return self._refuse(header, error, codec)
         except Exception as exc:  # noqa: BLE001 - never let one message take the listener down

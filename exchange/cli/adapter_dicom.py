@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from exchange.cli.doors import allow_list, door_options, tls_context
 from exchange.config import Settings
 
 if TYPE_CHECKING:
@@ -88,7 +89,9 @@ def _options(func):  # type: ignore[no-untyped-def]
 @click.command("dicom-scp")
 @click.option("--ae", "ae_title", default="HRX", show_default=True, help="our AE title")
 @click.option("--port", type=click.IntRange(1, 65535), default=11112, show_default=True)
-@click.option("--allow-ae", multiple=True, help="calling AE titles allowed to associate (repeat; default: any)")
+@click.option("--allow-ae", multiple=True,
+              help="a calling AE title allowed to associate, from any address, for --institution (repeat); "
+                   "--allow binds titles to addresses too")
 @click.option("--spool", type=click.Path(file_okay=False, path_type=Path),
               help="spool directory (default: $HRX_VAR_DIR/dicom-spool)")
 @click.option("--broker-grace", type=click.FloatRange(0), default=300.0, show_default=True,
@@ -109,20 +112,30 @@ def _options(func):  # type: ignore[no-untyped-def]
                    "close after a rejection or release")
 @click.option("--dimse-timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
               help="seconds to wait for the rest of a DIMSE message")
+@door_options
 @_options
 def dicom_scp(ae_title: str, port: int, allow_ae: tuple[str, ...], spool: Path | None, broker_grace: float,
               max_pending_studies: int, retrieve_ae: str | None, retrieve_host: str | None,
               retrieve_port: int | None, max_associations_per_ae: int, max_associations_per_address: int,
               network_timeout: float, acse_timeout: float, dimse_timeout: float, institution: str, host: str,
               stable_seconds: float, max_associations: int, max_pdu: int, patient_id_is_resident_id: bool,
-              wado_rs: str | None) -> None:
-    """C-ECHO/C-STORE SCP: spool instances durably, publish each study once it is stable."""
+              wado_rs: str | None, allow_file: Path | None, tls_cert: Path | None, tls_key: Path | None,
+              tls_ca: Path | None) -> None:
+    """C-ECHO/C-STORE SCP: spool instances durably, publish each study once it is stable.
+
+    The door: --allow (and --allow-ae) name the calling AE titles bound to --institution; --tls-cert serves
+    DICOM over TLS (its handshake bounded by --acse-timeout), --tls-ca requires client certificates.
+    """
     from adapters.dicom.scp import DicomReceiver, Retrieval, ScpConfig
     from adapters.dicom.spool import Spool
 
+    from exchange import runtime
+
     settings = Settings.from_env()
+    allow = allow_list(allow_file, runtime.codebook(settings))
+    tls = tls_context(tls_cert, tls_key, tls_ca, acse_timeout)
     pipeline, bootstrap = _pipeline(settings)
-    config = ScpConfig(ae_title=ae_title, host=host, port=port, allow_ae=allow_ae,
+    config = ScpConfig(ae_title=ae_title, host=host, port=port, allow_ae=allow_ae, allow=allow, ssl_context=tls,
                        max_associations=max_associations, max_associations_per_ae=max_associations_per_ae,
                        max_associations_per_address=max_associations_per_address, max_pdu=max_pdu,
                        stable_seconds=stable_seconds, broker_grace=broker_grace,
@@ -136,7 +149,8 @@ def dicom_scp(ae_title: str, port: int, allow_ae: tuple[str, ...], spool: Path |
         while not stop.wait(60):
             click.echo(f"dicom-scp: {receiver.handler.stats.stored} stored, {receiver.handler.stats.duplicates} "
                        f"duplicate(s), {receiver.handler.stats.refused} refused, {receiver.handler.stats.failed} "
-                       f"failed; {receiver.limits.rejected} association(s) over a per-caller limit; spool "
+                       f"failed; {receiver.door.rejected} association(s) from callers not on the allow-list, "
+                       f"{receiver.limits.rejected} over a per-caller limit; spool "
                        f"{store.counts()}", err=True)
     finally:
         receiver.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 import sys
 import threading
 from pathlib import Path
@@ -13,8 +14,11 @@ from typing import TYPE_CHECKING
 
 import click
 
+from exchange.cli.doors import allow_list, door_options, tls_context
+
 if TYPE_CHECKING:
     from adapters.hl7 import Hl7Receiver
+    from adapters.tls import ServerContext
 
 log = logging.getLogger(__name__)
 
@@ -44,29 +48,39 @@ def _default_max_bytes() -> int:
 @click.option("--facility", "facilities", multiple=True, help="accept only these MSH-4 values (repeatable)")
 @click.option("--processing-id", "processing_ids", multiple=True, default=("P",), show_default=True,
               help="accepted MSH-11 processing IDs (repeatable)")
+@click.option("--handshake-timeout", type=click.FloatRange(1, 600), default=30.0, show_default=True,
+              help="with --tls-cert: seconds a TLS handshake may take")
+@door_options
 def hl7(files: tuple[Path, ...], listen: str | None, institution: str, max_bytes: int, max_connections: int,
-        publish_timeout: float, facilities: tuple[str, ...], processing_ids: tuple[str, ...]) -> None:
-    """HL7 v2 ORU^R01: an MLLP listener (--listen HOST:PORT) or FILES (batches). Exit 1 if any message was refused."""
+        publish_timeout: float, facilities: tuple[str, ...], processing_ids: tuple[str, ...], handshake_timeout: float,
+        allow_file: Path | None, tls_cert: Path | None, tls_key: Path | None, tls_ca: Path | None) -> None:
+    """HL7 v2 ORU^R01: an MLLP listener (--listen HOST:PORT) or FILES (batches). Exit 1 if any message was refused.
+
+    The listener's door (--allow, --tls-*) applies to --listen only: files are not checked against it.
+    """
     if bool(listen) == bool(files):
         raise click.UsageError("give either --listen HOST:PORT or FILE arguments")
-    from adapters.hl7 import AckJournal, Hl7Receiver, split_batch
+    from adapters.hl7 import AckJournal, Hl7Door, Hl7Receiver, split_batch
     from adapters.report import AdapterError
     from adapters.publish import Publisher
     from exchange import runtime
     from exchange.config import Settings
 
     settings = Settings.from_env()
+    book = runtime.codebook(settings)
+    door = Hl7Door(institution, allow_list(allow_file, book) if listen else None)
+    tls = tls_context(tls_cert, tls_key, tls_ca, handshake_timeout) if listen else None
     pseudonymizer = runtime.pseudonymizer(settings)  # refuses to start (and creates nothing) without the key
     publisher = Publisher(runtime.require_bootstrap(settings), timeout_s=publish_timeout, client_id="hrx-hl7")
     journal = AckJournal(settings.var_dir / "hl7-acks.db")
     try:
-        receiver = Hl7Receiver(institution, runtime.codebook(settings), pseudonymizer, publisher,
-                               journal, processing_ids=processing_ids, facilities=facilities, max_bytes=max_bytes)
+        receiver = Hl7Receiver(institution, book, pseudonymizer, publisher, journal, processing_ids=processing_ids,
+                               facilities=facilities, max_bytes=max_bytes, door=door)
     except AdapterError as exc:
         raise click.BadParameter(str(exc), param_hint="--institution") from None
     try:
         if listen:
-            _serve(receiver, _address(listen), max_bytes, max_connections)
+            _serve(receiver, _address(listen), max_bytes, max_connections, tls, handshake_timeout)
             return
         refused = total = 0
         for path in files:
@@ -86,8 +100,10 @@ def hl7(files: tuple[Path, ...], listen: str | None, institution: str, max_bytes
         journal.close()
 
 
-def _serve(receiver: Hl7Receiver, address: tuple[str, int], max_bytes: int, max_connections: int) -> None:
+def _serve(receiver: Hl7Receiver, address: tuple[str, int], max_bytes: int, max_connections: int,
+           tls: ServerContext | None, handshake_timeout: float) -> None:
     """Run the MLLP listener until SIGTERM or SIGINT (or until the `hrx up` that started it is gone)."""
+    from adapters.doors import announce
     from adapters.hl7 import MLLPServer
     from exchange import runtime
 
@@ -95,9 +111,16 @@ def _serve(receiver: Hl7Receiver, address: tuple[str, int], max_bytes: int, max_
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     runtime.stop_with_parent(stop)
-    server = MLLPServer(address, receiver, max_bytes=max_bytes, max_connections=max_connections).start()
-    log.info("hl7: MLLP listener for %s on %s:%d (max %d bytes, %d connections)", receiver.institution,
-             *server.address, max_bytes, max_connections)
+    door = receiver.door
+    server = MLLPServer(address, receiver, max_bytes=max_bytes, max_connections=max_connections,
+                        admit=door.admits, ssl_context=tls,
+                        handshake_timeout=handshake_timeout).start()
+    announce("hl7", receiver.institution, None if door.allow is None else f"allow-list {door.allow.path}",
+             len(door.senders or ()))
+    log.info("hl7: MLLP listener for %s on %s:%d (max %d bytes, %d connections, %s)", receiver.institution,
+             *server.address, max_bytes, max_connections,
+             "plain TCP" if tls is None else "TLS" + (", client certificates required"
+                                                      if tls.verify_mode == ssl.CERT_REQUIRED else ""))
     stop.wait()
     log.info("hl7: stopping")
     server.stop()
