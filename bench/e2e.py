@@ -22,10 +22,12 @@ from typing import Any
 
 import orjson
 
+from bench.access import Clients, issuer_of
 from bench.common import Outcome, fresh_pg, say, summary_ms
 from bench.data import PSEUDONYM_KEY
 
 SAMPLE_EVERY = 10
+REQUESTER = "bj-chaoyang-002"  # the hospital whose HIS polls the check
 POLL_S = 0.005
 
 
@@ -42,8 +44,9 @@ def _wait_port(port: int, timeout: float = 60.0) -> None:
     raise RuntimeError(f"nothing listens on port {port}")
 
 
-def _post(url: str, body: bytes, content_type: str) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type})
+def _post(url: str, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": content_type, **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, response.read()
@@ -61,7 +64,8 @@ def _resident(n: int) -> str:
     return make_resident_id(f"310115{born:%Y%m%d}{n % 1000:03d}")
 
 
-def _fhir_payloads(n: int, tag: int) -> list[tuple[bytes, str | None]]:
+def _fhir_payloads(n: int, tag: int, clients: Clients) -> list[tuple[bytes, str | None, dict[str, str] | None]]:
+    """Bundles with the headers of their issuer's source client."""
     from bench.fhir import bundles
 
     out = []
@@ -71,23 +75,23 @@ def _fhir_payloads(n: int, tag: int) -> list[tuple[bytes, str | None]]:
         for entry in bundle["entry"]:
             if entry["resource"]["resourceType"] == "Patient":
                 entry["resource"]["identifier"][0]["value"] = rid
-        out.append((orjson.dumps(bundle), rid if sampled else None))
+        out.append((orjson.dumps(bundle), rid if sampled else None, clients.source(issuer_of(bundle))))
     return out
 
 
-def _hl7_payloads(n: int, tag: int) -> list[tuple[bytes, str | None]]:
+def _hl7_payloads(n: int, tag: int, clients: Clients) -> list[tuple[bytes, str | None, dict[str, str] | None]]:
     from bench.mllp import messages
 
     out = []
     for i, message in enumerate(messages(n, f"E{tag}")):
         sampled = i % SAMPLE_EVERY == 0
         rid = _resident(tag * 1_000_000 + i) if sampled else _resident(tag * 1_000_000 + 999_999)
-        out.append((message.replace(b"110105198003120024", rid.encode()), rid if sampled else None))
+        out.append((message.replace(b"110105198003120024", rid.encode()), rid if sampled else None, None))
     return out
 
 
-def _load(source: str, payloads: list[tuple[bytes, str | None]], rate: float, api: str, hl7_port: int,
-          senders: int) -> dict[str, Any]:
+def _load(source: str, payloads: list[tuple[bytes, str | None, dict[str, str] | None]], rate: float, api: str,
+          hl7_port: int, senders: int, his: dict[str, str]) -> dict[str, Any]:
     from adapters.hl7 import MLLPClient
 
     pending: queue.Queue[tuple[str, float]] = queue.Queue()
@@ -110,12 +114,12 @@ def _load(source: str, payloads: list[tuple[bytes, str | None]], rate: float, ap
                 delay = due - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)
-                body, rid = payloads[k]
+                body, rid, headers = payloads[k]
                 t0 = time.perf_counter()
                 if client is not None:
                     ok = b"MSA|AA" in client.send(body)
                 else:
-                    ok = _post(f"{api}/fhir", body, "application/fhir+json")[0] == 200
+                    ok = _post(f"{api}/fhir", body, "application/fhir+json", headers)[0] == 200
                 if not ok:
                     errors[0] += 1
                 elif rid:
@@ -135,7 +139,8 @@ def _load(source: str, payloads: list[tuple[bytes, str | None]], rate: float, ap
             still = []
             for rid, t0 in waiting:
                 status, body = _post(f"{api}/api/v1/recognition/check", orjson.dumps(
-                    {"patient": {"resident_id": rid}, "requesting_institution": "bj-chaoyang-002"}), "application/json")
+                    {"patient": {"resident_id": rid}, "requesting_institution": REQUESTER,
+                     "encounter_id": f"E2E-{rid}"}), "application/json", his)  # the HIS names the encounter
                 if status == 200 and orjson.loads(body)["results"]:
                     latencies.append(time.perf_counter() - t0)
                 elif time.perf_counter() - t0 < 60:
@@ -161,6 +166,7 @@ def _load(source: str, payloads: list[tuple[bytes, str | None]], rate: float, ap
 
 def run(quick: bool = False) -> Outcome:
     from exchange.broker import EmbeddedBroker, ensure_topics, free_port
+    from exchange.store import connect
     from schemas.topics import DEFAULT_PARTITIONS
 
     seconds = 5 if quick else 15
@@ -184,15 +190,17 @@ def run(quick: bool = False) -> Outcome:
             _wait_port(api_port)
             _wait_port(hl7_port)
             api = f"http://127.0.0.1:{api_port}"
+            clients = Clients(connect(db_url))  # `hrx serve` migrated the store before it listened
+            his = clients.his(REQUESTER)
             # warm-up: the engine joins its group; wait until one result is visible end to end
-            warm = _load("fhir", _fhir_payloads(5, 90), 5, api, hl7_port, 1)
+            warm = _load("fhir", _fhir_payloads(5, 90, clients), 5, api, hl7_port, 1, his)
             if not warm["latency"]["n"]:
                 raise RuntimeError(f"warm-up result never became visible: {warm}")
             for source, make in (("fhir", _fhir_payloads), ("hl7", _hl7_payloads)):
                 for k, rate in enumerate((100, 1000)):
                     n = int(rate * seconds)
-                    figures = _load(source, make(n, 10 + 2 * k + (source == "hl7")), rate, api, hl7_port,
-                                    senders=4 if rate <= 100 else 16)
+                    figures = _load(source, make(n, 10 + 2 * k + (source == "hl7"), clients), rate, api, hl7_port,
+                                    senders=4 if rate <= 100 else 16, his=his)
                     out.figures[f"{source}_{rate}_per_s"] = figures
                     out.ratios[f"{source}_{rate}_achieved_vs_target"] = round(figures["achieved_per_s"] / rate, 3)
                     lat = figures["latency"]

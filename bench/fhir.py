@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from bench.access import Clients, issuer_of
 from bench.common import Outcome, ratio, say, summary_ms
 from bench.data import EPOCH, lab_codes
 
@@ -71,15 +72,17 @@ def run(quick: bool = False, n: int | None = None) -> Outcome:
         context = Context(book=load_codebook(), database=database,
                           pseudonymizer=Pseudonymizer(b"hrx-bench-key-0123456789"), publisher=publisher,
                           bootstrap=broker.bootstrap, engine_group="bench")
+        clients = Clients(database)
+        headers = [{"Content-Type": "application/fhir+json", **clients.source(issuer_of(orjson.loads(body)))}
+                   for body in bodies]
         with TestClient(create_app(context)) as client:
-            headers = {"Content-Type": "application/fhir+json"}
-            for body in bodies[:5]:  # warm-up: producer connection, code book caches (resent: idempotent)
-                client.post("/fhir", content=body, headers=headers).raise_for_status()
+            for body, sent in list(zip(bodies, headers))[:5]:  # warm-up: producer, caches (resent: idempotent)
+                client.post("/fhir", content=body, headers=sent).raise_for_status()
             latencies = []
             started = time.perf_counter()
-            for body in bodies:
+            for body, sent in zip(bodies, headers):
                 t0 = time.perf_counter()
-                response = client.post("/fhir", content=body, headers=headers)
+                response = client.post("/fhir", content=body, headers=sent)
                 latencies.append(time.perf_counter() - t0)
                 if response.status_code != 200:
                     raise RuntimeError(f"POST /fhir answered {response.status_code}: {response.text[:300]}")

@@ -98,6 +98,7 @@ def _engine(url: str, bootstrap: str, n: int) -> dict[str, Any]:
 def _api(url: str, target_map: dict[str, list[str]], checks: int) -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
+    from bench.access import Clients, open_encounters
     from bench.data import CHECK_AT
     from bench.recognition import REQUESTER
     from codes import load_codebook
@@ -110,7 +111,8 @@ def _api(url: str, target_map: dict[str, list[str]], checks: int) -> dict[str, A
     context = Context(book=load_codebook(), database=database, pseudonymizer=Pseudonymizer(b"hrx-bench-key-0123456789"),
                       publisher=Publisher("127.0.0.1:9"), bootstrap="127.0.0.1:9", engine_group="bench")
     patients = [p for ps in target_map.values() for p in ps]
-    with TestClient(create_app(context)) as client:
+    open_encounters(database, patients, REQUESTER)
+    with TestClient(create_app(context), headers=Clients(database).his(REQUESTER)) as client:
         for k in range(checks):
             client.post("/api/v1/recognition/check", json={"patient": {"pseudonym": patients[k % len(patients)]},
                                                            "requesting_institution": REQUESTER,

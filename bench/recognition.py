@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from bench.access import Clients, open_encounters
 from bench.common import Outcome, pg_admin_exec, pg_exists, pg_url, ratio, say, summary_ms
 from bench.data import (CHECK_AT, EPOCH, OBS_COLUMNS, RESULT_COLUMNS, institutions_near, lab_codes, lab_event,
                         pseudonym)
@@ -167,7 +168,8 @@ def measure(url: str, target_map: dict[int, list[str]], requests: dict[int, int]
     database = connect(url)
     context = Context(book=load_codebook(), database=database, pseudonymizer=Pseudonymizer(b"hrx-bench-key-0123456789"),
                       publisher=Publisher("127.0.0.1:9"), bootstrap="127.0.0.1:9", engine_group="bench")
-    client = TestClient(create_app(context))
+    open_encounters(database, [p for ps in target_map.values() for p in ps], REQUESTER)
+    client = TestClient(create_app(context), headers=Clients(database).his(REQUESTER))
     client.__enter__()  # run the app's lifespan as uvicorn does (outbox relay, gc.freeze after start-up)
     floor_conn = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
     floor_sql = ("SELECT r.* FROM result_heads h JOIN results r ON r.id = h.result_pk WHERE h.patient = %s "

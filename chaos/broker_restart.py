@@ -37,7 +37,9 @@ from schemas.topics import RESULT_TOPICS
 from chaos import data
 from chaos.doors import CsvDoor, DicomDoor, FhirDoor, Hl7Door, Sender
 from chaos.figures import Figures
+from bench.access import Clients
 from bench.data import PSEUDONYM_KEY
+from exchange.store import connect
 from chaos.processes import (Child, RestartableBroker, exchange_env, run_directory, spawn,
                              wait_listening, wait_until)
 from chaos.stores import Key, StoredResults, fresh_store
@@ -114,7 +116,8 @@ def restart_broker(downtimes: tuple[float, ...], per_phase: int, root: Path, tag
                 wait_listening(children[name], port, 90)
             files = root / "sent"
             makers: dict[str, tuple[object, Callable[[int], data.Item]]] = {
-                "fhir": (FhirDoor(f"http://127.0.0.1:{api_port}"), lambda n: data.fhir_item(n, tag)),
+                "fhir": (FhirDoor(f"http://127.0.0.1:{api_port}", Clients(connect(url))),
+                         lambda n: data.fhir_item(n, tag)),
                 "hl7": (Hl7Door(hl7_port), lambda n: data.hl7_item(n, tag)),
                 "dicom": (DicomDoor(dicom_port), lambda n: data.dicom_study(files / "dicom", n, tag)),
                 "csv": (CsvDoor(broker.bootstrap, PSEUDONYM_KEY),

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from bench.access import Clients
+
 from chaos.data import Item
 
 ACK, REFUSED, HANG = "ack", "refused", "hang"
@@ -37,18 +39,21 @@ class FhirDoor:
 
     name = "fhir"
 
-    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, clients: Clients, timeout: float = 30.0) -> None:
         import httpx
 
         self._client = httpx.Client(base_url=base_url, timeout=timeout)
+        self._clients = clients  # each Bundle is sent by its issuer's source client
         self.http_5xx = 0
 
     def send(self, item: Item) -> str:
         import httpx
 
+        issuer = item.keys[0][0]
         try:
             response = self._client.post("/fhir", content=item.payload,
-                                         headers={"Content-Type": "application/fhir+json"})
+                                         headers={"Content-Type": "application/fhir+json",
+                                                  **self._clients.source(issuer)})
         except httpx.TimeoutException:
             return HANG
         except httpx.TransportError as exc:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, or_, select
 from sqlalchemy.orm import Session
 
 from codes.calendar import beijing_iso
@@ -19,7 +19,7 @@ from exchange.store.write import insert
 
 @dataclass(frozen=True)
 class Actor:
-    """Who reads, for which institution and why. Until login lands (a later issue) the caller states it.
+    """Who reads, for which institution and why: the authenticated principal (exchange.auth.principal).
 
     ``role`` and ``department`` are the reader's as login establishes them; ``on_behalf_of`` names the clinician
     a system (a HIS client) acts for, so that both are recorded; ``break_glass``: an emergency read outside the
@@ -48,9 +48,21 @@ def record(conn: Connection, actor: Actor, action: str, patient: str | None, det
         "detail": orjson.dumps(detail).decode()})])
 
 
-def trail(conn: Connection, patient: str, limit: int = 500) -> list[dict[str, Any]]:
-    rows = Session(conn).scalars(select(AuditRecord).where(AuditRecord.patient == patient)
-                        .order_by(AuditRecord.at.desc(), AuditRecord.id.desc()).limit(limit))
-    return [{"at": beijing_iso(r.at), "actor": r.actor, "institution": r.institution, "purpose": r.purpose,
-             "role": r.role, "department": r.department, "on_behalf_of": r.on_behalf_of,
+def trail(conn: Connection, patient: str | None = None, limit: int = 500, *, principal: str | None = None,
+          institution: str | None = None, break_glass_only: bool = False) -> list[dict[str, Any]]:
+    """Records, break-glass reads first, then newest first: of a patient, of a principal (as the reader or as
+    the clinician a system read for) and/or of an institution."""
+    query = select(AuditRecord)
+    if patient is not None:
+        query = query.where(AuditRecord.patient == patient)
+    if principal is not None:
+        query = query.where(or_(AuditRecord.actor == principal, AuditRecord.on_behalf_of == principal))
+    if institution is not None:
+        query = query.where(AuditRecord.institution == institution)
+    if break_glass_only:
+        query = query.where(AuditRecord.break_glass.is_(True))
+    rows = Session(conn).scalars(query.order_by(AuditRecord.break_glass.desc(), AuditRecord.at.desc(),
+                                                AuditRecord.id.desc()).limit(limit))
+    return [{"at": beijing_iso(r.at), "patient": r.patient, "actor": r.actor, "institution": r.institution,
+             "purpose": r.purpose, "role": r.role, "department": r.department, "on_behalf_of": r.on_behalf_of,
              "break_glass": r.break_glass, "action": r.action, "detail": orjson.loads(r.detail)} for r in rows]

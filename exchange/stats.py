@@ -35,6 +35,16 @@ def in_scope(book: Any, institution_id: str, scope: str | None) -> bool:
     return False
 
 
+def scope_within(book: Any, inner: str | None, outer: str | None) -> bool:
+    """Whether every institution of scope ``inner`` lies in scope ``outer`` (an operator's, an auditor's)."""
+    if outer in (None, "", "national"):
+        return True
+    if inner in (None, "", "national"):
+        return False
+    members = [i for i in book.institutions if in_scope(book, i, inner)]
+    return bool(members) and all(in_scope(book, i, outer) for i in members)
+
+
 def valid_scope(book: Any, scope: str | None) -> bool:
     if scope in (None, "", "national") or scope in book.institutions or scope in book.regions:
         return True

@@ -20,6 +20,7 @@ import uvicorn
 
 from codes import default_codes_dir
 from exchange import runtime
+from exchange.auth.patient_codes import FileSender
 from exchange.api import Context, create_app
 from exchange.broker import EmbeddedBroker, ensure_topics
 from exchange.config import Settings
@@ -161,14 +162,17 @@ def up(settings: Settings, demo: bool = False, engines: int = 1, listeners: Sequ
         publisher = Publisher(bootstrap)
         context = Context(book=book, database=database, pseudonymizer=pseudonymizer, publisher=publisher,
                           bootstrap=bootstrap, engine_group=settings.engine_group,
-                          fhir_max_bytes=settings.fhir_max_bytes, cors_origins=settings.cors_origins)
+                          fhir_max_bytes=settings.fhir_max_bytes, cors_origins=settings.cors_origins,
+                          # the demo's patients get their one-time codes in a file; a deployment plugs in its
+                          # SMS gateway (exchange.auth.patient_codes.CodeSender)
+                          code_sender=FileSender(settings.var_dir / "patient-codes.jsonl") if demo else None)
         server = uvicorn.Server(uvicorn.Config(create_app(context), host=settings.http_host,
                                                port=settings.http_port, log_level="info", access_log=False,
                                                log_config=None, **tls))  # through the guarded root handlers
         if demo:
             from exchange.demo import run_demo
 
-            threading.Thread(target=run_demo, args=(server, settings, book), name="demo", daemon=True).start()
+            threading.Thread(target=run_demo, args=(server, settings, book, database), name="demo", daemon=True).start()
         log.info("api: %s (OpenAPI at /openapi.json) — Ctrl-C stops everything", settings.api_url)
         server.run()
         return 0

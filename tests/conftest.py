@@ -5,6 +5,7 @@ pytest_plugins = [
     "tests.fixtures.broker",
     "tests.fixtures.codebook",
     "tests.fixtures.pseudonyms",
+    "tests.fixtures.principals",
     "tests.fixtures.doors",
     "tests.fixtures.tiers",
     "tests.fixtures.tls",

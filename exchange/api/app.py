@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -21,6 +21,7 @@ from exchange.config import FHIR_MAX_BYTES
 from exchange import collector, outbox
 from exchange.api.security_headers import SecurityHeaders
 from adapters.pseudonymize import Pseudonymizer
+from exchange.auth.patient_codes import CodeSender
 from exchange.recognize import RecognitionMemo
 from adapters.publish import Publisher
 
@@ -47,6 +48,7 @@ class Context:
     #: Browser origins allowed to call the API across origins (HRX_CORS_ORIGINS); none by default.
     cors_origins: tuple[str, ...] = ()
     recognition_memo: RecognitionMemo = field(default_factory=RecognitionMemo)
+    code_sender: CodeSender | None = None  # delivers patients' one-time login codes (exchange.auth.patient_codes)
 
     def pipeline(self) -> ResultPipeline:
         return ResultPipeline(self.book, self.pseudonymizer, self.publisher)
@@ -61,7 +63,6 @@ class _Api(FastAPI):
 
 
 def create_app(context: Context) -> FastAPI:
-    from exchange.api import codes, decisions, feedback, fhir, health, oversight, patients, recognition
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -104,15 +105,25 @@ def create_app(context: Context) -> FastAPI:
     @app.exception_handler(ApiError)
     async def _refused(request: Request, exc: ApiError) -> JSONResponse:
         error = f"{exc.field}: {exc.message}" if exc.field else exc.message
+        if request.url.path.startswith("/fhir"):  # a FHIR client reads an OperationOutcome
+            issue = {401: "login", 403: "forbidden", 503: "transient"}.get(exc.status, "invalid")
+            return JSONResponse(status_code=exc.status, media_type="application/fhir+json", content={
+                "resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": issue,
+                                                              "diagnostics": error}]})
         return JSONResponse(status_code=exc.status, content={"error": error, "field": exc.field})
 
-    app.include_router(fhir.router)
-    app.include_router(recognition.router)
-    app.include_router(health.router)
-    app.include_router(codes.router)
-    for module in (decisions, feedback, patients, oversight):
-        app.include_router(module.router)
+    for router in api_routers():
+        app.include_router(router)
     return app
+
+
+def api_routers() -> list[APIRouter]:
+    """Every router of the API, in the order they are included (the access test walks the same list)."""
+    from exchange.api import (auth, codes, decisions, encounters, feedback, fhir, health, me, oversight, patients,
+                              recognition)
+
+    return [module.router for module in (fhir, recognition, health, codes, auth, encounters, decisions, feedback,
+                                         patients, me, oversight)]
 
 
 def context_of(request: Request) -> Context:

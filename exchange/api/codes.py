@@ -5,15 +5,17 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AwareDatetime, BaseModel, Field
 
 from codes.model import CATEGORIES, GRADES, KINDS
+from exchange.api.access import ANY_ROLE, require, same_institution, within_scope
 from exchange.api.app import ApiError, context_of
-from exchange.api.errors import refusals
+from exchange.api.errors import AUTHENTICATED, refusals
 from exchange.api.fields import ANSWER, IsoDate, OneOf, QcLevel, Tier, Timestamp
+from exchange.auth.principal import Principal
 
-router = APIRouter(prefix="/api/v1", tags=["codes"])
+router = APIRouter(prefix="/api/v1", tags=["codes"], responses=AUTHENTICATED)
 
 
 class CatalogueSummary(BaseModel):
@@ -151,7 +153,8 @@ def _catalogue_summary(catalogue: Any, at: datetime) -> dict[str, Any]:
 
 @router.get("/catalogues", summary="Every catalogue version, with whether it is in force at `at`",
             response_model=CatalogueList, responses=refusals(422))
-def catalogues(request: Request, tier: str | None = None, at: AwareDatetime | None = None) -> dict[str, Any]:
+def catalogues(request: Request, tier: str | None = None, at: AwareDatetime | None = None,
+               _: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:  # noqa: B008
     book = context_of(request).book
     moment = at or datetime.now(UTC)
     rows = [_catalogue_summary(c, moment) for c in book.catalogues if tier is None or c.tier == tier]
@@ -161,7 +164,8 @@ def catalogues(request: Request, tier: str | None = None, at: AwareDatetime | No
 @router.get("/catalogues/{catalogue_id}", summary="One catalogue with its items (the version in force at `at`)",
             response_model=CatalogueDetail, responses=refusals(404, 422))
 def catalogue(catalogue_id: str, request: Request, at: AwareDatetime | None = None,
-              version: str | None = Query(None, description="a specific version instead of the one in force")) -> dict[str, Any]:
+              version: str | None = Query(None, description="a specific version instead of the one in force"),
+              _: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:  # noqa: B008
     book = context_of(request).book
     moment = at or datetime.now(UTC)
     versions = [c for c in book.catalogues if c.id == catalogue_id]
@@ -183,7 +187,8 @@ def catalogue(catalogue_id: str, request: Request, at: AwareDatetime | None = No
 
 @router.get("/items/{code}", summary="A unified item, with the catalogues in force that list it",
             response_model=ItemView, responses=refusals(404, 422))
-def item(code: str, request: Request, at: AwareDatetime | None = None) -> dict[str, Any]:
+def item(code: str, request: Request, at: AwareDatetime | None = None,
+         _: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:  # noqa: B008
     book = context_of(request).book
     found = book.items.get(code)
     if found is None:
@@ -198,7 +203,8 @@ def item(code: str, request: Request, at: AwareDatetime | None = None) -> dict[s
 
 @router.get("/institutions/{institution_id}", summary="An institution: grade, division, alliances, QC certificates",
             response_model=InstitutionView, responses=refusals(404, 422))
-def institution(institution_id: str, request: Request) -> dict[str, Any]:
+def institution(institution_id: str, request: Request,
+                _: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:  # noqa: B008
     book = context_of(request).book
     found = book.institutions.get(institution_id)
     if found is None:
@@ -238,7 +244,8 @@ class UnmappedQueue(BaseModel):
 
 @router.get("/unmapped-codes", summary="Codes stored without a unified item, grouped by why (the unmapped queue)",
             response_model=UnmappedQueue, responses=refusals(422))
-def unmapped(request: Request, institution: str | None = None) -> dict[str, Any]:
+def unmapped(request: Request, institution: str | None = None,
+             who: Principal = Depends(require("operator", "source", "his"))) -> dict[str, Any]:  # noqa: B008
     """The queue ``hrx codes unmapped`` prints: per reason (``unknown_code``, ``unit_not_convertible``,
     ``ambiguous``; null for results stored before reasons were recorded) its heading in Chinese and English and
     the codes with how many current results carry them. No patient data: no audit record."""
@@ -246,6 +253,14 @@ def unmapped(request: Request, institution: str | None = None) -> dict[str, Any]
     from exchange.store import unmapped_codes
 
     context = context_of(request)
+    if who.role == "operator":
+        if institution is None and who.scope not in (None, "national"):
+            raise ApiError("institution", f"name an institution inside your scope {who.scope}", 403)
+        if institution is not None:
+            within_scope(who, context.book, institution, "institution")
+    else:
+        institution = institution or who.institution
+        same_institution(who, institution, "institution")
     with context.database.connect() as conn:
         rows = unmapped_codes(conn, institution)
     groups = []

@@ -9,17 +9,17 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from exchange import audit, outbox
-from exchange.api.actor import actor
+from exchange.api.access import ANY_ROLE, patient_read, require, same_clinician, same_institution, withhold_blocked
 from exchange.api.app import ApiError, context_of
-from exchange.api.errors import refusals
+from exchange.api.errors import AUTHENTICATED, refusals
 from exchange.api.fields import ANSWER, Pseudonym, Timestamp
 from exchange.api.recognition import PatientRef, patient_pseudonym
-from exchange.audit import Actor
+from exchange.auth.principal import Principal
 from exchange.decisions import DecisionError, DecisionRequest, as_dict, decide, result_ref
 from exchange.recognize import Prior, Recognizer, items_of
 from exchange.store import current_results
 
-router = APIRouter(prefix="/api/v1", tags=["decisions"])
+router = APIRouter(prefix="/api/v1", tags=["decisions"], responses=AUTHENTICATED)
 
 
 class DecisionBody(BaseModel):
@@ -101,14 +101,20 @@ class BatchAnswer(BaseModel):
 
 @router.get("/reason-codes", summary="Reason codes for a repeat, from the code book",
             response_model=list[ReasonCodeView])
-def list_reasons(request: Request) -> list[dict[str, Any]]:
+def list_reasons(request: Request, _: Principal = Depends(require(*ANY_ROLE))) -> list[dict[str, Any]]:  # noqa: B008
     return [asdict(r) for r in context_of(request).book.reason_codes.values()]
 
 
 @router.post("/decisions", status_code=201, summary="Record a clinician's decision on one prior result",
              response_model=DecisionView, responses=refusals(404, 409, 422))
-def post_decision(body: DecisionBody, request: Request, who: Actor = Depends(actor)) -> dict[str, Any]:  # noqa: B008
+def post_decision(body: DecisionBody, request: Request,
+                  who: Principal = Depends(require("clinician", "his", purpose="treatment"))  # noqa: B008
+                  ) -> dict[str, Any]:
+    """By the clinician named in ``clinician_id`` (the caller, or the one a HIS acts for), for their own
+    institution, within a treatment relationship with the result's patient."""
     context = context_of(request)
+    same_institution(who, body.requesting_institution, "requesting_institution")
+    same_clinician(who, body.clinician_id)
     now = datetime.now(UTC)
     try:
         with context.database.begin() as conn:
@@ -117,7 +123,9 @@ def post_decision(body: DecisionBody, request: Request, who: Actor = Depends(act
                 clinician_id=body.clinician_id, encounter_id=body.encounter_id, trigger=body.trigger,
                 decision=body.decision, item=body.item, order_id=body.order_id, reason_code=body.reason_code,
                 note=body.note), now)
-            audit.record(conn, who, f"decision.{body.decision}", stored.patient,
+            access = patient_read(conn, who, stored.patient)  # a refusal rolls the decision back
+            audit.record(conn, who.actor("treatment", break_glass=access.break_glass), f"decision.{body.decision}",
+                         stored.patient,
                          {"decision_id": stored.decision_id, "result": body.result_id, "item": stored.item_code})
     except DecisionError as exc:
         raise ApiError(exc.field, exc.message, exc.status) from None
@@ -127,9 +135,13 @@ def post_decision(body: DecisionBody, request: Request, who: Actor = Depends(act
 
 @router.post("/decisions/batch", status_code=201, summary="Accept or reject all results from one source hospital",
              response_model=BatchAnswer, responses=refusals(422))
-def post_batch(body: BatchBody, request: Request, who: Actor = Depends(actor)) -> dict[str, Any]:  # noqa: B008
+def post_batch(body: BatchBody, request: Request,
+               who: Principal = Depends(require("clinician", "his", purpose="treatment"))  # noqa: B008
+               ) -> dict[str, Any]:
     context = context_of(request)
     book = context.book
+    same_institution(who, body.requesting_institution, "requesting_institution")
+    same_clinician(who, body.clinician_id)
     if body.issuer not in book.institutions:
         raise ApiError("issuer", f"unknown institution {body.issuer!r}")
     pseudonym = patient_pseudonym(context, body.patient)
@@ -138,7 +150,8 @@ def post_batch(body: BatchBody, request: Request, who: Actor = Depends(actor)) -
     decided = []
     try:
         with context.database.begin() as conn:
-            for result in current_results(conn, pseudonym):
+            access = patient_read(conn, who, pseudonym)
+            for result in withhold_blocked(conn, book, current_results(conn, pseudonym), pseudonym, who, access)[0]:
                 if result.issuer != body.issuer:
                     continue
                 for code, present in items_of(result):
@@ -150,7 +163,8 @@ def post_batch(body: BatchBody, request: Request, who: Actor = Depends(actor)) -
                         requesting_institution=body.requesting_institution, clinician_id=body.clinician_id,
                         encounter_id=body.encounter_id, trigger=body.trigger, decision=body.decision, item=code,
                         reason_code=body.reason_code, note=body.note), now))
-            audit.record(conn, who, f"decision.batch.{body.decision}", pseudonym,
+            audit.record(conn, who.actor("treatment", break_glass=access.break_glass),
+                         f"decision.batch.{body.decision}", pseudonym,
                          {"issuer": body.issuer, "decisions": [d.decision_id for d in decided]})
     except DecisionError as exc:
         raise ApiError(exc.field, exc.message, exc.status) from None

@@ -19,7 +19,7 @@ class Refusal(BaseModel):
     model_config = ANSWER
 
     error: str = Field(description="`<field>: <message>`, or the message alone when no field is at fault")
-    field: str | None = Field(description="the request field at fault (`items[1]`, `X-HRX-Purpose`), if one is")
+    field: str | None = Field(description="the request field at fault (`items[1]`, `X-HRX-On-Behalf-Of`), if one is")
 
 
 class FieldProblem(BaseModel):
@@ -38,7 +38,9 @@ class InvalidRequest(BaseModel):
     problems: list[FieldProblem]
 
 
-_MEANING = {404: "Not found", 409: "Conflict with what is already recorded",
+_MEANING = {401: "Not authenticated: no token, or an unknown, expired or revoked one",
+            403: "Authenticated, but this role, purpose, institution or scope may not do this",
+            404: "Not found", 409: "Conflict with what is already recorded",
             422: "Refused: the field at fault is named first"}
 
 
@@ -50,3 +52,7 @@ def refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
         model: Any = Refusal | InvalidRequest if status == 422 else Refusal
         declared[status] = {"model": model, "description": _MEANING.get(status, "Refused")}
     return declared
+
+
+#: The router-wide ``responses=`` of every router whose routes need an authenticated caller.
+AUTHENTICATED = refusals(401, 403)

@@ -12,15 +12,15 @@ from sqlalchemy.orm import Session
 
 from codes.calendar import beijing_iso
 from exchange import audit, outbox
-from exchange.api.actor import actor
+from exchange.api.access import patient_read, require, same_institution, within_scope
 from exchange.api.app import ApiError, context_of
-from exchange.api.errors import refusals
+from exchange.api.errors import AUTHENTICATED, refusals
 from exchange.api.fields import ANSWER, Timestamp
-from exchange.audit import Actor
+from exchange.auth.principal import Principal
 from exchange.decisions import find_result, result_ref
 from exchange.store.models import Feedback
 
-router = APIRouter(prefix="/api/v1", tags=["feedback"])
+router = APIRouter(prefix="/api/v1", tags=["feedback"], responses=AUTHENTICATED)
 STATUSES = ("open", "acknowledged", "resolved")
 
 
@@ -77,8 +77,12 @@ def _as_dict(f: Feedback) -> dict[str, Any]:
 
 @router.post("/feedback", status_code=201, summary="Report a problem with a result to its issuer",
              response_model=FeedbackView, responses=refusals(404, 422))
-def post_feedback(body: FeedbackBody, request: Request, who: Actor = Depends(actor)) -> dict[str, Any]:  # noqa: B008
+def post_feedback(body: FeedbackBody, request: Request,
+                  who: Principal = Depends(require("clinician", "his", purpose="treatment"))  # noqa: B008
+                  ) -> dict[str, Any]:
+    """From the caller's own institution, on a result of a patient it is treating."""
     context = context_of(request)
+    same_institution(who, body.reporter_institution, "reporter_institution")
     if body.reporter_institution not in context.book.institutions:
         raise ApiError("reporter_institution", f"unknown institution {body.reporter_institution!r}")
     now = datetime.now(UTC)
@@ -91,17 +95,25 @@ def post_feedback(body: FeedbackBody, request: Request, who: Actor = Depends(act
                "reporter_institution": body.reporter_institution, "reporter_id": body.reporter_id,
                "status": "open", "created_at": now, "updated_at": now, "published_at": None}
         conn.execute(insert(Feedback).values(row))
-        audit.record(conn, who, "feedback.create", result.patient, {"feedback_id": row["feedback_id"]})
+        access = patient_read(conn, who, result.patient)
+        audit.record(conn, who.actor("treatment", break_glass=access.break_glass), "feedback.create",
+                     result.patient, {"feedback_id": row["feedback_id"]})
     outbox.relay_soon(context.database, context.publisher)
     return _as_dict(Feedback(**row))
 
 
 @router.get("/feedback", summary="Feedback per issuer, filterable by status", response_model=FeedbackList,
             responses=refusals(422))
-def list_feedback(request: Request, issuer: str, status: str | None = None) -> dict[str, Any]:
+def list_feedback(request: Request, issuer: str, status: str | None = None,
+                  who: Principal = Depends(require("his", "source", "operator"))) -> dict[str, Any]:  # noqa: B008
+    """The issuer's own systems, or an operator whose scope covers the issuer."""
     context = context_of(request)
     if issuer not in context.book.institutions:
         raise ApiError("issuer", f"unknown institution {issuer!r}")
+    if who.role == "operator":
+        within_scope(who, context.book, issuer, "issuer")
+    else:
+        same_institution(who, issuer, "issuer")
     if status is not None and status not in STATUSES:
         raise ApiError("status", f"status must be one of {', '.join(STATUSES)}")
     query = select(Feedback).where(Feedback.result_issuer == issuer).order_by(Feedback.created_at.desc())
@@ -114,9 +126,14 @@ def list_feedback(request: Request, issuer: str, status: str | None = None) -> d
 
 @router.post("/feedback/{feedback_id}/status", summary="The issuer acknowledges or resolves a report",
              response_model=FeedbackView, responses=refusals(404, 422))
-def set_status(feedback_id: str, body: StatusBody, request: Request) -> dict[str, Any]:
+def set_status(feedback_id: str, body: StatusBody, request: Request,
+               who: Principal = Depends(require("his", "source"))) -> dict[str, Any]:  # noqa: B008
+    """By the issuer's own systems only."""
     context = context_of(request)
     with context.database.begin() as conn:
+        issuer = conn.execute(select(Feedback.result_issuer).where(Feedback.feedback_id == feedback_id)).scalar()
+        if issuer is not None:
+            same_institution(who, issuer, "feedback_id")
         changed = conn.execute(update(Feedback).where(Feedback.feedback_id == feedback_id).values(
             status=body.status, updated_at=datetime.now(UTC), published_at=None).returning(Feedback.id)).first()
         if changed is None:

@@ -12,7 +12,7 @@ from typing import Literal
 from urllib.parse import quote
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
@@ -21,8 +21,10 @@ from starlette.concurrency import run_in_threadpool
 from adapters.fhir import BuiltEvent, BundleRefused, Issue, build_events, operation_outcome
 from adapters.report import AdapterError
 from adapters.publish import BrokerUnavailable
+from exchange.api.access import require
 from exchange.api.app import Context, context_of
 from exchange.api.fields import ANSWER
+from exchange.auth.principal import Principal
 from exchange.conflicts import Conflict, check_against_store
 
 log = logging.getLogger(__name__)
@@ -115,6 +117,10 @@ _BODY = {"requestBody": {"required": True, "content": {
              responses={200: {"model": TransactionResponse,
                               "description": "transaction-response: Kafka acknowledged every result"},
                         400: {"model": OperationOutcome, "description": "not a Bundle, or not JSON"},
+                        401: {"model": OperationOutcome, "description": "no token, or an unknown, expired or "
+                                                                         "revoked one"},
+                        403: {"model": OperationOutcome,
+                              "description": "not a source client, or a report issued by another institution"},
                         409: {"model": OperationOutcome,
                               "description": "a report already stored under the same identifier and version "
                                              "with other content, or a version older than the stored one"},
@@ -122,18 +128,19 @@ _BODY = {"requestBody": {"required": True, "content": {
                         422: {"model": OperationOutcome, "description": "an element is invalid; the outcome names it"},
                         503: {"model": OperationOutcome,
                               "description": "the broker is unreachable; nothing was acknowledged"}})
-async def submit_bundle(request: Request) -> Response:
+async def submit_bundle(request: Request,
+                        who: Principal = Depends(require("source", purpose="publish"))) -> Response:  # noqa: B008
     # The raw body is read here, within the size bound, and parsed by fhir.resources, not by FastAPI's models.
     limit = context_of(request).fhir_max_bytes
     body = await read_within(request, limit)
     if body is None:
         return too_large(limit)
-    return await run_in_threadpool(handle_bundle, context_of(request), body)
+    return await run_in_threadpool(handle_bundle, context_of(request), body, who.institution)
 
 
-def handle_bundle(context: Context, body: bytes | bytearray) -> Response:
-    """Validate every report of the Bundle, check it against the store, publish all of them, and answer once
-    Kafka acknowledged."""
+def handle_bundle(context: Context, body: bytes | bytearray, institution: str | None) -> Response:
+    """Validate every report of the Bundle, check that ``institution`` (the source client's) issued every one
+    of them, check them against the store, publish all of them, and answer once Kafka acknowledged."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -144,6 +151,11 @@ def handle_bundle(context: Context, body: bytes | bytearray) -> Response:
     except AdapterError as exc:
         status = 422 if exc.code != "structure" else 400
         return _outcome(status, exc)
+    foreign = sorted({b.event["issuer"] for b in built if b.event["issuer"] != institution})
+    if foreign:
+        return _outcome(403, BundleRefused([Issue(
+            "forbidden", f"this client publishes for {institution} only; the Bundle holds reports issued by "
+            f"{', '.join(foreign)}", ("DiagnosticReport.performer",))]))
     try:
         with context.database.connect() as conn:
             checked = check_against_store(conn, built)

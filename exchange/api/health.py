@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
+from exchange.api.access import PUBLIC
 from exchange.api.app import context_of
 from exchange.api.fields import ANSWER
 from exchange.broker import consumer_lag
@@ -70,7 +71,7 @@ class Health(BaseModel):
 @router.get("/health", summary="Is the exchange able to accept and answer? (broker, store, consumer lag)",
             response_model=None, responses={200: {"model": Health, "description": "the store and the broker answer"},
                                             503: {"model": Health, "description": "degraded: see which part failed"}})
-def health(request: Request) -> JSONResponse:
+def health(request: Request, _: None = Depends(PUBLIC)) -> JSONResponse:  # noqa: B008 - probes need no login
     context = context_of(request)
     report: dict[str, Any] = {"codes": {"ok": True, "version": context.book.version},
                               "pseudonym": {"key_id": context.pseudonymizer.key_id}}  # what adapters must match

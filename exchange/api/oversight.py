@@ -9,14 +9,15 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from codes.calendar import BEIJING
 from exchange import audit
-from exchange.api.actor import PURPOSES, actor
+from exchange.api.access import require, within_scope
 from exchange.api.app import ApiError, context_of
-from exchange.api.errors import refusals
+from exchange.api.errors import AUTHENTICATED, refusals
 from exchange.api.fields import ANSWER, Pseudonym, Timestamp
-from exchange.audit import Actor
-from exchange.stats import statistics, valid_scope
+from exchange.auth.principal import Principal
+from exchange.auth.roles import purposes
+from exchange.stats import in_scope, statistics, valid_scope
 
-router = APIRouter(prefix="/api/v1", tags=["operators"])
+router = APIRouter(prefix="/api/v1", tags=["operators"], responses=AUTHENTICATED)
 
 #: Per issuer or item: how many presented, accepted, rejected (a count that stayed zero is left out).
 Counts = dict[Literal["presented", "accepted", "rejected"], int]
@@ -55,10 +56,11 @@ class AuditEntry(BaseModel):
     model_config = ANSWER
 
     at: Timestamp
+    patient: Pseudonym | None = Field(description="whose data; null for a record about no one patient")
     actor: str
     institution: str | None
-    purpose: str = Field(description=f"why the data was read (now one of {', '.join(PURPOSES)})")
-    role: str | None = Field(description="the reader's role, once login establishes it")
+    purpose: str = Field(description=f"why the data was read (one of {', '.join(purposes())})")
+    role: str | None = Field(description="the reader's role")
     department: str | None
     on_behalf_of: str | None = Field(description="the clinician a system (HIS) read for")
     break_glass: bool = Field(description="an emergency read outside the reader's normal rights")
@@ -69,8 +71,8 @@ class AuditEntry(BaseModel):
 class AuditTrail(BaseModel):
     model_config = ANSWER
 
-    patient: Pseudonym
-    records: list[AuditEntry] = Field(description="newest first")
+    patient: Pseudonym | None = Field(description="the patient asked about, if one was")
+    records: list[AuditEntry] = Field(description="break-glass reads first, then newest first")
 
 
 @router.get("/stats", summary="Presented, accepted, rejected by reason, recognition rate, avoided cost",
@@ -78,10 +80,13 @@ class AuditTrail(BaseModel):
 def stats(request: Request, scope: str | None = Query(None, description="national, region id, alliance id, "
                                                       "province/city/division code or institution id"),
           date_from: AwareDatetime | None = Query(None, alias="from"),
-          date_to: AwareDatetime | None = Query(None, alias="to")) -> dict[str, Any]:
+          date_to: AwareDatetime | None = Query(None, alias="to"),
+          who: Principal = Depends(require("operator", purpose="operations"))) -> dict[str, Any]:  # noqa: B008
+    """For the operator's scope, or a scope inside it (the default: the operator's own)."""
     context = context_of(request)
     if not valid_scope(context.book, scope):
         raise ApiError("scope", f"unknown scope {scope!r}")
+    scope = within_scope(who, context.book, scope, "scope")
     end = date_to or datetime.now(BEIJING)
     start = date_from or end - timedelta(days=30)
     if start >= end:
@@ -90,12 +95,25 @@ def stats(request: Request, scope: str | None = Query(None, description="nationa
         return statistics(conn, context.book, scope, start, end)
 
 
-@router.get("/audit", summary="Who read a patient's data, for which institution and purpose, and when",
+@router.get("/audit", summary="The audit: by patient, principal or institution, break-glass reads first",
             response_model=AuditTrail, responses=refusals(422))
-def audit_trail(request: Request, patient: str = Query(pattern="^[0-9a-f]{64}$"),
-                limit: int = Query(500, ge=1, le=5000), who: Actor = Depends(actor)) -> dict[str, Any]:  # noqa: B008
+def audit_trail(request: Request, patient: str | None = Query(None, pattern="^[0-9a-f]{64}$"),
+                principal: str | None = Query(None, max_length=64, description="an account or client id"),
+                institution: str | None = Query(None, max_length=64),
+                break_glass: bool = Query(False, description="only break-glass reads (the review queue)"),
+                limit: int = Query(500, ge=1, le=5000),
+                who: Principal = Depends(require("auditor", purpose="audit"))) -> dict[str, Any]:  # noqa: B008
+    """Records of reads by institutions inside the auditor's scope (all of them for a national auditor); the
+    listing is itself audited."""
     context = context_of(request)
+    if institution is not None:
+        within_scope(who, context.book, institution, "institution")
     with context.database.begin() as conn:
-        records = audit.trail(conn, patient, limit)
-        audit.record(conn, who, "audit.read", patient, {"records": len(records)})
+        records = [r for r in audit.trail(conn, patient, limit, principal=principal, institution=institution,
+                                          break_glass_only=break_glass)
+                   if who.scope in (None, "national") or (r["institution"] is not None
+                                                          and in_scope(context.book, r["institution"], who.scope))]
+        audit.record(conn, who.actor("audit"), "audit.read", patient,
+                     {"records": len(records), "principal": principal, "institution": institution,
+                      "break_glass": break_glass})
     return {"patient": patient, "records": records}

@@ -2,25 +2,28 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import date
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
+from sqlalchemy import Connection
 
 from codes.calendar import beijing_date, beijing_iso
 from exchange import audit
-from exchange.api.actor import actor
-from exchange.api.app import ApiError, context_of
-from exchange.api.errors import refusals
+from exchange.api.access import patient_read, require, withhold_blocked
+from exchange.api.app import ApiError, Context, context_of
+from exchange.api.errors import AUTHENTICATED, refusals
 from exchange.api.fields import ANSWER, Pseudonym, ResultStatus, Timestamp
 from exchange.api.result_parts import ImagingReport, ResultValue, Study
 from exchange.audit import Actor
+from exchange.auth.principal import Principal
 from exchange.decisions import result_ref
 from exchange.recognize import items_of
-from exchange.store import current_results
+from exchange.store import StoredResult, current_results
 
-router = APIRouter(prefix="/api/v1", tags=["patients"])
+router = APIRouter(prefix="/api/v1", tags=["patients"], responses=AUTHENTICATED)
 
 
 class TimelineResult(BaseModel):
@@ -64,8 +67,24 @@ class Timeline(BaseModel):
             response_model=Timeline, responses=refusals(422))
 def timeline(request: Request, pseudonym: str = Path(pattern="^[0-9a-f]{64}$"), item: str | None = None,
              category: str | None = None, date_from: date | None = None, date_to: date | None = None,
-             who: Actor = Depends(actor)) -> dict[str, Any]:  # noqa: B008
+             who: Principal = Depends(require("clinician", "his", purpose="treatment"))  # noqa: B008
+             ) -> dict[str, Any]:
+    """Within a treatment relationship only; results the patient blocked are left out (break-glass excepted)."""
     context = context_of(request)
+
+    def authorized(conn: Connection) -> tuple[list[StoredResult], Actor]:
+        access = patient_read(conn, who, pseudonym)
+        shown, _ = withhold_blocked(conn, context.book, current_results(conn, pseudonym), pseudonym, who, access)
+        return shown, who.actor("emergency" if access.break_glass else "treatment", break_glass=access.break_glass)
+
+    return timeline_of(context, pseudonym, authorized, item, category, date_from, date_to)
+
+
+def timeline_of(context: Context, pseudonym: str, authorized: Callable[[Connection], tuple[list[StoredResult], Actor]],
+                item: str | None, category: str | None, date_from: date | None, date_to: date | None
+                ) -> dict[str, Any]:
+    """The timeline of what ``authorized`` (run in the read's transaction) lets the reader see, filtered;
+    the read is audited under the actor it returns."""
     book = context.book
     if item is not None and item not in book.items:
         raise ApiError("item", f"unknown unified item code {item!r}")
@@ -75,7 +94,7 @@ def timeline(request: Request, pseudonym: str = Path(pattern="^[0-9a-f]{64}$"), 
     if date_from and date_to and date_from > date_to:
         raise ApiError("date_from", "date_from is after date_to")
     with context.database.begin() as conn:
-        stored = current_results(conn, pseudonym)
+        stored, actor = authorized(conn)
         shown = []
         for result in stored:
             day = beijing_date(result.reported_at)  # the filters are Beijing dates
@@ -87,7 +106,7 @@ def timeline(request: Request, pseudonym: str = Path(pattern="^[0-9a-f]{64}$"), 
             if category is not None and not any(book.items[c].category == category for c in codes if c in book.items):
                 continue
             shown.append(result)
-        audit.record(conn, who, "patient.results", pseudonym,
+        audit.record(conn, actor, "patient.results", pseudonym,
                      {"filters": {"item": item, "category": category, "from": str(date_from or ""),
                                   "to": str(date_to or "")}, "results": len(shown)})
     series: dict[str, list[dict[str, Any]]] = defaultdict(list)

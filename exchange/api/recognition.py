@@ -12,18 +12,18 @@ from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
 from codes.calendar import BEIJING
 from exchange import audit
-from exchange.api.actor import actor
+from exchange.api.access import name_encounter, patient_read, require, same_institution, withhold_blocked
 from exchange.api.app import ApiError, Context, context_of
 from exchange.api.check_answer import CheckAnswer
-from exchange.api.errors import refusals
-from exchange.audit import Actor
+from exchange.api.errors import AUTHENTICATED, refusals
+from exchange.auth.principal import Principal
 from exchange.decisions import result_ref
 from schemas.resident_id import InvalidResidentId
 from exchange.recognize import Answer, RecognitionMemo, Recognizer, best, items_of
 from exchange.store import StoredResult, current_results, pipelined, write
 from exchange.store.models import Presentation
 
-router = APIRouter(prefix="/api/v1", tags=["recognition"])
+router = APIRouter(prefix="/api/v1", tags=["recognition"], responses=AUTHENTICATED)
 
 
 class PatientRef(BaseModel):
@@ -202,21 +202,29 @@ def _answer(context: Context, body: CheckRequest, check_id: str, pseudonym: str,
              response_class=Response, response_model=None,  # the answer is orjson bytes; CheckAnswer describes it
              responses={200: {"model": CheckAnswer,
                               "description": "every prior result's items (encounter) or the priors per ordered item"},
-                        **refusals(422)})
-def check(body: CheckRequest, request: Request, who: Actor = Depends(actor)) -> Response:  # noqa: B008
-    """Encounter reminder (no ``items``) or order-time duplicate reminder (``items``); the read is audited."""
+                        **refusals(409, 422)})
+def check(body: CheckRequest, request: Request,
+          who: Principal = Depends(require("clinician", "his", purpose="order_check"))) -> Response:  # noqa: B008
+    """Encounter reminder (no ``items``) or order-time duplicate reminder (``items``); the read is audited.
+
+    Only for the caller's own institution, within a treatment relationship (an open encounter, one the HIS
+    names in ``encounter_id``, or a break-glass window); results the patient blocked are left out."""
     context = context_of(request)
     book = context.book
     if body.requesting_institution not in book.institutions:
         raise ApiError("requesting_institution", f"unknown institution {body.requesting_institution!r}")
+    same_institution(who, body.requesting_institution, "requesting_institution")
     for i, code in enumerate(body.items or ()):
         if code not in book.items:
             raise ApiError(f"items[{i}]", f"unknown unified item code {code!r}")
     pseudonym = patient_pseudonym(context, body.patient)
     at = body.at or datetime.now(BEIJING)  # without the requester's offset, answers are in Beijing time
     check_id = str(uuid.uuid4())
+    name_encounter(context.database, who, pseudonym, body.encounter_id)
     with context.database.begin() as conn:  # the read, its audit record and the presentations: one transaction
-        stored = current_results(conn, pseudonym)
+        access = patient_read(conn, who, pseudonym)
+        stored, withheld = withhold_blocked(conn, book, current_results(conn, pseudonym), pseudonym, who, access)
+        purpose = "emergency" if access.break_glass else "order_check" if body.items else "treatment"
         evaluated, problems = _evaluate(book, stored, body.requesting_institution, at, context.recognition_memo)
         shown = _shown(evaluated, body.items)
         # The answer goes out only once the audit and presentation rows are committed with the read (a failed
@@ -225,10 +233,12 @@ def check(body: CheckRequest, request: Request, who: Actor = Depends(actor)) -> 
         # only write lock (the engine's too) until the commit.
         with pipelined(conn) as overlapping:
             answer = None if overlapping else _answer(context, body, check_id, pseudonym, at, evaluated, problems)
-            audit.record(conn, who, "recognition.check", pseudonym, {
-                "check_id": check_id, "requesting_institution": body.requesting_institution,
-                "items": body.items, "results": len(stored), "recognizable": len(shown)})
             _present(conn, check_id, body, pseudonym, shown)
             if answer is None:
                 answer = _answer(context, body, check_id, pseudonym, at, evaluated, problems)
+            # The audit row last: on PostgreSQL the chain's lock is held from its insert to the commit, so
+            # concurrent checks wait for each other's commit, not for each other's answers.
+            audit.record(conn, who.actor(purpose, break_glass=access.break_glass), "recognition.check", pseudonym, {
+                "check_id": check_id, "requesting_institution": body.requesting_institution,
+                "items": body.items, "results": len(stored), "recognizable": len(shown), "withheld": withheld})
     return Response(answer, media_type="application/json")

@@ -47,6 +47,8 @@ SUMMARIES = {
     "pseudonym": "Print the pseudonym of a resident ID under the configured key.",
     "keys": "The pseudonym key: create it once per exchange (keys init), show its id.",
     "adapter": "Hospital adapters: parse, map, pseudonymize, publish.",
+    "users": "People's accounts: add, disable, reset-password, list.",
+    "clients": "Hospital systems' client credentials: add, rotate, revoke, list.",
     "codes": "Stored results against the code book: unmapped codes, re-map.",
     "audit": "The audit trail: verify its hash chain, print its head digest.",
     "catalogue": "Validate, diff, import and report coverage of catalogues.",
@@ -78,6 +80,8 @@ def _logging(verbose: bool) -> None:
     "codes": "exchange.cli.codes:codes_group",
     "audit": "exchange.cli.audit:audit_group",
     "catalogue": "codes.cli:catalogue",
+    "users": "exchange.cli.access:users_group",
+    "clients": "exchange.cli.access:clients_group",
 })
 @click.option("-v", "--verbose", is_flag=True, help="debug logging")
 def main(verbose: bool) -> None:

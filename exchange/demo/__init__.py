@@ -6,6 +6,7 @@ import logging
 import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -98,10 +99,13 @@ def check_request() -> dict[str, Any]:
             "requesting_institution": data["check"]["requesting_institution"]}
 
 
-def _post(url: str, body: dict[str, Any], content_type: str,
-          tls: ssl.SSLContext | None = None) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": content_type})
+def _post(url: str, body: dict[str, Any] | bytes, content_type: str, token: str | None = None,
+          headers: dict[str, str] | None = None, tls: ssl.SSLContext | None = None) -> tuple[int, dict[str, Any]]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    sent = {"Content-Type": content_type, **(headers or {})}
+    if token:
+        sent["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, method="POST", headers=sent)
     try:
         with urllib.request.urlopen(request, timeout=30, context=tls) as response:
             return response.status, json.loads(response.read())
@@ -109,35 +113,97 @@ def _post(url: str, body: dict[str, Any], content_type: str,
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-def run_demo(server: Any, settings: Any, book: Any) -> None:
-    """Wait for the API, send the demo Bundles through POST /fhir, wait until stored, print a curl."""
+def seed_principals(database: Any) -> dict[str, str]:
+    """The demo's accounts and clients, with fresh secrets on every run: {name: secret or password}.
+
+    Demo-only credentials: a deployment creates its own with ``hrx users add`` and ``hrx clients add``.
+    """
+    from exchange.auth import accounts
+    from exchange.auth.credentials import new_token, totp_uri
+
+    data = load()
+    secrets: dict[str, str] = {}
+    for spec in data["accounts"]:
+        password = new_token()[:16]
+        try:
+            totp = accounts.add_user(database, spec["username"], spec["role"], spec["name"], password,
+                                     institution=spec.get("institution"), department=spec.get("department"),
+                                     scope=spec.get("scope"))
+        except accounts.AccountError:  # an earlier demo run created it: a new password
+            accounts.set_password(database, spec["username"], password)
+            totp = next((a.totp_secret for a in accounts.list_users(database) if a.username == spec["username"]),
+                        None)
+        secrets[spec["username"]] = password
+        if totp:
+            secrets[f"{spec['username']} TOTP"] = totp_uri(totp, spec["username"])
+    clients = [(f"demo-source-{i}", "source", i) for i in sorted({r["institution"] for r in data["reports"]})]
+    his = data["his_client"]
+    clients.append((his["client_id"], "his", his["institution"]))
+    for client_id, role, institution in clients:
+        try:
+            secrets[client_id] = accounts.add_client(database, client_id, role, institution, f"demo {role}")
+        except accounts.AccountError:
+            secrets[client_id] = accounts.rotate_client(database, client_id)
+    return secrets
+
+
+def client_token(base: str, client_id: str, secret: str, tls: ssl.SSLContext | None = None) -> str:
+    form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": client_id,
+                                   "client_secret": secret}).encode()
+    status, body = _post(f"{base}/api/v1/auth/token", form, "application/x-www-form-urlencoded", tls=tls)
+    if status != 200:
+        raise RuntimeError(f"demo: the token endpoint answered {status}: {body}")
+    return str(body["access_token"])
+
+
+def run_demo(server: Any, settings: Any, book: Any, database: Any) -> None:
+    """Create the demo principals, wait for the API, send the demo Bundles through POST /fhir as each
+    hospital's source client, wait until stored, print how to log in and a curl."""
     base = settings.api_url
     # Over TLS the demo trusts the API's own certificate (a self-signed one included).
     tls = ssl.create_default_context(cafile=str(settings.tls_cert)) if settings.tls_cert else None
+    secrets = seed_principals(database)
+    log.warning("demo: DEMO-ONLY credentials created (never use them outside a demo): %s",
+                ", ".join(sorted(k for k in secrets if not k.endswith("TOTP"))))
     while not server.started:
         time.sleep(0.05)
     sent = 0
+    tokens: dict[str, str] = {}
     for bundle in bundles():
-        status, body = _post(f"{base}/fhir", bundle, "application/fhir+json", tls)
+        institution = bundle["identifier"]["system"].rsplit(":", 1)[-1]
+        client_id = f"demo-source-{institution}"
+        tokens.setdefault(institution, client_token(base, client_id, secrets[client_id], tls))
+        status, body = _post(f"{base}/fhir", bundle, "application/fhir+json", tokens[institution], tls=tls)
         if status != 200:
             log.error("demo: POST /fhir answered %d: %s", status, body)
             continue
         sent += 1
     log.info("demo: %d Bundle(s) accepted through POST /fhir", sent)
     data = load()
-    request = check_request()
+    his = data["his_client"]
+    his_token = client_token(base, his["client_id"], secrets[his["client_id"]], tls)
+    request = {**check_request(), "encounter_id": his["encounter_id"]}
+    on_behalf = {"X-HRX-On-Behalf-Of": his["on_behalf_of"]}
     expected = sum(1 for r in data["reports"] if r["patient"] == data["check"]["patient"])
     deadline = time.monotonic() + 60
     found: set[tuple[str, str]] = set()
     while time.monotonic() < deadline and len(found) < expected:
-        status, body = _post(f"{base}/api/v1/recognition/check", request, "application/json", tls)
+        status, body = _post(f"{base}/api/v1/recognition/check", request, "application/json", his_token, on_behalf,
+                             tls)
         if status == 200:
             found = {(e["result"]["issuer"], e["result"]["result_id"]) for e in body["results"]}
         time.sleep(0.2)
     log.info("demo: the engine stored %d of %d reports of the demo patient", len(found), expected)
     payload = json.dumps(request, ensure_ascii=False)
     cacert = f" --cacert {settings.tls_cert}" if settings.tls_cert else ""
-    print("\nHR Exchange is ready. Ask which prior results the demo patient's new hospital may reuse "
-          "(synthetic demo identity):\n\n"
-          f"  curl -s{cacert} -X POST {base}/api/v1/recognition/check -H 'Content-Type: application/json' \\\n"
+    logins = "\n".join(f"    {name}: {secret}" for name, secret in sorted(secrets.items()))
+    print("\nHR Exchange is ready. DEMO-ONLY credentials (new on every `hrx up --demo`; accounts log in at "
+          f"POST {base}/api/v1/auth/token with grant_type=password, clients with grant_type=client_credentials):\n"
+          f"{logins}\n\nAsk, as the HIS of {his['institution']} for {his['on_behalf_of']}, which prior results "
+          "the demo patient's new hospital may reuse (synthetic demo identity):\n\n"
+          f"  TOKEN=$(curl -s{cacert} {base}/api/v1/auth/token -d grant_type=client_credentials "
+          f"-d client_id={his['client_id']} -d client_secret='{secrets[his['client_id']]}' | "
+          "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')\n"
+          f"  curl -s{cacert} -X POST {base}/api/v1/recognition/check -H \"Authorization: Bearer $TOKEN\" \\\n"
+          f"       -H 'X-HRX-On-Behalf-Of: {his['on_behalf_of']}' -H 'Content-Type: application/json' \\\n"
           f"       -d '{payload}'\n", flush=True)

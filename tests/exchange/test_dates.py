@@ -6,6 +6,8 @@ the answer must not depend on the offset an instant is written in, nor on the ma
 """
 from __future__ import annotations
 
+from functools import cache
+
 import os
 import time
 from collections.abc import Iterator
@@ -148,10 +150,20 @@ def _store(world: CodeBook, database, pseudonymizer, issuer: str, result_id: str
 
 
 @pytest.fixture
-def world_api(world, database, pseudonymizer) -> TestClient:  # type: ignore[no-untyped-def]
+def world_api(world, database, pseudonymizer, principals) -> TestClient:  # type: ignore[no-untyped-def]
+    """The API on the world code book; ``as_his(institution)``: that hospital's HIS headers, the patient in an
+    open encounter there."""
     context = Context(book=world, database=database, pseudonymizer=pseudonymizer,
                       publisher=Publisher("127.0.0.1:9"), bootstrap="127.0.0.1:9", engine_group="g")
-    return TestClient(create_app(context))
+
+    def as_his(institution: str) -> dict[str, str]:
+        principals.encounter(pseudonymizer.pseudonym(RESIDENT_ID), institution, key=f"E-{institution}",
+                             starts_at=datetime(2026, 1, 1, tzinfo=UTC))
+        return principals.his(institution)
+
+    client = TestClient(create_app(context))
+    client.as_his = cache(as_his)  # type: ignore[attr-defined]
+    return client
 
 
 def test_the_check_judges_qc_by_the_beijing_date_on_both_stores(world, database, pseudonymizer,  # type: ignore[no-untyped-def]
@@ -163,7 +175,7 @@ def test_the_check_judges_qc_by_the_beijing_date_on_both_stores(world, database,
     at = "2026-04-02T09:00:00+08:00"
     for requester, ref, expected in (("bj-c1", "bj-b1/after-last-day", "qc_not_met"),
                                      ("bj-b1", "bj-c1/first-day", "recognizable")):
-        answer = world_api.post("/api/v1/recognition/check", json={
+        answer = world_api.post("/api/v1/recognition/check", headers=world_api.as_his(requester), json={
             "patient": {"resident_id": RESIDENT_ID}, "requesting_institution": requester, "at": at}).json()
         [entry] = [e for e in answer["results"] if e["result"]["ref"] == ref]
         assert entry["recognition"]["status"] == expected, entry["recognition"]["reasons"]
@@ -176,7 +188,7 @@ def test_answers_speak_the_requesters_offset_else_beijing_time(world, database, 
     body = {"patient": {"resident_id": RESIDENT_ID}, "requesting_institution": "bj-b1"}
     for at, offset in ((None, "+08:00"), (datetime.now(UTC).astimezone(timezone(timedelta(hours=-5))), "-05:00"),
                        (datetime.now(UTC), "+00:00")):
-        answer = world_api.post("/api/v1/recognition/check",
+        answer = world_api.post("/api/v1/recognition/check", headers=world_api.as_his("bj-b1"),
                                 json={**body, **({"at": at.isoformat()} if at else {})}).json()
         [entry] = answer["results"]
         assert entry["recognition"]["status"] == "recognizable"
@@ -190,8 +202,10 @@ def test_the_timelines_date_filters_are_beijing_dates(world, database, pseudonym
     _store(world, database, pseudonymizer, "bj-a1", "early-morning", datetime(2026, 4, 1, 7, 0, tzinfo=BEIJING))
     pseudonym = pseudonymizer.pseudonym(RESIDENT_ID)
     url = f"/api/v1/patients/{pseudonym}/results"
-    on_the_day = world_api.get(url, params={"date_from": "2026-04-01", "date_to": "2026-04-01"}).json()
+    on_the_day = world_api.get(url, params={"date_from": "2026-04-01", "date_to": "2026-04-01"},
+                               headers=world_api.as_his("bj-a1")).json()
     assert [r["ref"] for r in on_the_day["results"]] == ["bj-a1/early-morning"]
     assert on_the_day["results"][0]["reported_at"] == "2026-04-01T07:00:00+08:00"
-    day_before = world_api.get(url, params={"date_from": "2026-03-31", "date_to": "2026-03-31"}).json()
+    day_before = world_api.get(url, params={"date_from": "2026-03-31", "date_to": "2026-03-31"},
+                               headers=world_api.as_his("bj-a1")).json()
     assert day_before["results"] == []

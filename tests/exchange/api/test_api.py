@@ -23,12 +23,15 @@ AT = "2026-11-21T10:00:00+08:00"
 
 
 @pytest.fixture
-def api(book, database, broker, pseudonymizer) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
-    """The API alone (no engine consuming): for what is answered before anything reaches the store."""
+def api(book, database, broker, pseudonymizer, principals) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    """The API alone (no engine consuming): for what is answered before anything reaches the store. ``source``:
+    the headers of the Bundle issuer's source client; ``his``: those of the checking hospital's HIS."""
     publisher = Publisher(broker.bootstrap, timeout_s=3)
     context = Context(book=book, database=database, pseudonymizer=pseudonymizer, publisher=publisher,
                       bootstrap=broker.bootstrap, engine_group="hrx-engine")
     with TestClient(create_app(context)) as test_client:
+        test_client.source = principals.source("bj-xicheng-001")  # type: ignore[attr-defined]
+        test_client.his = principals.his("bj-chaoyang-001")  # type: ignore[attr-defined]
         yield test_client
     publisher.close()
 
@@ -41,9 +44,10 @@ def client(api, engine_thread) -> TestClient:  # type: ignore[no-untyped-def]
 
 
 def _check(client: TestClient, **overrides: object) -> dict:  # type: ignore[type-arg]
-    body = {"patient": {"resident_id": RESIDENT_ID}, "requesting_institution": "bj-chaoyang-001", "at": AT}
+    body = {"patient": {"resident_id": RESIDENT_ID}, "requesting_institution": "bj-chaoyang-001", "at": AT,
+            "encounter_id": "E-api"}
     body.update(overrides)
-    response = client.post("/api/v1/recognition/check", json=body)
+    response = client.post("/api/v1/recognition/check", json=body, headers=client.his)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -54,7 +58,7 @@ def _stored(database) -> int:  # type: ignore[no-untyped-def]
 
 
 def test_bundle_to_answer(client, database) -> None:  # type: ignore[no-untyped-def]
-    response = client.post("/fhir", content=json.dumps(BUNDLE), headers={"Content-Type": "application/fhir+json"})
+    response = client.post("/fhir", content=json.dumps(BUNDLE), headers={**client.source, "Content-Type": "application/fhir+json"})
     assert response.status_code == 200, response.text
     assert response.json()["type"] == "transaction-response"
     answer = wait_for(lambda: _check(client)["results"] and _check(client))
@@ -68,7 +72,7 @@ def test_bundle_to_answer(client, database) -> None:  # type: ignore[no-untyped-
     assert glucose["recognition"]["valid_until"] and glucose["recognition"]["catalogue_id"]
     assert all(e["recognition"]["reasons"] for e in answer["results"])
     # Resending the same Bundle creates nothing new.
-    assert client.post("/fhir", json=BUNDLE).status_code == 200
+    assert client.post("/fhir", json=BUNDLE, headers=client.source).status_code == 200
     wait_for(lambda: engine_idle(client))
     assert _stored(database) == 1
 
@@ -79,7 +83,7 @@ def engine_idle(client: TestClient) -> bool:
 
 
 def test_order_time_check_picks_the_best_prior(client) -> None:  # type: ignore[no-untyped-def]
-    assert client.post("/fhir", json=BUNDLE).status_code == 200
+    assert client.post("/fhir", json=BUNDLE, headers=client.source).status_code == 200
     wait_for(lambda: _check(client)["results"])
     answer = _check(client, items=["L0032", "L0001"])
     assert answer["trigger"] == "order"
@@ -90,7 +94,7 @@ def test_order_time_check_picks_the_best_prior(client) -> None:  # type: ignore[
 
 
 def test_a_correction_replaces_what_the_check_shows(client) -> None:  # type: ignore[no-untyped-def]
-    assert client.post("/fhir", json=BUNDLE).status_code == 200
+    assert client.post("/fhir", json=BUNDLE, headers=client.source).status_code == 200
     corrected = copy.deepcopy(BUNDLE)
     for entry in corrected["entry"]:
         resource = entry["resource"]
@@ -98,7 +102,7 @@ def test_a_correction_replaces_what_the_check_shows(client) -> None:  # type: ig
             resource["status"], resource["meta"] = "corrected", {"versionId": "3"}
         if resource["resourceType"] == "Observation" and resource["code"]["coding"][0]["code"] == "BJXCGLU":
             resource["valueQuantity"]["value"] = 120
-    assert client.post("/fhir", json=corrected).status_code == 200
+    assert client.post("/fhir", json=corrected, headers=client.source).status_code == 200
 
     def corrected_shown() -> dict | None:  # type: ignore[type-arg]
         results = _check(client)["results"]
@@ -109,7 +113,7 @@ def test_a_correction_replaces_what_the_check_shows(client) -> None:  # type: ig
     assert glucose["result"]["status"] == "corrected"
     assert glucose["values"][0]["value"] == pytest.approx(120 * 0.05551)
     # The stale original, resent after the correction, never comes back.
-    assert client.post("/fhir", json=BUNDLE).status_code == 200
+    assert client.post("/fhir", json=BUNDLE, headers=client.source).status_code == 200
     wait_for(lambda: engine_idle(client))
     assert {e["result"]["version"] for e in _check(client)["results"]} == {3}
 
@@ -126,18 +130,18 @@ def test_a_correction_replaces_what_the_check_shows(client) -> None:  # type: ig
      "at"),
 ])
 def test_check_errors_name_the_field(api, body, field) -> None:  # type: ignore[no-untyped-def]
-    response = api.post("/api/v1/recognition/check", json=body)
+    response = api.post("/api/v1/recognition/check", json=body, headers=api.his)
     assert response.status_code == 422
     assert response.json()["error"].startswith(field), response.json()
     assert "110105198003120021" not in response.text
 
 
 def test_invalid_bundle_gets_an_operation_outcome(api) -> None:  # type: ignore[no-untyped-def]
-    response = api.post("/fhir", content=b"{not json", headers={"Content-Type": "application/fhir+json"})
+    response = api.post("/fhir", content=b"{not json", headers={**api.source, "Content-Type": "application/fhir+json"})
     assert response.status_code == 400 and response.json()["resourceType"] == "OperationOutcome"
     bad = copy.deepcopy(BUNDLE)
     bad["type"] = "searchset"
-    response = api.post("/fhir", json=bad)
+    response = api.post("/fhir", json=bad, headers=api.source)
     assert response.status_code == 422
     assert response.json()["issue"][0]["expression"] == ["Bundle.type"]
 
@@ -151,7 +155,7 @@ def test_health_reports_broker_store_and_lag(api) -> None:  # type: ignore[no-un
 
 def test_broker_down_means_503_and_nothing_accepted(api, broker, database) -> None:  # type: ignore[no-untyped-def]
     broker.stop()
-    response = api.post("/fhir", json=BUNDLE)
+    response = api.post("/fhir", json=BUNDLE, headers=api.source)
     assert response.status_code == 503
     assert response.json()["issue"][0]["code"] == "transient"
     assert api.get("/api/v1/health").status_code == 503
@@ -172,7 +176,7 @@ def test_the_collector_is_tuned_only_while_the_api_runs(book, database, pseudony
 
 
 def test_a_check_whose_audit_write_fails_shows_nothing_and_records_nothing(book, database, pseudonymizer,
-                                                                           monkeypatch) -> None:  # type: ignore[no-untyped-def]
+                                                                           monkeypatch, principals) -> None:  # type: ignore[no-untyped-def]
     """On PostgreSQL the check's writes are pipelined: their errors arrive late, but still before the answer."""
     import exchange.api.recognition as recognition
     from exchange.store.models import AuditRecord
@@ -190,7 +194,8 @@ def test_a_check_whose_audit_write_fails_shows_nothing_and_records_nothing(book,
     context = Context(book=book, database=database, pseudonymizer=pseudonymizer,
                       publisher=Publisher("127.0.0.1:9"), bootstrap="127.0.0.1:9", engine_group="hrx-engine")
     with TestClient(create_app(context), raise_server_exceptions=False) as client:
-        response = client.post("/api/v1/recognition/check", json={
+        principals.encounter(pseudonymizer.pseudonym(RESIDENT_ID), "bj-chaoyang-001")
+        response = client.post("/api/v1/recognition/check", headers=principals.his("bj-chaoyang-001"), json={
             "patient": {"resident_id": RESIDENT_ID}, "requesting_institution": "bj-chaoyang-001", "at": AT})
     assert response.status_code == 500 and "results" not in response.text
     with database.connect() as conn:
@@ -198,7 +203,7 @@ def test_a_check_whose_audit_write_fails_shows_nothing_and_records_nothing(book,
 
 
 def test_on_sqlite_the_answer_is_built_without_holding_the_write_lock(book, database, pseudonymizer,
-                                                                      monkeypatch) -> None:  # type: ignore[no-untyped-def]
+                                                                      monkeypatch, principals) -> None:  # type: ignore[no-untyped-def]
     """A long answer must not keep the engine from writing: SQLite has one write lock, taken by the check's
     first write (its audit row) and held until the commit."""
     import sqlite3
@@ -225,7 +230,8 @@ def test_on_sqlite_the_answer_is_built_without_holding_the_write_lock(book, data
     context = Context(book=book, database=database, pseudonymizer=pseudonymizer,
                       publisher=Publisher("127.0.0.1:9"), bootstrap="127.0.0.1:9", engine_group="hrx-engine")
     with TestClient(create_app(context)) as client:
-        response = client.post("/api/v1/recognition/check", json={
+        principals.encounter(pseudonymizer.pseudonym(RESIDENT_ID), "bj-chaoyang-001")
+        response = client.post("/api/v1/recognition/check", headers=principals.his("bj-chaoyang-001"), json={
             "patient": {"resident_id": RESIDENT_ID}, "requesting_institution": "bj-chaoyang-001", "at": AT})
     assert response.status_code == 200 and response.json()["complete"] is True
     assert writable == ([True] if database.dialect.name == "sqlite" else [])

@@ -36,7 +36,7 @@ def _lab(result_id: str, codes: list[tuple[str, float, str]], status: str = "fin
 
 
 @pytest.fixture
-def api(book, database, pseudonymizer) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+def api(book, database, pseudonymizer, principals) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
     """A patient with lab results of every verdict from one hospital and a CT study from another."""
     pipeline = ResultPipeline(book, pseudonymizer)
     events = [pipeline.lab_event(report, "fhir") for report in (
@@ -55,7 +55,8 @@ def api(book, database, pseudonymizer) -> Iterator[TestClient]:  # type: ignore[
         ingest(conn, [Delivery(e) for e in events])
     context = Context(book=book, database=database, pseudonymizer=pseudonymizer,
                       publisher=Publisher("127.0.0.1:9"), bootstrap="127.0.0.1:9", engine_group="g")
-    yield TestClient(create_app(context))
+    principals.encounter(events[0]["patient"]["pseudonym"], REQUESTER)
+    yield TestClient(create_app(context), headers=principals.his(REQUESTER))
 
 
 def _check(api: TestClient, **extra: object) -> bytes:

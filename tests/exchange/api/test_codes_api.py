@@ -14,6 +14,8 @@ from exchange.api import Context, create_app
 from exchange.config import Settings
 from adapters.publish import Publisher
 
+from tests.fixtures.principals import Principals
+
 AT = "2026-11-21T10:00:00+08:00"
 
 
@@ -25,7 +27,7 @@ def api(book, pseudonymizer, tmp_path) -> TestClient:  # type: ignore[no-untyped
     migrate(database)
     context = Context(book=book, database=database, pseudonymizer=pseudonymizer,
                       publisher=Publisher("127.0.0.1:9"), bootstrap="127.0.0.1:9", engine_group="g")
-    return TestClient(create_app(context))
+    return TestClient(create_app(context), headers=Principals(database).operator())  # reads reference data
 
 
 def test_catalogue_list_marks_versions_in_force(api, book) -> None:  # type: ignore[no-untyped-def]

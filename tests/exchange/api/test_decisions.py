@@ -22,7 +22,6 @@ from tests.fixtures.waiting import wait_for
 RESIDENT_ID = make_resident_id("11010519800312002")
 REQUESTER = "bj-chaoyang-001"
 ISSUER = "bj-xicheng-001"
-DOCTOR = {"X-HRX-Actor": "dr-wang", "X-HRX-Institution": REQUESTER, "X-HRX-Purpose": "treatment"}
 
 
 def _report(result_id: str, observations: list[tuple[str, float, str]], status: str = "final",
@@ -35,8 +34,10 @@ def _report(result_id: str, observations: list[tuple[str, float, str]], status: 
 
 
 @pytest.fixture
-def api(book, database, broker, pseudonymizer) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
-    """The API over a store holding three results of one patient from one Beijing hospital."""
+def api(book, database, broker, pseudonymizer, principals) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    """The API over a store holding three results of one patient from one Beijing hospital, the patient in an
+    open encounter at the requester; ``his``: the requester's HIS acting for dr-wang, ``issuer``: the issuer's
+    HIS, ``operator`` and ``auditor`` national ones."""
     pipeline = ResultPipeline(book, pseudonymizer)
     events = [pipeline.lab_event(r, "fhir") for r in (
         _report("R1", [("BJXCGLU", 99.0, "mg/dL"), ("BJXCK", 4.1, "mmol/L")]),
@@ -49,12 +50,17 @@ def api(book, database, broker, pseudonymizer) -> Iterator[TestClient]:  # type:
                       bootstrap=broker.bootstrap, engine_group="hrx-engine")
     with TestClient(create_app(context)) as client:
         client.pseudonym = events[0]["patient"]["pseudonym"]  # type: ignore[attr-defined]
+        principals.encounter(client.pseudonym, REQUESTER)  # type: ignore[attr-defined]
+        client.his = principals.his(REQUESTER, "dr-wang")  # type: ignore[attr-defined]
+        client.issuer = principals.his(ISSUER, "dr-li")  # type: ignore[attr-defined]
+        client.operator = principals.operator()  # type: ignore[attr-defined]
+        client.auditor = principals.auditor()  # type: ignore[attr-defined]
         yield client
     publisher.close()
 
 
 def _check(api: TestClient, encounter: str = "E1") -> dict:  # type: ignore[type-arg]
-    response = api.post("/api/v1/recognition/check", headers=DOCTOR, json={
+    response = api.post("/api/v1/recognition/check", headers=api.his, json={
         "patient": {"resident_id": RESIDENT_ID}, "requesting_institution": REQUESTER, "encounter_id": encounter})
     assert response.status_code == 200, response.text
     return response.json()
@@ -63,13 +69,13 @@ def _check(api: TestClient, encounter: str = "E1") -> dict:  # type: ignore[type
 def _decide(api: TestClient, ref: str, decision: str, item: str | None = None, **extra: object):  # type: ignore[no-untyped-def]
     body = {"result_id": ref, "requesting_institution": REQUESTER, "clinician_id": "dr-wang", "encounter_id": "E1",
             "trigger": "encounter", "decision": decision, "item": item, **extra}
-    return api.post("/api/v1/decisions", json=body, headers=DOCTOR)
+    return api.post("/api/v1/decisions", json=body, headers=api.his)
 
 
 def _stats(api: TestClient) -> dict:  # type: ignore[type-arg]
     now = datetime.now(UTC)
     response = api.get("/api/v1/stats", params={"scope": "11", "from": (now - timedelta(hours=1)).isoformat(),
-                                                "to": (now + timedelta(hours=1)).isoformat()})
+                                                "to": (now + timedelta(hours=1)).isoformat()}, headers=api.operator)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -98,7 +104,7 @@ def test_decision_arithmetic(api, book) -> None:  # type: ignore[no-untyped-def]
     again = _decide(api, f"{ISSUER}/R1", "revoke", "L0032")
     assert again.status_code == 409 and again.json()["field"] == "decision"
     assert _stats(api)["requesting_institutions"] > 1
-    outside = api.get("/api/v1/stats", params={"scope": "33"}).json()
+    outside = api.get("/api/v1/stats", params={"scope": "33"}, headers=api.operator).json()
     assert (outside["presented"], outside["accepted"]) == (0, 0)
 
 
@@ -117,7 +123,7 @@ def test_decision_arithmetic(api, book) -> None:  # type: ignore[no-untyped-def]
 def test_decision_errors_name_the_field(api, extra, field) -> None:  # type: ignore[no-untyped-def]
     body = {"result_id": f"{ISSUER}/R1", "requesting_institution": REQUESTER, "clinician_id": "dr-wang",
             "encounter_id": "E1", "trigger": "encounter", **extra}
-    response = api.post("/api/v1/decisions", json=body)
+    response = api.post("/api/v1/decisions", json=body, headers=api.his)
     assert 400 <= response.status_code < 500
     assert response.json()["error"].startswith(field), response.json()
 
@@ -128,7 +134,7 @@ def test_reason_08_with_a_note_is_accepted(api) -> None:  # type: ignore[no-unty
 
 
 def test_batch_accepts_every_recognizable_result_of_a_source_hospital(api, broker) -> None:  # type: ignore[no-untyped-def]
-    response = api.post("/api/v1/decisions/batch", headers=DOCTOR, json={
+    response = api.post("/api/v1/decisions/batch", headers=api.his, json={
         "patient": {"resident_id": RESIDENT_ID}, "issuer": ISSUER, "requesting_institution": REQUESTER,
         "clinician_id": "dr-wang", "encounter_id": "E2", "trigger": "encounter", "decision": "accept"})
     assert response.status_code == 201, response.text
@@ -149,16 +155,16 @@ def test_batch_accepts_every_recognizable_result_of_a_source_hospital(api, broke
 
 def test_feedback_reaches_the_issuer(api, broker) -> None:  # type: ignore[no-untyped-def]
     response = api.post("/api/v1/feedback", json={"result_id": f"{ISSUER}/R1", "kind": "report_problem",
-                                                   "note": "单位疑似错误", "reporter_institution": REQUESTER})
+                                                   "note": "单位疑似错误", "reporter_institution": REQUESTER}, headers=api.his)
     assert response.status_code == 201, response.text
     feedback_id = response.json()["feedback_id"]
-    listed = api.get("/api/v1/feedback", params={"issuer": ISSUER, "status": "open"}).json()["feedback"]
+    listed = api.get("/api/v1/feedback", params={"issuer": ISSUER, "status": "open"}, headers=api.issuer).json()["feedback"]
     assert [f["feedback_id"] for f in listed] == [feedback_id]
-    done = api.post(f"/api/v1/feedback/{feedback_id}/status", json={"status": "acknowledged"})
+    done = api.post(f"/api/v1/feedback/{feedback_id}/status", json={"status": "acknowledged"}, headers=api.issuer)
     assert done.json()["status"] == "acknowledged"
-    assert api.get("/api/v1/feedback", params={"issuer": ISSUER, "status": "open"}).json()["feedback"] == []
-    assert api.get("/api/v1/feedback", params={"issuer": "nowhere"}).status_code == 422
-    assert api.post("/api/v1/feedback/nope/status", json={"status": "resolved"}).status_code == 404
+    assert api.get("/api/v1/feedback", params={"issuer": ISSUER, "status": "open"}, headers=api.issuer).json()["feedback"] == []
+    assert api.get("/api/v1/feedback", params={"issuer": "nowhere"}, headers=api.issuer).status_code == 422
+    assert api.post("/api/v1/feedback/nope/status", json={"status": "resolved"}, headers=api.issuer).status_code == 404
     consumer = KafkaConsumer(TOPIC_FEEDBACK, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
                              consumer_timeout_ms=1000)
     statuses: list[str] = []
@@ -173,31 +179,30 @@ def test_feedback_reaches_the_issuer(api, broker) -> None:  # type: ignore[no-un
 
 def test_timeline_filters_and_series(api) -> None:  # type: ignore[no-untyped-def]
     url = f"/api/v1/patients/{api.pseudonym}/results"
-    everything = api.get(url, headers=DOCTOR).json()
+    everything = api.get(url, headers=api.his).json()
     assert {r["ref"] for r in everything["results"]} == {f"{ISSUER}/R1", f"{ISSUER}/R2", f"{ISSUER}/R3"}
-    glucose = api.get(url, params={"item": "L0032"}).json()
+    glucose = api.get(url, params={"item": "L0032"}, headers=api.his).json()
     assert [r["ref"] for r in glucose["results"]] == [f"{ISSUER}/R1"]
     assert list(glucose["series"]) == ["L0032"] and glucose["series"]["L0032"][0]["unit"] == "mmol/L"
-    assert len(api.get(url, params={"category": "biochemistry"}).json()["results"]) == 3
+    assert len(api.get(url, params={"category": "biochemistry"}, headers=api.his).json()["results"]) == 3
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
-    assert api.get(url, params={"date_from": tomorrow}).json()["results"] == []
-    assert api.get(url, params={"item": "ZZZ"}).json()["error"].startswith("item")
-    assert api.get(url, params={"category": "astrology"}).status_code == 422
+    assert api.get(url, params={"date_from": tomorrow}, headers=api.his).json()["results"] == []
+    assert api.get(url, params={"item": "ZZZ"}, headers=api.his).json()["error"].startswith("item")
+    assert api.get(url, params={"category": "astrology"}, headers=api.his).status_code == 422
 
 
 def test_every_read_is_audited(api) -> None:  # type: ignore[no-untyped-def]
     _check(api)
-    api.get(f"/api/v1/patients/{api.pseudonym}/results", headers=DOCTOR)
-    trail = api.get("/api/v1/audit", params={"patient": api.pseudonym},
-                    headers={"X-HRX-Actor": "auditor-1", "X-HRX-Purpose": "audit"}).json()["records"]
+    api.get(f"/api/v1/patients/{api.pseudonym}/results", headers=api.his)
+    trail = api.get("/api/v1/audit", params={"patient": api.pseudonym}, headers=api.auditor).json()["records"]
     actions = [(r["action"], r["actor"], r["institution"], r["purpose"]) for r in trail]
-    assert actions[0] == ("patient.results", "dr-wang", REQUESTER, "treatment")
-    assert actions[1] == ("recognition.check", "dr-wang", REQUESTER, "treatment")
+    assert actions[0] == ("patient.results", f"his-{REQUESTER}", REQUESTER, "treatment")
+    assert actions[1] == ("recognition.check", f"his-{REQUESTER}", REQUESTER, "treatment")
     assert RESIDENT_ID not in str(trail)
-    newest = api.get("/api/v1/audit", params={"patient": api.pseudonym}).json()["records"][0]
-    assert (newest["action"], newest["actor"]) == ("audit.read", "auditor-1")
-    bad = api.get("/api/v1/audit", params={"patient": api.pseudonym}, headers={"X-HRX-Purpose": "curiosity"})
-    assert bad.status_code == 422 and bad.json()["field"] == "X-HRX-Purpose"
+    newest = api.get("/api/v1/audit", params={"patient": api.pseudonym}, headers=api.auditor).json()["records"][0]
+    assert (newest["action"], newest["actor"]) == ("audit.read", "auditor-national")
+    refused = api.get("/api/v1/audit", params={"patient": api.pseudonym}, headers=api.his)
+    assert refused.status_code == 403  # a HIS may not read the audit, whatever it claims
 
 
 def test_a_status_change_during_a_relay_is_not_lost(api, database) -> None:  # type: ignore[no-untyped-def]
@@ -209,7 +214,7 @@ def test_a_status_change_during_a_relay_is_not_lost(api, database) -> None:  # t
     from exchange.store.models import Feedback
 
     created = api.post("/api/v1/feedback", json={"result_id": f"{ISSUER}/R1", "kind": "image_problem",
-                                                  "note": "影像缺失", "reporter_institution": REQUESTER}).json()
+                                                  "note": "影像缺失", "reporter_institution": REQUESTER}, headers=api.his).json()
     context = api.app.state.context
     wait_for(lambda: outbox.relay(context.database, context.publisher) == 0)
     real_publish = context.publisher.publish

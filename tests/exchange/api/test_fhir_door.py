@@ -18,7 +18,8 @@ from adapters.publish import Publisher
 from exchange.api import Context, create_app
 from exchange.store import connect, migrate
 from exchange.store.models import Observation, Result
-from tests.adapters.fhir_examples import example, localise, reports
+from tests.adapters.fhir_examples import INSTITUTION, example, localise, reports
+from tests.fixtures.principals import Principals
 from tests.fixtures.waiting import wait_for
 from tests.exchange.test_conflicts import stored
 
@@ -56,7 +57,9 @@ def door(book, pseudonymizer, tmp_path) -> Iterator[tuple[TestClient, CountingAp
     context = Context(book=book, database=database, pseudonymizer=pseudonymizer, publisher=Publisher("127.0.0.1:9"),
                       bootstrap="127.0.0.1:9", engine_group="hrx-engine", fhir_max_bytes=LIMIT)
     app = CountingApp(create_app(context))
-    with TestClient(app) as client:
+    source = Principals(database).source(INSTITUTION)
+    app.authorization = source["Authorization"]  # type: ignore[attr-defined]
+    with TestClient(app, headers=source) as client:
         yield client, app
     database.dispose()
 
@@ -81,7 +84,7 @@ def test_a_body_over_the_bound_is_refused_by_its_content_length_unread(door) -> 
     assert small.status_code == 503 and app.read > 0  # under the bound: read, parsed, then the broker is away
 
 
-def _chunked_post(app: Any, chunk: bytes, chunks: int) -> tuple[int, int, int]:
+def _chunked_post(app: Any, chunk: bytes, chunks: int, authorization: str) -> tuple[int, int, int]:
     """Drive the ASGI app as a server does for a chunked request (no Content-Length): the status answered,
     the body bytes the app pulled, and the peak of memory allocated meanwhile."""
     pulled = 0
@@ -102,7 +105,8 @@ def _chunked_post(app: Any, chunk: bytes, chunks: int) -> tuple[int, int, int]:
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
              "path": "/fhir", "raw_path": b"/fhir", "query_string": b"", "root_path": "",
              "headers": [(b"host", b"testserver"), (b"content-type", b"application/fhir+json"),
-                         (b"transfer-encoding", b"chunked")], "client": ("127.0.0.1", 1), "server": ("testserver", 80)}
+                         (b"transfer-encoding", b"chunked"), (b"authorization", authorization.encode())],
+             "client": ("127.0.0.1", 1), "server": ("testserver", 80)}
     tracemalloc.start()
     try:
         asyncio.run(app(scope, receive, send))
@@ -115,7 +119,7 @@ def _chunked_post(app: Any, chunk: bytes, chunks: int) -> tuple[int, int, int]:
 def test_a_chunked_body_over_the_bound_is_refused_after_the_bound(door) -> None:  # type: ignore[no-untyped-def]
     client, app = door
     chunk = b" " * (64 * 1024)  # whitespace: valid JSON padding, whatever came before
-    status, pulled, peak = _chunked_post(app.app, chunk, chunks=128)  # 8 MiB offered
+    status, pulled, peak = _chunked_post(app.app, chunk, chunks=128, authorization=app.authorization)  # 8 MiB offered
     assert status == 413
     assert pulled <= LIMIT + len(chunk)
     assert peak < 4 * LIMIT  # the API's memory grew by the bound, not by the 8 MiB body
@@ -139,12 +143,12 @@ def test_error_answers_are_bounded(door) -> None:  # type: ignore[no-untyped-def
 
 
 @pytest.fixture
-def api(book, database, broker, pseudonymizer) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
-    """The API alone (no engine consuming) on both stores."""
+def api(book, database, broker, pseudonymizer, principals) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    """The API alone (no engine consuming) on both stores, called by the examples' issuer's source client."""
     publisher = Publisher(broker.bootstrap, timeout_s=3)
     context = Context(book=book, database=database, pseudonymizer=pseudonymizer, publisher=publisher,
                       bootstrap=broker.bootstrap, engine_group="hrx-engine")
-    with TestClient(create_app(context)) as test_client:
+    with TestClient(create_app(context), headers=principals.source(INSTITUTION)) as test_client:
         yield test_client
     publisher.close()
 
@@ -231,7 +235,8 @@ def test_a_store_that_cannot_be_read_means_503(book, pseudonymizer, tmp_path) ->
     context = Context(book=book, database=unmigrated, pseudonymizer=pseudonymizer,
                       publisher=Publisher("127.0.0.1:9"), bootstrap="127.0.0.1:9", engine_group="hrx-engine")
     with TestClient(create_app(context)) as client:
-        response = client.post("/fhir", content=json.dumps(localise(example("Bundle-101"))), headers=FHIR)
+        response = client.post("/fhir", content=json.dumps(localise(example("Bundle-101"))),
+                               headers={**FHIR, "Authorization": "Bearer any"})  # checking it reads the store
     assert response.status_code == 503 and response.json()["issue"][0]["code"] == "transient"
     assert "store is unavailable" in response.json()["issue"][0]["diagnostics"]
     unmigrated.dispose()

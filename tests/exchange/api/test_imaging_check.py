@@ -14,7 +14,7 @@ from adapters.publish import Publisher
 from exchange.store import Delivery, ingest
 
 
-def test_imaging_result_is_answered_with_its_report_and_pointer(book, database, pseudonymizer) -> None:  # type: ignore[no-untyped-def]
+def test_imaging_result_is_answered_with_its_report_and_pointer(book, database, pseudonymizer, principals) -> None:  # type: ignore[no-untyped-def]
     resident_id = make_resident_id("11010519800312002")
     now = datetime.now(UTC)
     report = ImagingReport(
@@ -30,7 +30,8 @@ def test_imaging_result_is_answered_with_its_report_and_pointer(book, database, 
         ingest(conn, [Delivery(event)])
     context = Context(book=book, database=database, pseudonymizer=pseudonymizer,
                       publisher=Publisher("127.0.0.1:9"), bootstrap="127.0.0.1:9", engine_group="g")
-    client = TestClient(create_app(context))
+    client = TestClient(create_app(context), headers=principals.his("bj-chaoyang-002"))
+    principals.encounter(event["patient"]["pseudonym"], "bj-chaoyang-002")
     answer = client.post("/api/v1/recognition/check", json={
         "patient": {"resident_id": resident_id}, "requesting_institution": "bj-chaoyang-002"}).json()
     [entry] = answer["results"]

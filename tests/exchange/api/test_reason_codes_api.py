@@ -22,6 +22,7 @@ from exchange.cli.stack import up as up_command
 from exchange.config import Settings
 from exchange.store import Delivery, connect, ingest, migrate
 from schemas.resident_id import make_resident_id
+from tests.fixtures.principals import Principals
 
 # The app's outbox relay reaches for a broker socket while it runs.
 pytestmark = pytest.mark.integration
@@ -84,7 +85,11 @@ def started_with(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
             ingest(conn, [Delivery(event)])
         context = Context(book=book, database=database, pseudonymizer=pseudonymizer,
                           publisher=Publisher("127.0.0.1:9"), bootstrap="127.0.0.1:9", engine_group="g")
-        return TestClient(create_app(context))
+        principals = Principals(database)
+        principals.encounter(event["patient"]["pseudonym"], "bj-a2")
+        client = TestClient(create_app(context), headers=principals.his("bj-a2", "dr-li"))
+        client.operator = principals.operator()  # type: ignore[attr-defined]
+        return client
 
     return start
 
@@ -102,7 +107,7 @@ def test_a_directory_without_reason_codes_uses_the_shipped_ones(started_with) ->
     assert [r["code"] for r in listed.json()] == ["01", "02", "03", "04", "05", "06", "07", "08", "98", "99"]
     assert _reject(api, "08").json()["field"] == "note"
     assert _reject(api, "07").status_code == 201
-    stats = api.get("/api/v1/stats", params={"scope": "bj-a2"})
+    stats = api.get("/api/v1/stats", params={"scope": "bj-a2"}, headers=api.operator)
     assert stats.status_code == 200, stats.text
     assert stats.json()["rejected_by_reason"]["07"]["reason_zh"] == "出具机构质控不合格或结果质量存疑"
 
@@ -119,6 +124,6 @@ def test_a_directory_with_its_own_reason_codes_uses_them(started_with) -> None: 
     assert _reject(api, "06").json()["field"] == "note"
     assert _reject(api, "06", note="患者坚持").status_code == 201
     assert _reject(api, "99", encounter="E2").status_code == 201
-    stats = api.get("/api/v1/stats", params={"scope": "bj-a2"}).json()
+    stats = api.get("/api/v1/stats", params={"scope": "bj-a2"}, headers=api.operator).json()
     assert stats["rejected_by_reason"]["06"]["reason_zh"] == "患者要求复查（须说明）"
     assert stats["excluded_from_denominator"] == 1  # 99: continuous monitoring does not count against recognition

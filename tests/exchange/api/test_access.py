@@ -1,0 +1,237 @@
+"""Every route of /openapi.json walked with four callers: anonymous → 401, a role the route does not admit →
+403, the right role for another institution or scope → 403, the right principal → 2xx (both stores). A route
+added without an access rule, or missing from the table below, fails here."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import APIRouter, Depends
+from fastapi.testclient import TestClient
+
+from adapters.pipeline import ResultPipeline
+from exchange.api import Context, create_app
+from exchange.api.access import PUBLIC, rule_of
+from exchange.api.app import api_routers
+from exchange.store import Delivery, ingest
+from exchange.auth.patient_codes import FileSender
+from tests.fakes import FakePublisher
+from tests.fixtures.principals import PASSWORD, Principals
+
+REQUESTER, ISSUER, ELSEWHERE = "bj-chaoyang-001", "bj-xicheng-001", "sh-xuhui-001"
+RESIDENT_ID = "110105198003120024"
+BUNDLE = json.loads((Path(__file__).parents[2] / "data/fhir/lab-bundle.json").read_text("utf-8"))
+
+
+@dataclass
+class World:
+    client: TestClient
+    who: Principals
+    pseudonym: str
+    feedback_id: str
+    block_id: int
+    codes: Path  # where the FileSender writes patients' one-time codes
+
+
+@pytest.fixture
+def world(book, database, pseudonymizer, principals, tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    """One patient with a result from ISSUER, in an open encounter at REQUESTER; a feedback and a block."""
+    from tests.exchange.api.test_decisions import _report
+
+    event = ResultPipeline(book, pseudonymizer).lab_event(_report("R1", [("BJXCGLU", 99.0, "mg/dL")]), "fhir")
+    with database.begin() as conn:
+        ingest(conn, [Delivery(event)])
+    pseudonym = event["patient"]["pseudonym"]
+    principals.encounter(pseudonym, REQUESTER)
+    context = Context(book=book, database=database, pseudonymizer=pseudonymizer, publisher=FakePublisher(),
+                      bootstrap="127.0.0.1:9", engine_group="g",  # type: ignore[arg-type]
+                      code_sender=FileSender(tmp_path / "codes.jsonl"))
+    with TestClient(create_app(context)) as client:
+        feedback = client.post("/api/v1/feedback", headers=principals.his(REQUESTER), json={
+            "result_id": f"{ISSUER}/R1", "kind": "report_problem", "note": "单位疑似错误",
+            "reporter_institution": REQUESTER})
+        assert feedback.status_code == 201, feedback.text
+        block = client.post("/api/v1/me/blocks", headers=principals.patient(pseudonym), json={"category": "molecular"})
+        assert block.status_code == 201, block.text
+        yield World(client, principals, pseudonym, feedback.json()["feedback_id"], block.json()["id"],
+                    tmp_path / "codes.jsonl")
+
+
+Call = Callable[[World, dict[str, str]], httpx.Response]
+Who = Callable[[World], dict[str, str]]  # the headers of a caller, made in the world's store
+
+
+@dataclass(frozen=True)
+class Case:
+    """How to call a route, who may (``right``), a role it refuses (``wrong``), the right role elsewhere."""
+
+    call: Call
+    right: Who
+    wrong: Who | None = None
+    elsewhere: Who | None = None
+    public: bool = False
+
+
+def _check(w: World, h: dict[str, str]) -> httpx.Response:
+    return w.client.post("/api/v1/recognition/check", headers=h, json={
+        "patient": {"resident_id": RESIDENT_ID}, "requesting_institution": REQUESTER})
+
+
+def _decision(w: World, h: dict[str, str]) -> httpx.Response:
+    return w.client.post("/api/v1/decisions", headers=h, json={
+        "result_id": f"{ISSUER}/R1", "requesting_institution": REQUESTER, "clinician_id": "dr-wang",
+        "encounter_id": "E-open", "trigger": "encounter", "decision": "accept"})
+
+
+def _batch(w: World, h: dict[str, str]) -> httpx.Response:
+    return w.client.post("/api/v1/decisions/batch", headers=h, json={
+        "patient": {"resident_id": RESIDENT_ID}, "issuer": ISSUER, "requesting_institution": REQUESTER,
+        "clinician_id": "dr-wang", "encounter_id": "E-open", "trigger": "encounter", "decision": "accept"})
+
+
+def _token(w: World, h: dict[str, str]) -> httpx.Response:
+    from exchange.auth import accounts
+
+    secret = accounts.add_client(w.who.database, "token-test", "his", REQUESTER, "token test")
+    return w.client.post("/api/v1/auth/token", data={"grant_type": "client_credentials", "client_id": "token-test",
+                                                     "client_secret": secret})
+
+
+def _login(w: World, h: dict[str, str]) -> httpx.Response:
+    w.who.clinician(REQUESTER, username="dr-login")
+    return w.client.post("/api/v1/auth/login", json={"username": "dr-login", "password": PASSWORD})
+
+
+def _patient_login(w: World, h: dict[str, str]) -> httpx.Response:
+    sent = w.client.post("/api/v1/patient/code", json={"patient": {"resident_id": RESIDENT_ID}})
+    assert sent.status_code == 202, sent.text
+    code = json.loads(w.codes.read_text("utf-8").splitlines()[-1])["code"]
+    return w.client.post("/api/v1/patient/token", json={"patient": {"resident_id": RESIDENT_ID}, "code": code})
+
+
+his_here: Who = lambda w: w.who.his(REQUESTER)  # noqa: E731
+his_elsewhere: Who = lambda w: w.who.his(ELSEWHERE, "dr-x")  # noqa: E731
+operator: Who = lambda w: w.who.operator()  # noqa: E731
+patient_role: Who = lambda w: w.who.patient("f" * 64)  # noqa: E731
+any_role: Who = lambda w: w.who.his(REQUESTER)  # noqa: E731
+
+CASES: dict[str, Case] = {
+    "POST /fhir": Case(lambda w, h: w.client.post("/fhir", headers=h, json=BUNDLE),
+                       lambda w: w.who.source(ISSUER), his_here, lambda w: w.who.source(ELSEWHERE)),
+    "POST /api/v1/recognition/check": Case(_check, his_here, operator, his_elsewhere),
+    "GET /api/v1/health": Case(lambda w, h: w.client.get("/api/v1/health", headers=h), any_role, public=True),
+    "GET /api/v1/catalogues": Case(lambda w, h: w.client.get("/api/v1/catalogues", headers=h), patient_role),
+    "GET /api/v1/catalogues/{catalogue_id}": Case(
+        lambda w, h: w.client.get("/api/v1/catalogues/jjj-lab", headers=h), lambda w: w.who.auditor()),
+    "GET /api/v1/items/{code}": Case(lambda w, h: w.client.get("/api/v1/items/L0032", headers=h),
+                                     lambda w: w.who.source(ISSUER)),
+    "GET /api/v1/institutions/{institution_id}": Case(
+        lambda w, h: w.client.get(f"/api/v1/institutions/{ISSUER}", headers=h), lambda w: w.who.admin()),
+    "GET /api/v1/unmapped-codes": Case(
+        lambda w, h: w.client.get("/api/v1/unmapped-codes", params={"institution": ISSUER}, headers=h),
+        operator, patient_role, lambda w: w.who.source(ELSEWHERE)),
+    "POST /api/v1/auth/token": Case(_token, any_role, public=True),
+    "POST /api/v1/auth/login": Case(_login, any_role, public=True),
+    "POST /api/v1/auth/logout": Case(lambda w, h: w.client.post("/api/v1/auth/logout", headers=h),
+                                     lambda w: w.who.user("leaving", "clinician", institution=REQUESTER)),
+    "GET /api/v1/auth/me": Case(lambda w, h: w.client.get("/api/v1/auth/me", headers=h), patient_role),
+    "POST /api/v1/patient/code": Case(
+        lambda w, h: w.client.post("/api/v1/patient/code", json={"patient": {"resident_id": "11010519491231002X"}}),
+        any_role, public=True),
+    "POST /api/v1/patient/token": Case(_patient_login, any_role, public=True),
+    "POST /api/v1/encounters": Case(
+        lambda w, h: w.client.post("/api/v1/encounters", headers=h, json={
+            "patient": {"resident_id": RESIDENT_ID}, "encounter_id": "E-new", "department": "内科",
+            "start": datetime.now(UTC).isoformat()}), his_here, lambda w: w.who.clinician(REQUESTER)),
+    "POST /api/v1/break-glass": Case(
+        lambda w, h: w.client.post("/api/v1/break-glass", headers=h, json={
+            "patient": {"resident_id": RESIDENT_ID}, "reason": "unconscious patient, no relatives reachable"}),
+        lambda w: w.who.clinician(REQUESTER), operator),
+    "GET /api/v1/reason-codes": Case(lambda w, h: w.client.get("/api/v1/reason-codes", headers=h), operator),
+    "POST /api/v1/decisions": Case(_decision, his_here, operator, his_elsewhere),
+    "POST /api/v1/decisions/batch": Case(_batch, his_here, lambda w: w.who.auditor(), his_elsewhere),
+    "POST /api/v1/feedback": Case(
+        lambda w, h: w.client.post("/api/v1/feedback", headers=h, json={
+            "result_id": f"{ISSUER}/R1", "kind": "report_problem", "note": "n", "reporter_institution": REQUESTER}),
+        his_here, patient_role, his_elsewhere),
+    "GET /api/v1/feedback": Case(lambda w, h: w.client.get("/api/v1/feedback", params={"issuer": ISSUER}, headers=h),
+                                 lambda w: w.who.source(ISSUER), lambda w: w.who.clinician(REQUESTER),
+                                 lambda w: w.who.source(ELSEWHERE)),
+    "POST /api/v1/feedback/{feedback_id}/status": Case(
+        lambda w, h: w.client.post(f"/api/v1/feedback/{w.feedback_id}/status", headers=h,
+                                   json={"status": "acknowledged"}),
+        lambda w: w.who.his(ISSUER, "dr-li"), lambda w: w.who.clinician(REQUESTER), his_here),
+    "GET /api/v1/patients/{pseudonym}/results": Case(
+        lambda w, h: w.client.get(f"/api/v1/patients/{w.pseudonym}/results", headers=h),
+        his_here, operator, his_elsewhere),
+    "GET /api/v1/me/results": Case(lambda w, h: w.client.get("/api/v1/me/results", headers=h), patient_role,
+                                   his_here),
+    "GET /api/v1/me/access-log": Case(lambda w, h: w.client.get("/api/v1/me/access-log", headers=h), patient_role,
+                                      lambda w: w.who.auditor()),
+    "GET /api/v1/me/blocks": Case(lambda w, h: w.client.get("/api/v1/me/blocks", headers=h), patient_role, operator),
+    "POST /api/v1/me/blocks": Case(lambda w, h: w.client.post("/api/v1/me/blocks", headers=h, json={"issuer": ISSUER}),
+                                   patient_role, his_here),
+    "DELETE /api/v1/me/blocks/{block_id}": Case(
+        lambda w, h: w.client.delete(f"/api/v1/me/blocks/{w.block_id}", headers=h),
+        lambda w: w.who.patient(w.pseudonym), his_here),  # another patient's block: 404, as if there were none
+    "GET /api/v1/stats": Case(lambda w, h: w.client.get("/api/v1/stats", params={"scope": "11"}, headers=h),
+                              operator, lambda w: w.who.auditor(), lambda w: w.who.operator(scope="31")),
+    "GET /api/v1/audit": Case(lambda w, h: w.client.get("/api/v1/audit", params={"patient": w.pseudonym}, headers=h),
+                              lambda w: w.who.auditor(), operator),
+}
+
+
+def _operations(client: TestClient) -> list[str]:
+    document = client.get("/openapi.json").json()
+    return [f"{method.upper()} {path}" for path, item in document["paths"].items() for method in item]
+
+
+def test_every_route_has_an_access_rule() -> None:
+    missing = [f"{sorted(r.methods)} {r.path}" for router in api_routers() for r in router.routes
+               if rule_of(r) is None]  # type: ignore[arg-type]
+    assert not missing, f"routes without an access rule: {missing}"
+
+
+def test_a_route_without_a_rule_is_found() -> None:
+    bare = APIRouter()
+
+    @bare.get("/bare")
+    def answer() -> dict[str, str]:
+        return {}
+
+    @bare.get("/open")
+    def open_(_: None = Depends(PUBLIC)) -> dict[str, str]:  # noqa: B008
+        return {}
+
+    assert [rule_of(r) is None for r in bare.routes] == [True, False]  # type: ignore[arg-type]
+
+
+def test_every_route_is_walked_with_every_kind_of_caller(world: World) -> None:
+    operations = _operations(world.client)
+    assert sorted(operations) == sorted(CASES), "a route is missing from CASES, or CASES names a removed one"
+    problems = []
+    for name in operations:
+        case = CASES[name]
+        world.client.cookies.clear()  # a session set by an earlier call (the login) is not this caller's
+        anonymous = case.call(world, {})
+        world.client.cookies.clear()
+        if case.public:
+            # /health answers 503 here (no broker): that is its answer, not a refusal of the caller
+            if anonymous.status_code in (401, 403) or not (200 <= anonymous.status_code < 300 or
+                                                            name == "GET /api/v1/health"):
+                problems.append(f"{name}: public, yet {anonymous.status_code} to an anonymous caller")
+            continue
+        if anonymous.status_code != 401:
+            problems.append(f"{name}: anonymous → {anonymous.status_code}, not 401")
+        for label, who in (("wrong role", case.wrong), ("elsewhere", case.elsewhere)):
+            if who is not None and (got := case.call(world, who(world)).status_code) != 403:
+                problems.append(f"{name}: {label} → {got}, not 403")
+        right = case.call(world, case.right(world))
+        if not 200 <= right.status_code < 300:
+            problems.append(f"{name}: the right principal → {right.status_code}: {right.text[:200]}")
+    assert not problems, "\n".join(problems)
