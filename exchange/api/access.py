@@ -154,9 +154,9 @@ def withhold_blocked(conn: Connection, book: Any, results: list[Any], pseudonym:
                      access: relationship.Access) -> tuple[list[Any], int]:
     """The results a patient's sharing blocks leave visible to ``who`` (all of them in break-glass), and how
     many were withheld."""
-    found = relationship.blocks(conn, pseudonym)
-    if not found or access.break_glass:
+    if access.break_glass or not access.blocks:
         return results, 0
+    found = relationship.blocks(conn, pseudonym)
     shown = []
     for result in results:
         categories = {book.items[c].category for c, _ in items_of(result) if c in book.items}

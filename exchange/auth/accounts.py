@@ -259,21 +259,29 @@ class Presented:
 
 def resolve(database: Engine, token: str) -> Presented | None:
     """The principal a token stands for, or None when it is unknown, expired or revoked, or its account or
-    client was disabled or revoked since."""
-    with Session(database) as session:
-        row = session.get(Token, credentials.token_digest(token))
-        if row is None or row.revoked or row.expires_at <= _now():
+    client was disabled or revoked since. One query: every authenticated request asks it."""
+    query = (select(Token.principal_kind, Token.principal_id, Token.session, Token.csrf_digest,
+                    Account.role, Account.name, Account.institution, Account.department, Account.scope,
+                    Account.disabled, Client.role.label("client_role"), Client.name.label("client_name"),
+                    Client.institution.label("client_institution"), Client.revoked_at)
+             .outerjoin(Account, (Token.principal_kind == "account") & (Account.username == Token.principal_id))
+             .outerjoin(Client, (Token.principal_kind == "client") & (Client.client_id == Token.principal_id))
+             .where(Token.digest == credentials.token_digest(token), Token.revoked.is_(False),
+                    Token.expires_at > _now()))
+    with database.connect() as conn:
+        row = conn.execute(query).first()
+    if row is None:
+        return None
+    if row.principal_kind == "account":
+        if row.role is None or row.disabled:
             return None
-        if row.principal_kind == "account":
-            account = session.get(Account, row.principal_id)
-            if account is None or account.disabled:
-                return None
-            principal = account_principal(account)
-        elif row.principal_kind == "client":
-            client = session.get(Client, row.principal_id)
-            if client is None or client.revoked_at is not None:
-                return None
-            principal = client_principal(client)
-        else:
-            principal = Principal(id=row.principal_id, role="patient")
-        return Presented(principal, row.session, row.csrf_digest)
+        principal = Principal(id=row.principal_id, role=row.role, institution=row.institution,
+                              department=row.department, scope=row.scope, name=row.name)
+    elif row.principal_kind == "client":
+        if row.client_role is None or row.revoked_at is not None:
+            return None
+        principal = Principal(id=row.principal_id, role=row.client_role, institution=row.client_institution,
+                              name=row.client_name)
+    else:
+        principal = Principal(id=row.principal_id, role="patient")
+    return Presented(principal, row.session, row.csrf_digest)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, insert, or_, select, update
+from sqlalchemy import Connection, exists, insert, or_, select, update
 
 from exchange.store.access import BreakGlass, Encounter, SharingBlock
 
@@ -40,6 +40,7 @@ class Access:
 
     encounter: str | None
     break_glass: bool
+    blocks: bool = True  # whether the patient has sharing blocks to apply (True: look them up)
 
 
 def _registered(conn: Connection, institution: str, encounter_key: str, patient: str) -> bool:
@@ -83,14 +84,6 @@ def register_named(conn: Connection, *, institution: str, encounter_key: str, pa
                        registered_by=registered_by)
 
 
-def open_encounter(conn: Connection, patient: str, institution: str, at: datetime) -> str | None:
-    """The key of an encounter of ``patient`` at ``institution`` open at ``at``, if there is one."""
-    row = conn.execute(select(Encounter.encounter_key).where(
-        Encounter.patient == patient, Encounter.institution == institution, Encounter.starts_at <= at,
-        or_(Encounter.ends_at.is_(None), Encounter.ends_at >= at)).limit(1)).first()
-    return row.encounter_key if row else None
-
-
 def open_break_glass(conn: Connection, principal_id: str, institution: str, patient: str, reason: str
                      ) -> datetime:
     """Open an emergency window; returns when it closes."""
@@ -104,22 +97,24 @@ def open_break_glass(conn: Connection, principal_id: str, institution: str, pati
     return now + BREAK_GLASS_WINDOW
 
 
-def in_break_glass(conn: Connection, principal_id: str, patient: str, at: datetime) -> bool:
-    return conn.execute(select(BreakGlass.id).where(
-        BreakGlass.principal_id == principal_id, BreakGlass.patient == patient, BreakGlass.opened_at <= at,
-        BreakGlass.expires_at > at).limit(1)).first() is not None
-
-
 def treatment_access(conn: Connection, *, principal_id: str, institution: str, patient: str) -> Access | None:
     """Why this clinician (or the HIS acting for one) may read this patient's results now, or None.
 
     An open break-glass window comes first, even beside an encounter: every read in it is flagged, and the
-    patient's sharing blocks do not hold results back from it."""
+    patient's sharing blocks do not hold results back from it. One query (the window, the encounter and
+    whether the patient has blocks): every check and timeline asks it.
+    """
     now = datetime.now(UTC)
-    if in_break_glass(conn, principal_id, patient, now):
-        return Access(open_encounter(conn, patient, institution, now), True)
-    encounter = open_encounter(conn, patient, institution, now)
-    return Access(encounter, False) if encounter is not None else None
+    glass = exists().where(BreakGlass.principal_id == principal_id, BreakGlass.patient == patient,
+                           BreakGlass.opened_at <= now, BreakGlass.expires_at > now)
+    encounter = select(Encounter.encounter_key).where(
+        Encounter.patient == patient, Encounter.institution == institution, Encounter.starts_at <= now,
+        or_(Encounter.ends_at.is_(None), Encounter.ends_at >= now)).limit(1).scalar_subquery()
+    blocked = exists().where(SharingBlock.patient == patient, SharingBlock.removed_at.is_(None))
+    in_glass, key, has_blocks = conn.execute(select(glass, encounter, blocked)).one()
+    if not in_glass and key is None:
+        return None
+    return Access(key, bool(in_glass), bool(has_blocks))
 
 
 # --- sharing blocks --------------------------------------------------------------------------------------------

@@ -199,7 +199,9 @@ def run_demo(server: Any, settings: Any, book: Any, database: Any) -> None:
     logins = "\n".join(f"    {name}: {secret}" for name, secret in sorted(secrets.items()))
     print("\nHR Exchange is ready. DEMO-ONLY credentials (new on every `hrx up --demo`; accounts log in at "
           f"POST {base}/api/v1/auth/token with grant_type=password, clients with grant_type=client_credentials):\n"
-          f"{logins}\n\nAsk, as the HIS of {his['institution']} for {his['on_behalf_of']}, which prior results "
+          f"{logins}\n    the demo patient: resident ID {check_request()['patient']['resident_id']} at "
+          f"POST {base}/api/v1/patient/code, then the code from {settings.var_dir / 'patient-codes.jsonl'} at "
+          f"POST {base}/api/v1/patient/token\n\nAsk, as the HIS of {his['institution']} for {his['on_behalf_of']}, which prior results "
           "the demo patient's new hospital may reuse (synthetic demo identity):\n\n"
           f"  TOKEN=$(curl -s{cacert} {base}/api/v1/auth/token -d grant_type=client_credentials "
           f"-d client_id={his['client_id']} -d client_secret='{secrets[his['client_id']]}' | "
