@@ -92,6 +92,13 @@ def _watch_children(children: dict[subprocess.Popen[bytes], str], stopping: thre
                           child.returncode)
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (systemd, ``docker stop``) stops the stack as Ctrl-C does. uvicorn shuts down on it and then raises
+    the signal again under the handler it found: Python's default one would end the process at once, before the
+    ``finally`` that stops the engines, the listeners and the embedded broker (which would be left running)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+
 def _stop(children: list[subprocess.Popen[bytes]]) -> None:
     for child in children:
         if child.poll() is None:
@@ -174,6 +181,7 @@ def up(settings: Settings, demo: bool = False, engines: int = 1, listeners: Sequ
 
             threading.Thread(target=run_demo, args=(server, settings, book, database), name="demo", daemon=True).start()
         log.info("api: %s (OpenAPI at /openapi.json) — Ctrl-C stops everything", settings.api_url)
+        stop_on_sigterm()
         server.run()
         return 0
     finally:

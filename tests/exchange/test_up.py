@@ -238,3 +238,22 @@ def test_up_serves_https_and_keeps_its_var_directory_private(tls_pair: TlsPair, 
     finally:
         code = stack.stop()
     assert code == 0, stack.log
+
+
+def test_sigterm_stops_the_whole_stack_as_ctrl_c_does(tmp_path: Path) -> None:
+    """systemd and ``docker stop`` send SIGTERM: the engines and the embedded broker stop with the stack."""
+    port = free_port()
+    stack = Stack(["--port", str(port)], tmp_path, _bare_env(HRX_VAR_DIR=str(tmp_path / "var")))
+    broker = stack.wait_for_line("broker: embedded tansu at").split(" at ")[1].split()[0]
+    stack.wait_for_line("api: ")
+    wait_for(lambda: _accepting(port), timeout=60)
+    stack.process.send_signal(signal.SIGTERM)
+    try:
+        code = stack.process.wait(40)
+    except subprocess.TimeoutExpired:
+        stack.process.kill()
+        pytest.fail("hrx up did not stop within 40 s of SIGTERM:\n" + stack.log)
+    stack.reader.join(5)
+    assert code == 0 and "stopped" in stack.log, stack.log
+    assert not (tmp_path / "var" / "stack.json").exists()
+    assert not _accepting(int(broker.rsplit(":", 1)[1]))  # the broker went with it
