@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from exchange.auth import credentials
@@ -257,19 +257,22 @@ class Presented:
     csrf_digest: str | None
 
 
+#: Built once: constructing the statement cost more than running it.
+_RESOLVE = (select(Token.principal_kind, Token.principal_id, Token.session, Token.csrf_digest,
+                   Account.role, Account.name, Account.institution, Account.department, Account.scope,
+                   Account.disabled, Client.role.label("client_role"), Client.name.label("client_name"),
+                   Client.institution.label("client_institution"), Client.revoked_at)
+            .outerjoin(Account, (Token.principal_kind == "account") & (Account.username == Token.principal_id))
+            .outerjoin(Client, (Token.principal_kind == "client") & (Client.client_id == Token.principal_id))
+            .where(Token.digest == bindparam("digest"), Token.revoked.is_(False),
+                   Token.expires_at > bindparam("now", type_=Token.expires_at.type)))
+
+
 def resolve(database: Engine, token: str) -> Presented | None:
     """The principal a token stands for, or None when it is unknown, expired or revoked, or its account or
     client was disabled or revoked since. One query: every authenticated request asks it."""
-    query = (select(Token.principal_kind, Token.principal_id, Token.session, Token.csrf_digest,
-                    Account.role, Account.name, Account.institution, Account.department, Account.scope,
-                    Account.disabled, Client.role.label("client_role"), Client.name.label("client_name"),
-                    Client.institution.label("client_institution"), Client.revoked_at)
-             .outerjoin(Account, (Token.principal_kind == "account") & (Account.username == Token.principal_id))
-             .outerjoin(Client, (Token.principal_kind == "client") & (Client.client_id == Token.principal_id))
-             .where(Token.digest == credentials.token_digest(token), Token.revoked.is_(False),
-                    Token.expires_at > _now()))
     with database.connect() as conn:
-        row = conn.execute(query).first()
+        row = conn.execute(_RESOLVE, {"digest": credentials.token_digest(token), "now": _now()}).first()
     if row is None:
         return None
     if row.principal_kind == "account":

@@ -14,9 +14,10 @@ Rules (docs/rules.md, "Who may see what"):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, exists, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, exists, insert, or_, select, update
 
 from exchange.store.access import BreakGlass, Encounter, SharingBlock
 
@@ -97,6 +98,23 @@ def open_break_glass(conn: Connection, principal_id: str, institution: str, pati
     return now + BREAK_GLASS_WINDOW
 
 
+def _standing() -> Any:
+    """Built once (constructing it cost more than running it): the break-glass window, the open encounter and
+    whether the patient has sharing blocks, in one query."""
+    now = bindparam("now", type_=BreakGlass.opened_at.type)
+    patient = bindparam("patient")
+    glass = exists().where(BreakGlass.principal_id == bindparam("principal"), BreakGlass.patient == patient,
+                           BreakGlass.opened_at <= now, BreakGlass.expires_at > now)
+    encounter = select(Encounter.encounter_key).where(
+        Encounter.patient == patient, Encounter.institution == bindparam("institution"), Encounter.starts_at <= now,
+        or_(Encounter.ends_at.is_(None), Encounter.ends_at >= now)).limit(1).scalar_subquery()
+    blocked = exists().where(SharingBlock.patient == patient, SharingBlock.removed_at.is_(None))
+    return select(glass, encounter, blocked)
+
+
+_STANDING = _standing()
+
+
 def treatment_access(conn: Connection, *, principal_id: str, institution: str, patient: str) -> Access | None:
     """Why this clinician (or the HIS acting for one) may read this patient's results now, or None.
 
@@ -104,14 +122,9 @@ def treatment_access(conn: Connection, *, principal_id: str, institution: str, p
     patient's sharing blocks do not hold results back from it. One query (the window, the encounter and
     whether the patient has blocks): every check and timeline asks it.
     """
-    now = datetime.now(UTC)
-    glass = exists().where(BreakGlass.principal_id == principal_id, BreakGlass.patient == patient,
-                           BreakGlass.opened_at <= now, BreakGlass.expires_at > now)
-    encounter = select(Encounter.encounter_key).where(
-        Encounter.patient == patient, Encounter.institution == institution, Encounter.starts_at <= now,
-        or_(Encounter.ends_at.is_(None), Encounter.ends_at >= now)).limit(1).scalar_subquery()
-    blocked = exists().where(SharingBlock.patient == patient, SharingBlock.removed_at.is_(None))
-    in_glass, key, has_blocks = conn.execute(select(glass, encounter, blocked)).one()
+    in_glass, key, has_blocks = conn.execute(_STANDING, {"principal": principal_id, "patient": patient,
+                                                         "institution": institution,
+                                                         "now": datetime.now(UTC)}).one()
     if not in_glass and key is None:
         return None
     return Access(key, bool(in_glass), bool(has_blocks))
