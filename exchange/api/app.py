@@ -22,6 +22,7 @@ from exchange import collector, outbox
 from exchange.api.security_headers import SecurityHeaders
 from adapters.pseudonymize import Pseudonymizer
 from exchange.auth.patient_codes import CodeSender
+from exchange.auth.throttle import FailureThrottle
 from exchange.recognize import RecognitionMemo
 from adapters.publish import Publisher
 
@@ -49,6 +50,7 @@ class Context:
     cors_origins: tuple[str, ...] = ()
     recognition_memo: RecognitionMemo = field(default_factory=RecognitionMemo)
     code_sender: CodeSender | None = None  # delivers patients' one-time login codes (exchange.auth.patient_codes)
+    login_failures: FailureThrottle = field(default_factory=FailureThrottle)  # per source address
 
     def pipeline(self) -> ResultPipeline:
         return ResultPipeline(self.book, self.pseudonymizer, self.publisher)

@@ -82,10 +82,22 @@ def _seconds(until: datetime) -> int:
     return max(0, int((until - datetime.now(UTC)).total_seconds()))
 
 
-def _refused(exc: accounts.LoginRefused) -> ApiError:
+def _refused(request: Request, exc: accounts.LoginRefused) -> ApiError:
     if exc.locked_until is not None:
         return ApiError(None, f"locked until {exc.locked_until.isoformat()} after repeated failures", 429)
+    context_of(request).login_failures.failed(_address(request))
     return ApiError(None, str(exc), 401)
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _throttled(request: Request) -> None:
+    """429 for an address past the failed-login limit (exchange.auth.throttle), before any credential is read."""
+    wait = context_of(request).login_failures.retry_after(_address(request))
+    if wait is not None:
+        raise ApiError(None, f"too many failed logins from this address: retry in {int(wait) + 1} s", 429)
 
 
 def _basic(request: Request) -> tuple[str, str] | None:
@@ -107,6 +119,7 @@ def token(request: Request, grant_type: Literal["password", "client_credentials"
           client_secret: str | None = Form(None, max_length=256),
           _: None = Depends(PUBLIC)) -> dict[str, Any]:  # noqa: B008
     database = context_of(request).database
+    _throttled(request)
     try:
         if grant_type == "password":
             if not username or not password:
@@ -119,7 +132,7 @@ def token(request: Request, grant_type: Literal["password", "client_credentials"
                 raise ApiError("client_id", "grant_type=client_credentials needs client_id and client_secret")
             principal, issued = accounts.client_token(database, client_id, client_secret)
     except accounts.LoginRefused as exc:
-        raise _refused(exc) from None
+        raise _refused(request, exc) from None
     return {"access_token": issued.token, "token_type": "bearer", "expires_in": _seconds(issued.expires_at),
             "role": principal.role, "institution": principal.institution}
 
@@ -128,11 +141,12 @@ def token(request: Request, grant_type: Literal["password", "client_credentials"
              response_model=SessionAnswer, responses=_REFUSED)
 def login(body: LoginBody, request: Request, response: Response,
           _: None = Depends(PUBLIC)) -> dict[str, Any]:  # noqa: B008
+    _throttled(request)
     try:
         principal, issued = accounts.login(context_of(request).database, body.username, body.password, body.totp,
                                            session_cookie=True)
     except accounts.LoginRefused as exc:
-        raise _refused(exc) from None
+        raise _refused(request, exc) from None
     response.set_cookie(SESSION_COOKIE, issued.token, max_age=_seconds(issued.expires_at), httponly=True,
                         samesite="strict", secure=request.url.scheme == "https", path="/")
     return {"csrf_token": issued.csrf, "expires_in": _seconds(issued.expires_at), "principal": _view(principal)}
@@ -185,10 +199,12 @@ def patient_token(body: CodeLogin, request: Request, _: None = Depends(PUBLIC)) 
     context = context_of(request)
     if body.patient.resident_id is None:
         raise ApiError("patient.resident_id", "a patient logs in with their resident ID")
+    _throttled(request)
     pseudonym = patient_pseudonym(context, body.patient)
     try:
         patient_codes.redeem_code(context.database, pseudonym, body.code)
     except patient_codes.CodeRefused as exc:
+        context.login_failures.failed(_address(request))
         raise ApiError("code", str(exc), 401) from None
     issued = accounts.issue_patient_token(context.database, pseudonym)
     return {"access_token": issued.token, "token_type": "bearer", "expires_in": _seconds(issued.expires_at),

@@ -241,3 +241,20 @@ def test_the_auditor_lists_by_patient_principal_and_institution_break_glass_firs
     assert api.get("/api/v1/audit", params={"institution": REQUESTER}, headers=shanghai).status_code == 403
     outside = api.get("/api/v1/audit", params={"patient": api.pseudonym}, headers=shanghai).json()["records"]
     assert all(r["institution"] is None or r["institution"].startswith("sh-") for r in outside)
+
+
+def test_an_address_past_the_failed_login_limit_is_refused_whatever_account_it_tries(api, database) -> None:  # type: ignore[no-untyped-def]
+    from exchange.auth.throttle import LIMIT
+
+    accounts.add_user(database, "dr-ok", "clinician", "王医生", PASSWORD, institution=REQUESTER)
+
+    def login(username: str, password: str) -> int:
+        return api.post("/api/v1/auth/token", data={"grant_type": "password", "username": username,
+                                                    "password": password}).status_code
+
+    for n in range(LIMIT):  # spraying: one try per account, below any account's lockout
+        assert login(f"someone-{n}", "guess") == 401
+    assert login("dr-ok", PASSWORD) == 429  # the right password too, from this address
+    refused = api.post("/api/v1/auth/token", data={"grant_type": "password", "username": "dr-ok",
+                                                   "password": PASSWORD})
+    assert "retry in" in refused.json()["error"]

@@ -62,3 +62,16 @@ def test_a_block_names_a_hospital_a_category_or_both(blocks, issuer, categories,
 @pytest.mark.parametrize(("name", "shown"), [("张三", "张*"), ("欧阳娜娜", "欧***"), ("李", "李*"), ("", "*")])
 def test_a_clinicians_name_is_masked_for_the_patient(name: str, shown: str) -> None:
     assert mask(name) == shown
+
+
+def test_the_throttle_forgets_failures_older_than_its_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    from exchange.auth import throttle
+
+    now = [1000.0]
+    monkeypatch.setattr(throttle.time, "monotonic", lambda: now[0])
+    limiter = throttle.FailureThrottle(limit=3, window=60)
+    for _ in range(3):
+        limiter.failed("10.0.0.1")
+    assert limiter.retry_after("10.0.0.1") == 60 and limiter.retry_after("10.0.0.2") is None
+    now[0] += 61
+    assert limiter.retry_after("10.0.0.1") is None
