@@ -49,11 +49,21 @@ def test_up_demo_serves_and_stops_cleanly(database_url: str, tmp_path: Path) -> 
     try:
         if not done.wait(120) or process.poll() is not None:
             pytest.fail("hrx up --demo printed no curl:\n" + "".join(lines))
+        # What the demo prints, as a user pastes it: a client-credentials token, then the check as that HIS.
+        token_line = next(line for line in lines if "TOKEN=$(curl" in line)
+        client_id = re.search(r"client_id=(\S+)", token_line).group(1)  # type: ignore[union-attr]
+        secret = re.search(r"client_secret='([^']+)'", token_line).group(1)  # type: ignore[union-attr]
         curl = next(line for line in lines if "curl -s -X POST" in line)
+        on_behalf = next(line for line in lines if "X-HRX-On-Behalf-Of:" in line)
+        clinician = re.search(r"X-HRX-On-Behalf-Of: ([^']+)'", on_behalf).group(1)  # type: ignore[union-attr]
         data_line = next(line for line in lines if "-d '" in line)
         url = re.search(r"(http://\S+/api/v1/recognition/check)", curl).group(1)  # type: ignore[union-attr]
+        token = httpx.post(url.replace("/recognition/check", "/auth/token"), timeout=30, data={
+            "grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}).json()
         body = json.loads(shlex.split(data_line.strip())[1])
-        answer = httpx.post(url, json=body, timeout=30).json()
+        headers = {"Authorization": f"Bearer {token['access_token']}", "X-HRX-On-Behalf-Of": clinician}
+        assert httpx.post(url, json=body, timeout=30).status_code == 401  # nobody reads without a token
+        answer = httpx.post(url, json=body, headers=headers, timeout=30).json()
         statuses = {e["recognition"]["status"] for e in answer["results"]}
         assert answer["complete"] and len({e["result"]["result_id"] for e in answer["results"]}) == 8
         assert {"recognizable", "expired", "qc_not_met", "not_in_catalogue"} <= statuses, statuses
@@ -62,7 +72,9 @@ def test_up_demo_serves_and_stops_cleanly(database_url: str, tmp_path: Path) -> 
         assert httpx.get(f"http://127.0.0.1:{port}/docs", timeout=30).status_code == 404  # it would load a CDN
         log = "".join(lines)
         assert "memory-only" in log and "engine: 1 consumer process" in log
-        assert body["patient"]["resident_id"] not in log.replace(data_line, "")  # only the curl shows it
+        patient_line = next(line for line in lines if "the demo patient: resident ID" in line)
+        # only the curl and the demo patient's login show the (synthetic) resident ID
+        assert body["patient"]["resident_id"] not in log.replace(data_line, "").replace(patient_line, "")
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -122,6 +134,19 @@ def _bare_env(**extra: str) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if not k.startswith("HRX_")}, "PYTHONUNBUFFERED": "1", **extra}
 
 
+def _his_client(api_port: int, var: Path, institution: str) -> dict[str, str]:
+    """As an operator registers a HIS beside a running stack (``hrx clients add`` with its var directory): the
+    headers of that HIS acting for dr-test."""
+    added = subprocess.run([sys.executable, "-m", "exchange.cli", "clients", "add", f"his-{institution}", "--role",
+                            "his", "--institution", institution], env=_bare_env(HRX_VAR_DIR=str(var)),
+                           capture_output=True, text=True, timeout=120)
+    assert added.returncode == 0, added.stdout + added.stderr
+    secret = re.search(r"secret \(shown once\): (\S+)", added.stdout).group(1)  # type: ignore[union-attr]
+    token = httpx.post(f"http://127.0.0.1:{api_port}/api/v1/auth/token", timeout=30, data={
+        "grant_type": "client_credentials", "client_id": f"his-{institution}", "client_secret": secret}).json()
+    return {"Authorization": f"Bearer {token['access_token']}", "X-HRX-On-Behalf-Of": "dr-test"}
+
+
 def _accepting(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -155,9 +180,12 @@ def test_up_runs_listeners_and_adapters_started_beside_it_find_broker_and_key(tm
         with MLLPClient("127.0.0.1", hl7_port) as client:
             assert fields(client.send(CHAOYANG))["MSA-1"] == "AA"
 
+        his = _his_client(api, var, "bj-chaoyang-002")
+
         def answered() -> dict | None:  # type: ignore[type-arg]
-            answer = httpx.post(f"http://127.0.0.1:{api}/api/v1/recognition/check", timeout=30, json={
-                "patient": {"resident_id": CHAOYANG_ID}, "requesting_institution": "bj-chaoyang-002"}).json()
+            answer = httpx.post(f"http://127.0.0.1:{api}/api/v1/recognition/check", timeout=30, headers=his, json={
+                "patient": {"resident_id": CHAOYANG_ID}, "requesting_institution": "bj-chaoyang-002",
+                "encounter_id": "V-1"}).json()
             return answer if answer["results"] else None
 
         answer = wait_for(answered, timeout=60)
