@@ -14,7 +14,7 @@ identity the exchange accepts, and only from an authenticated ``his`` client.
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fastapi import Depends, Request
@@ -35,7 +35,6 @@ SESSION_COOKIE = "hrx_session"
 CSRF_HEADER = "X-CSRF-Token"
 ON_BEHALF_HEADER = "X-HRX-On-Behalf-Of"
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_PATIENT_PURPOSES = frozenset({"treatment", "order_check", "emergency"})
 
 _bearer = HTTPBearer(auto_error=False, description="a token from POST /api/v1/auth/token")
 
@@ -86,11 +85,12 @@ class AccessRule:
                            403)
         if self.purpose is not None and self.purpose not in roles()[principal.role].purposes:
             raise ApiError(None, f"role {principal.role} may not act for the purpose {self.purpose}", 403)
-        if principal.role == "his" and self.purpose in _PATIENT_PURPOSES:
+        # a HIS acting under a clinician's purposes (roles.yaml) acts for a named clinician
+        if principal.role == "his" and self.purpose in roles()["clinician"].purposes:
             clinician = request.headers.get(ON_BEHALF_HEADER, "").strip()
             if not clinician:
                 raise ApiError(ON_BEHALF_HEADER, "a HIS names the clinician it acts for", 403)
-            principal = Principal(**{**principal.__dict__, "on_behalf_of": clinician[:64]})
+            principal = replace(principal, on_behalf_of=clinician[:64])
         return principal
 
 
