@@ -17,8 +17,13 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/hrx up --demo
 
+# Parallel workers for `make test` (the suite waits on brokers, databases and peers more than on the CPU); the
+# `serial` tests (the fault suite's short form: it restarts PostgreSQL) run alone afterwards.
+TEST_WORKERS ?= 3
+
 test: $(VENV)/.installed system-packages
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not serial"
+	$(BIN)/python -m pytest -q -p no:xdist -m serial
 
 # What the tests need from the operating system (tools/system-packages.txt: PostgreSQL, dcmtk, Orthanc, Chromium,
 # a CJK font): installed when run as root with apt-get, otherwise named, and `make test` stops before it starts.
