@@ -37,7 +37,8 @@ class HookRequestError(ValueError):
 def patient_pseudonym(pseudonymizer: Pseudonymizer, patient_id: Any, prefetched: Any) -> str:
     """The pseudonym of the hook's patient: from the prefetched Patient's resident ID, else ``patientId``."""
     if isinstance(prefetched, dict) and prefetched.get("resourceType") == "Patient":
-        for identifier in prefetched.get("identifier") or ():
+        identifiers = prefetched.get("identifier")
+        for identifier in identifiers if isinstance(identifiers, list) else ():
             if isinstance(identifier, dict) and identifier.get("system") in RESIDENT_ID_SYSTEMS \
                     and identifier.get("value"):
                 try:
@@ -84,13 +85,34 @@ def ordered_item(book: Any, institution: str, codings: tuple[tuple[str | None, s
     return None
 
 
+def _codings(concept: Any, where: str) -> tuple[tuple[str | None, str], ...]:
+    """The (system, code) of a CodeableConcept's codings that have a code."""
+    if concept is None:
+        return ()
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    if not isinstance(concept, dict) or not isinstance(codings or [], list):
+        raise HookRequestError(where, "a CodeableConcept: {\"coding\": [{\"system\": …, \"code\": …}]}")
+    found = []
+    for j, coding in enumerate(codings or ()):
+        if not isinstance(coding, dict) or not coding.get("code"):
+            continue
+        system, code = coding.get("system"), coding["code"]
+        if not isinstance(code, str) or not (system is None or isinstance(system, str)):
+            raise HookRequestError(f"{where}.coding[{j}]", "system and code are strings")
+        found.append((system, code.strip()))
+    return tuple(found)
+
+
 def draft_orders(book: Any, institution: str, bundle: Any, selections: list[str] | None) -> list[DraftOrder]:
     """The draft ServiceRequests of ``draftOrders`` (those in ``selections`` when given), in bundle order."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise HookRequestError("context.draftOrders", "draftOrders must be a FHIR Bundle of the draft orders")
     chosen = set(selections) if selections is not None else None
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        raise HookRequestError("context.draftOrders.entry", "the Bundle's entries are a list")
     orders = []
-    for i, entry in enumerate(bundle.get("entry") or ()):
+    for i, entry in enumerate(entries):
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict):
             raise HookRequestError(f"context.draftOrders.entry[{i}]", "an entry without a resource")
@@ -99,8 +121,6 @@ def draft_orders(book: Any, institution: str, bundle: Any, selections: list[str]
         order_id = resource.get("id") if isinstance(resource.get("id"), str) else None
         if chosen is not None and f"ServiceRequest/{order_id}" not in chosen:
             continue
-        concept = resource.get("code") or {}
-        codings = tuple((c.get("system"), str(c["code"]).strip()) for c in concept.get("coding") or ()
-                        if isinstance(c, dict) and c.get("code"))
+        codings = _codings(resource.get("code"), f"context.draftOrders.entry[{i}].resource.code")
         orders.append(DraftOrder(order_id, codings, ordered_item(book, institution, codings)))
     return orders
