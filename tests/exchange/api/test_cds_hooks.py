@@ -262,3 +262,35 @@ def test_every_hook_call_and_feedback_is_audited(api, principals) -> None:  # ty
     assert sign["detail"]["cards"] == [c["uuid"] for c in cards]
     assert by_action["cds.feedback"]["detail"]["card"] == cards[0]["uuid"]
     assert by_action["cds.feedback"]["on_behalf_of"] == "dr-wang"  # the header's clinician
+
+
+def test_an_imaging_order_in_the_hospitals_ris_code_finds_a_prior_study(book, database, pseudonymizer,  # type: ignore[no-untyped-def]
+                                                                        principals) -> None:
+    from adapters.report import ImagingReport, Patient, Study
+
+    now = datetime.now(UTC)
+    report = ImagingReport(
+        institution="zj-hz-002", result_id="ACC-CT-9", version=1, status="final", patient=Patient(RESIDENT_ID),
+        reported_at=now - timedelta(days=2),
+        study=Study("1.2.826.0.1.3680043.2.1125.9", "CT", accession_number="ACC-CT-9", body_part="HEAD",
+                    technique="plain", description="头颅CT平扫", instance_count=120, study_at=now - timedelta(days=2)),
+        findings="脑实质未见异常密度影。", impression="颅脑CT平扫未见异常。",
+        retrieval={"ae_title": "HZPACS", "host": "pacs.example", "port": 104, "wado_rs": None})
+    event = ResultPipeline(book, pseudonymizer).imaging_event(report, "dicom")
+    with database.begin() as conn:
+        ingest(conn, [Delivery(event)])
+    context = Context(book=book, database=database, pseudonymizer=pseudonymizer, publisher=FakePublisher(),
+                      bootstrap="127.0.0.1:9", engine_group="g")  # type: ignore[arg-type]
+    with TestClient(create_app(context)) as client:
+        orders = {"resourceType": "Bundle", "type": "collection", "entry": [
+            _service_request("ct", ("urn:hrx:ris:zj-hz-001", "CT-HEAD-P", "头颅CT平扫")),
+            _service_request("dr", ("urn:hrx:ris:zj-hz-001", "DR-CHEST", "胸部正侧位片"))]}
+        answer = client.post(f"/cds-services/{SIGN}", headers=principals.his("zj-hz-001"), json={
+            "hook": "order-sign", "hookInstance": str(uuid.uuid4()),
+            "context": {"userId": "Practitioner/dr-chen", "patientId": event["patient"]["pseudonym"],
+                        "encounterId": "ZJ-E1", "draftOrders": orders}})
+        [found] = _cards(answer)
+    assert _order_of(found) == "ServiceRequest/ct"  # the chest X-ray has no prior
+    assert book.items[event["item"]["unified_code"]].name_zh in found["summary"]
+    assert found["links"][0]["url"] == "http://testserver/ui/results/zj-hz-002/ACC-CT-9"  # /ui beside the API
+    assert "结果：" not in found["detail"]  # an imaging report has no values to list
