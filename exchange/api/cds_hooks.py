@@ -35,7 +35,7 @@ from exchange.cds.cards import card
 from exchange.cds.context import HookRequestError, clinician_of, draft_orders, patient_pseudonym
 from exchange.cds.services import PATIENT_PREFETCH_KEY, SERVICES, Service
 from exchange.cds.wording import language_of
-from exchange.recognize import Answer, best
+from exchange.recognize import Answer, best, items_of
 from exchange.store import StoredResult, current_results
 from exchange.store.models import Presentation
 from exchange.store.write import DO_NOTHING, insert
@@ -224,7 +224,11 @@ def call_service(service_id: str, body: HookRequest, request: Request,
     with context.database.begin() as conn:  # the read, the cards issued, presentations and audit: one transaction
         access = patient_read(conn, who, pseudonym)
         stored, withheld = withhold_blocked(conn, book, current_results(conn, pseudonym), pseudonym, who, access)
-        evaluated, problems = evaluate(book, stored, institution, at, context.recognition_memo)
+        relevant = stored
+        if orders is not None:  # only the results that speak for an ordered item need judging
+            wanted = {o.item_code for o in orders if o.item_code is not None}
+            relevant = [r for r in stored if any(code in wanted for code, _ in items_of(r))]
+        evaluated, problems = evaluate(book, relevant, institution, at, context.recognition_memo)
         chosen = _chosen(service, evaluated, orders)
         cards = [card(book, answer, result, language=language, ui_base=ui_base, order=order)
                  for answer, result, order in chosen]

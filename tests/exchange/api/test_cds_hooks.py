@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
 
 from adapters.pipeline import ResultPipeline
 from codes.calendar import beijing_minute
@@ -101,7 +101,11 @@ def _order_of(card: dict[str, Any]) -> str:
     return card["suggestions"][0]["actions"][0]["resourceId"]
 
 
-def test_discovery_lists_the_three_services_with_the_patient_prefetch(api: TestClient) -> None:
+def test_discovery_lists_the_three_services_with_the_patient_prefetch(book, pseudonymizer) -> None:  # type: ignore[no-untyped-def]
+    # Discovery reads no store and no caller: an app over an empty in-memory database, without its lifespan.
+    context = Context(book=book, database=create_engine("sqlite://"), pseudonymizer=pseudonymizer,
+                      publisher=FakePublisher(), bootstrap="127.0.0.1:9", engine_group="g")  # type: ignore[arg-type]
+    api = TestClient(create_app(context))
     services = api.get("/cds-services").json()["services"]  # open: a CDS client reads it before it is set up
     assert {(s["id"], s["hook"]) for s in services} == {
         (VIEW, "patient-view"), (SELECT, "order-select"), (SIGN, "order-sign")}
