@@ -327,7 +327,7 @@ def feedback(service_id: str, body: FeedbackRequest, request: Request,
                     raise HookRequestError(f"{where}.overrideReason", "an accepted card has no override reason")
                 access = patient_read(conn, acting, issued.patient)
                 done = outcomes.record(conn, context.book, issued, outcome=entry.outcome, reason=reason, note=note,
-                                       clinician=acting.on_behalf_of or acting.id, at=now)
+                                       clinician=acting.on_behalf_of or acting.id, at=now, where=where)
                 audit.record(conn, acting.actor("treatment", break_glass=access.break_glass), "cds.feedback",
                              issued.patient, {
                                  "service": service_id, "card": entry.card, "outcome": entry.outcome,

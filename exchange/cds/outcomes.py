@@ -79,7 +79,7 @@ def reason_code(book: Any, override_reason: dict[str, Any] | None, where: str) -
 
 
 def record(conn: Connection, book: Any, card: IssuedCard, *, outcome: str, reason: str | None, note: str | None,
-           clinician: str, at: datetime) -> Outcome:
+           clinician: str, at: datetime, where: str = "feedback[0]") -> Outcome:
     """Record the card's outcome and make its decision, once; raises :class:`HookRequestError`."""
     claimed = conn.execute(update(IssuedCard).where(IssuedCard.id == card.id, IssuedCard.outcome.is_(None))
                            .values(outcome=outcome, override_reason=reason, outcome_at=at)).rowcount
@@ -96,7 +96,8 @@ def record(conn: Connection, book: Any, card: IssuedCard, *, outcome: str, reaso
             decision="accept" if outcome == "accepted" else "reject", item=card.item_code, order_id=card.order_id,
             reason_code=reason, note=note), at)
     except DecisionError as exc:
-        field = {"note": "overrideReason.userComment", "reason_code": "overrideReason.reason"}.get(exc.field, exc.field)
+        field = {"note": f"{where}.overrideReason.userComment", "reason_code": f"{where}.overrideReason.reason",
+                 "result_id": f"{where}.card"}.get(exc.field, exc.field)
         # A result no longer recognizable cannot be accepted: a conflict with what is recorded, not bad input.
         raise HookRequestError(field, exc.message, 409 if exc.field == "result_id" and exc.status == 422
                                else 400 if exc.status == 422 else exc.status) from None

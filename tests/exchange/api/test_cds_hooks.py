@@ -222,7 +222,7 @@ def test_other_needs_a_comment_and_an_override_without_reason_decides_nothing(ap
     cards = {_order_of(c): c["uuid"] for c in _cards(_hook(api, SIGN, "order-sign"))}
     glu, alt = cards["ServiceRequest/glu"], cards["ServiceRequest/alt"]
     missing = _feedback(api, SIGN, {"card": glu, "outcome": "overridden", "overrideReason": _reason("08")})
-    assert missing.status_code == 400 and missing.json()["field"] == "overrideReason.userComment"
+    assert missing.status_code == 400 and missing.json()["field"] == "feedback[0].overrideReason.userComment"
     unknown = _feedback(api, SIGN, {"card": glu, "outcome": "overridden", "overrideReason": _reason("77")})
     assert unknown.status_code == 400 and unknown.json()["field"] == "feedback[0].overrideReason.reason.code"
     with database.connect() as conn:  # a refused feedback recorded nothing: the card is still open
@@ -298,3 +298,17 @@ def test_an_imaging_order_in_the_hospitals_ris_code_finds_a_prior_study(book, da
     assert book.items[event["item"]["unified_code"]].name_zh in found["summary"]
     assert found["links"][0]["url"] == "http://testserver/ui/results/zj-hz-002/ACC-CT-9"  # /ui beside the API
     assert "结果：" not in found["detail"]  # an imaging report has no values to list
+
+
+def test_a_card_whose_result_was_withdrawn_since_cannot_be_accepted(api, book, database, pseudonymizer) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    cards = {_order_of(c): c["uuid"] for c in _cards(_hook(api, SIGN, "order-sign"))}
+    withdrawn = replace(_report("R2", [("BJXCALT", 30.0, "U/L")], status="entered-in-error"), version=3)
+    with database.begin() as conn:
+        ingest(conn, [Delivery(ResultPipeline(book, pseudonymizer).lab_event(withdrawn, "fhir"))])
+    refused = _feedback(api, SIGN, {"card": cards["ServiceRequest/alt"], "outcome": "accepted"})
+    assert refused.status_code == 409 and refused.json()["field"] == "feedback[0].card"
+    assert _decisions(database) == []  # and the card is still open: an override may follow
+    assert _feedback(api, SIGN, {"card": cards["ServiceRequest/alt"], "outcome": "overridden",
+                                 "overrideReason": _reason("07")}).status_code == 200
