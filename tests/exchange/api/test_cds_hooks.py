@@ -257,6 +257,10 @@ def test_every_hook_call_and_feedback_is_audited(api, principals) -> None:  # ty
     cards = _cards(_hook(api, SIGN, "order-sign", headers=his, user="Practitioner/dr-liu"))
     _cards(_hook(api, VIEW, "patient-view"))
     assert _feedback(api, SIGN, {"card": cards[0]["uuid"], "outcome": "accepted"}).status_code == 200
+    # without X-HRX-On-Behalf-Of, the feedback is the clinician's the card was issued to
+    assert api.post(f"/cds-services/{SIGN}/feedback", headers=his, json={"feedback": [{
+        "card": cards[1]["uuid"], "outcome": "overridden", "outcomeTimestamp": datetime.now(UTC).isoformat()}]}
+        ).status_code == 200
     trail = api.get("/api/v1/audit", params={"patient": api.pseudonym},  # type: ignore[attr-defined]
                     headers=principals.auditor()).json()["records"]
     by_action = {r["action"]: r for r in trail}
@@ -264,8 +268,8 @@ def test_every_hook_call_and_feedback_is_audited(api, principals) -> None:  # ty
     sign = by_action["cds.order-sign"]
     assert (sign["institution"], sign["on_behalf_of"], sign["purpose"]) == (REQUESTER, "dr-liu", "order_check")
     assert sign["detail"]["cards"] == [c["uuid"] for c in cards]
-    assert by_action["cds.feedback"]["detail"]["card"] == cards[0]["uuid"]
-    assert by_action["cds.feedback"]["on_behalf_of"] == "dr-wang"  # the header's clinician
+    fed_back = {r["detail"]["card"]: r["on_behalf_of"] for r in trail if r["action"] == "cds.feedback"}
+    assert fed_back == {cards[0]["uuid"]: "dr-wang", cards[1]["uuid"]: "dr-liu"}  # the header's, else the card's
 
 
 def test_an_imaging_order_in_the_hospitals_ris_code_finds_a_prior_study(book, database, pseudonymizer,  # type: ignore[no-untyped-def]
