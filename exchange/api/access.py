@@ -114,7 +114,7 @@ def acting_for(who: Principal, clinician: str | None, field: str) -> Principal:
         return who
     if not clinician:
         raise ApiError(field, f"a HIS names the clinician it acts for ({ON_BEHALF_HEADER} or {field})", 403)
-    return Principal(**{**who.__dict__, "on_behalf_of": clinician[:64]})
+    return replace(who, on_behalf_of=clinician[:64])
 
 
 PUBLIC = AccessRule((), None, public=True)
