@@ -46,6 +46,11 @@ class Settings:
     tls_key: Path | None = None
     #: Browser origins allowed to call the API across origins (HRX_CORS_ORIGINS); none by default.
     cors_origins: tuple[str, ...] = ()
+    #: Where the web UI answers, for the links of CDS Hooks cards (HRX_UI_BASE_URL); None: ``/ui`` of the API.
+    ui_base_url: str | None = None
+    #: The language of CDS Hooks cards when the client's Accept-Language names neither zh nor en
+    #: (HRX_CDS_LANGUAGE: zh or en).
+    cds_language: str = "zh"
     #: The running ``hrx up`` whose stack file filled what the environment left open, if any.
     stack: StackFile | None = None
 
@@ -87,6 +92,8 @@ class Settings:
             tls_cert=Path(env["HRX_TLS_CERT"]) if env.get("HRX_TLS_CERT") else None,
             tls_key=Path(env["HRX_TLS_KEY"]) if env.get("HRX_TLS_KEY") else None,
             cors_origins=_origins(env.get("HRX_CORS_ORIGINS", "")),
+            ui_base_url=_ui_base(env.get("HRX_UI_BASE_URL", "")),
+            cds_language=_language(env.get("HRX_CDS_LANGUAGE", "zh")),
             stack=running,
         )
 
@@ -121,6 +128,10 @@ class Settings:
             env["HRX_FHIR_MAX_BYTES"] = str(self.fhir_max_bytes)
         if self.api_db_role:
             env["HRX_API_DB_ROLE"] = self.api_db_role
+        if self.ui_base_url:
+            env["HRX_UI_BASE_URL"] = self.ui_base_url
+        if self.cds_language != "zh":
+            env["HRX_CDS_LANGUAGE"] = self.cds_language
         return env
 
 
@@ -147,3 +158,21 @@ def _origins(text: str) -> tuple[str, ...]:
             raise ValueError(f"HRX_CORS_ORIGINS: {origin!r} is not an origin such as https://his.example.cn "
                              "(scheme and host, a port if not the default; no path, no wildcard)")
     return origins
+
+
+def _ui_base(text: str) -> str | None:
+    """HRX_UI_BASE_URL: the absolute http(s) URL of the web UI (CDS Hooks links are ``absolute``)."""
+    text = text.strip().rstrip("/")
+    if not text:
+        return None
+    scheme, _, rest = text.partition("://")
+    if scheme not in ("http", "https") or not rest:
+        raise ValueError(f"HRX_UI_BASE_URL: {text!r} is not an absolute http(s) URL such as https://hrx.example.cn/ui")
+    return text
+
+
+def _language(text: str) -> str:
+    text = text.strip().lower() or "zh"
+    if text not in ("zh", "en"):
+        raise ValueError(f"HRX_CDS_LANGUAGE must be zh or en, not {text!r}")
+    return text

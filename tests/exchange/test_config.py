@@ -40,3 +40,15 @@ def test_no_cors_origin_unless_listed() -> None:
 def test_a_cors_setting_that_is_not_a_list_of_origins_is_refused(origin: str) -> None:
     with pytest.raises(ValueError, match="HRX_CORS_ORIGINS"):
         Settings.from_env({"HRX_CORS_ORIGINS": origin}, stack=False)
+
+
+def test_the_ui_base_and_the_cds_language() -> None:
+    assert (Settings.from_env({}, stack=False).ui_base_url, Settings.from_env({}, stack=False).cds_language) == (
+        None, "zh")
+    set_ = Settings.from_env({"HRX_UI_BASE_URL": "https://hrx.example.cn/ui/", "HRX_CDS_LANGUAGE": "EN"}, stack=False)
+    assert (set_.ui_base_url, set_.cds_language) == ("https://hrx.example.cn/ui", "en")
+    assert Settings.from_env(set_.to_env(), stack=False).ui_base_url == "https://hrx.example.cn/ui"
+    with pytest.raises(ValueError, match="HRX_UI_BASE_URL"):
+        Settings.from_env({"HRX_UI_BASE_URL": "/ui"}, stack=False)
+    with pytest.raises(ValueError, match="HRX_CDS_LANGUAGE"):
+        Settings.from_env({"HRX_CDS_LANGUAGE": "fr"}, stack=False)
