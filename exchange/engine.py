@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
@@ -85,6 +85,25 @@ class PreparedBatch:
     offsets: dict[TopicPartition, OffsetAndMetadata] = field(default_factory=dict)
 
 
+def describe_partitions(partitions: Sequence[TopicPartition] | set[TopicPartition]) -> str:
+    """``hr.results.lab.v1 [0, 1, 2]; hr.results.imaging.v1 [5]``: partitions by topic, for the log."""
+    by_topic: dict[str, list[int]] = {}
+    for tp in partitions:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    return "; ".join(f"{topic} {sorted(parts)}" for topic, parts in sorted(by_topic.items())) or "none"
+
+
+class _LogAssignments(ConsumerRebalanceListener):
+    """Logs each rebalance of the group as this member sees it: which partitions it gave up and which it got."""
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if revoked:
+            log.info("engine: rebalance: %d partition(s) revoked: %s", len(revoked), describe_partitions(revoked))
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("engine: rebalance: %d partition(s) assigned: %s", len(assigned), describe_partitions(assigned))
+
+
 class ResultEngine:
     """Consumes result topics in consumer group ``group`` and writes them to ``database``."""
 
@@ -127,7 +146,7 @@ class ResultEngine:
 
     def _consume(self, stop: threading.Event) -> None:
         consumer = KafkaConsumer(
-            *self.topics, bootstrap_servers=self.bootstrap, group_id=self.group, client_id="hrx-engine",
+            bootstrap_servers=self.bootstrap, group_id=self.group, client_id="hrx-engine",
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.max_poll_records,
             session_timeout_ms=self.session_timeout_ms, heartbeat_interval_ms=self.session_timeout_ms // 4,
             # kafka-python drops the connection ("Invalid frame length") on a response larger than
@@ -138,6 +157,7 @@ class ResultEngine:
             # framing, which the frame limit now exceeds.
             max_partition_fetch_bytes=FETCH_PARTITION_BYTES, fetch_max_bytes=FETCH_BYTES,
             receive_message_max_bytes=FETCH_BYTES + (1 << 20))
+        consumer.subscribe(list(self.topics), listener=_LogAssignments())
         log.info("engine: consuming %s in group %s from %s", ", ".join(self.topics), self.group, self.bootstrap)
         # PostgreSQL: two stages. While one batch is written (the server works; this process waits without
         # holding the GIL) the next one is polled and validated. Batches are written one at a time, in order,
