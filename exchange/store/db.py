@@ -7,9 +7,8 @@ started beside a new one would quietly run against a schema it does not know).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from dataclasses import dataclass
+from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
