@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -164,11 +165,9 @@ def _rebalance(bootstrap: str, root: Path) -> dict[str, Any]:
 
 
 def run(quick: bool = False, events: int | None = None) -> Outcome:
-    from bench.data import lab_event
-    from bench.ingest import produce
     from chaos.scale_out import RESULT_PARTITIONS
     from exchange.broker import EmbeddedBroker, ensure_topics
-    from schemas.topics import DEFAULT_PARTITIONS, RESULT_TOPICS, TOPIC_LAB
+    from schemas.topics import DEFAULT_PARTITIONS, RESULT_TOPICS
 
     assert RESULT_PARTITIONS == PARTITIONS
     events = events or (15_000 if quick else 60_000)
@@ -179,15 +178,26 @@ def run(quick: bool = False, events: int | None = None) -> Outcome:
     rng = random.Random(91)
     with EmbeddedBroker(log_path=root / "tansu.log") as broker:
         ensure_topics(broker.bootstrap, {**DEFAULT_PARTITIONS, **{t: PARTITIONS for t in RESULT_TOPICS}})
-        took = produce(broker.bootstrap, TOPIC_LAB, [lab_event(i, rng) for i in range(events)])
-        say(f"scale_out: produced {events} lab events in {took:.1f} s")
-        rates = {}
-        for engines in (1, 2, 3):
-            figures = _throughput(broker.bootstrap, engines, events, root)
-            out.figures[f"engines_{engines}"] = figures
-            rates[engines] = figures["results_per_s"]
-        out.ratios = {f"{k}_vs_1": ratio(rates[k], rates[1]) for k in (2, 3)}
-        out.figures["rebalance"] = _rebalance(broker.bootstrap, root)
+        try:
+            _measure(out, broker.bootstrap, events, root, rng)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
     out.notes.append("Every engine, the broker, PostgreSQL and this script share the machine's CPUs: on 2 cores "
                      "more engines add consumers, not CPU time.")
     return out
+
+
+def _measure(out: Outcome, bootstrap: str, events: int, root: Path, rng: random.Random) -> None:
+    from bench.data import lab_event
+    from bench.ingest import produce
+    from schemas.topics import TOPIC_LAB
+
+    took = produce(bootstrap, TOPIC_LAB, [lab_event(i, rng) for i in range(events)])
+    say(f"scale_out: produced {events} lab events in {took:.1f} s")
+    rates = {}
+    for engines in (1, 2, 3):
+        figures = _throughput(bootstrap, engines, events, root)
+        out.figures[f"engines_{engines}"] = figures
+        rates[engines] = figures["results_per_s"]
+    out.ratios = {f"{k}_vs_1": ratio(rates[k], rates[1]) for k in (2, 3)}
+    out.figures["rebalance"] = _rebalance(bootstrap, root)

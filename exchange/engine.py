@@ -19,7 +19,7 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import KafkaError
+from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
 from sqlalchemy import Connection
 from sqlalchemy import Engine as Database
@@ -51,6 +51,8 @@ class EngineStats:
     duplicates: int = 0
     dead_letters: int = 0
     errors: int = 0
+    #: Stored batches whose offsets could not be committed because the group was rebalancing (replayed as no-ops).
+    uncommitted: int = 0
     last_error: str | None = None
     started_at: float = field(default_factory=time.time)
 
@@ -175,21 +177,33 @@ class ResultEngine:
                     self.ready.set()
                 prepared = self.prepare(batch) if batch else None
                 if writing is not None and (prepared is not None or writing.done()):
-                    consumer.commit(writing.result())
-                    self._committed = True
+                    self._commit(consumer, writing.result())
                     writing = None
                 if prepared is not None and writer is None:
-                    consumer.commit(self.store(prepared))
-                    self._committed = True
+                    self._commit(consumer, self.store(prepared))
                 elif prepared is not None:
                     writing = writer.submit(self.store, prepared)
             if writing is not None:
-                consumer.commit(writing.result())
+                self._commit(consumer, writing.result())
         finally:
             if writer is not None:
                 writer.shutdown(wait=True)
             self.ready.clear()
             consumer.close(autocommit=False)
+
+    def _commit(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """Commit a stored batch's offsets. When the group is rebalancing (a member joined, left or died) the
+        commit is refused: the batch stays stored and uncommitted, and whoever owns its partitions after the
+        rebalance resumes from the last committed offsets and replays it into no-ops. The next poll rejoins the
+        group under this member's id; a new consumer instead would be a new member and start another rebalance."""
+        try:
+            consumer.commit(offsets)
+        except (CommitFailedError, RebalanceInProgressError) as exc:
+            self.stats.uncommitted += 1
+            log.info("engine: a stored batch's offsets were not committed (%s); the group is rebalancing, and the "
+                     "partitions' next owner replays the batch as no-ops", type(exc).__name__)
+        else:
+            self._committed = True
 
     def prepare(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> PreparedBatch:
         """Parse and validate one polled batch (no I/O)."""
