@@ -15,8 +15,8 @@ is stored exactly once; a member that dies holds its partitions only until its s
 group rebalances them to the others, which resume from the last committed offsets.
 
 Oracle: every acknowledged report stored, one row each (zero duplicates); nothing lost; no process exited by
-itself; the group ends with every live engine as a member and all result partitions assigned among them; the
-group's committed offsets back at the end of the log (lag zero) within ``DRAIN_TIMEOUT`` s.
+itself; within ``DRAIN_TIMEOUT`` s of the stream's end, the group settled (every live engine holding a share, the
+shares splitting all result partitions) and its committed offsets back at the end of the log (lag zero).
 
 Not part of ``python -m chaos``'s scenario list: it restarts nothing shared, and its test (tests/chaos/
 test_scale_out.py) runs it on its own. ``bench/scale_out.py`` measures throughput and rebalance pauses on the
@@ -225,9 +225,16 @@ def scale_out(root: Path, tag: int = 7) -> Figures:
             acknowledged = {key for name, sender in senders.items() for d in sender.deliveries
                             if d.acknowledged_at is not None for key in d.item.keys}
 
+            def settled(partitions: set[TopicPartition]) -> bool:
+                """Every live engine holds a share and the shares split the partitions: no rebalance pending."""
+                latest = [(assignments(e) or [set()])[-1] for e in topology.live_engines()]
+                held = [tp for share in latest for tp in share]
+                return all(latest) and len(held) == len(set(held)) and set(held) == partitions
+
             def drained() -> bool:
-                return (acknowledged <= set(stored.rows_per_key())
-                        and group_lag(broker.bootstrap, GROUP, log_ends(broker.bootstrap)) == 0)
+                ends = log_ends(broker.bootstrap)
+                return (acknowledged <= set(stored.rows_per_key()) and settled(set(ends))
+                        and group_lag(broker.bootstrap, GROUP, ends) == 0)
             if wait_until(drained, DRAIN_TIMEOUT, 1.0):
                 figures.lag_zero_seconds = round(time.monotonic() - load_ended, 1)
             time.sleep(1.0)  # a replayed batch still under way must not add rows
