@@ -121,10 +121,10 @@ def create_app(context: Context) -> FastAPI:
 
 def api_routers() -> list[APIRouter]:
     """Every router of the API, in the order they are included (the access test walks the same list)."""
-    from exchange.api import (auth, codes, decisions, encounters, feedback, fhir, fhir_search, health, me, oversight,
-                              patients, recognition)
+    from exchange.api import (auth, codes, decisions, encounters, feedback, fhir, fhir_check, fhir_search, health, me,
+                              oversight, patients, recognition)
 
-    return [module.router for module in (fhir, fhir_search, recognition, health, codes, auth, encounters, decisions,
+    return [module.router for module in (fhir, fhir_search, fhir_check, recognition, health, codes, auth, encounters, decisions,
                                          feedback, patients, me, oversight)]
 
 

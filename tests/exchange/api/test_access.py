@@ -148,6 +148,11 @@ CASES: dict[str, Case] = {
     "POST /fhir": Case(lambda w, h: w.client.post("/fhir", headers=h, json=BUNDLE),
                        lambda w: w.who.source(ISSUER), his_here, lambda w: w.who.source(ELSEWHERE)),
     "POST /api/v1/recognition/check": Case(_check, his_here, operator, his_elsewhere),
+    "POST /fhir/$recognition-check": Case(lambda w, h: w.client.post("/fhir/$recognition-check", headers=h, json={
+        "resourceType": "Parameters", "parameter": [
+            {"name": "patient", "valueIdentifier": {"system": "urn:oid:2.16.156.10011.1.3", "value": RESIDENT_ID}},
+            {"name": "requester", "valueReference": {"reference": f"Organization/{REQUESTER}"}}]}),
+        his_here, operator, his_elsewhere),
     "GET /fhir/metadata": Case(lambda w, h: w.client.get("/fhir/metadata", headers=h), any_role, public=True),
     "GET /fhir/StructureDefinition/{definition_id}": Case(
         lambda w, h: w.client.get("/fhir/StructureDefinition/hrx-recognition", headers=h), any_role, public=True),

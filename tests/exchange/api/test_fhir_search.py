@@ -14,6 +14,7 @@ from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.operationoutcome import OperationOutcome
+from fhir.resources.R4B.parameters import Parameters
 from fhir.resources.R4B.structuredefinition import StructureDefinition
 
 from adapters.pipeline import ResultPipeline
@@ -351,3 +352,49 @@ def test_the_structure_definition_is_served(world: World) -> None:
     response = world.client.get("/fhir/StructureDefinition/hrx-recognition")
     assert response.status_code == 200 and response.json()["url"] == RECOGNITION_URL
     assert world.client.get("/fhir/StructureDefinition/nope").status_code == 404
+
+
+def _check_parameters(**extra: Any) -> dict[str, Any]:
+    parameter = [{"name": "patient", "valueIdentifier": {"system": "urn:oid:2.16.156.10011.1.3", "value": RESIDENT_ID}},
+                 {"name": "requester", "valueReference": {"reference": f"Organization/{REQUESTER}"}},
+                 {"name": "at", "valueDateTime": NOW.astimezone(BEIJING).isoformat()}]
+    parameter += [{"name": name, **value} for name, values in extra.items() for value in values]
+    return {"resourceType": "Parameters", "parameter": parameter}
+
+
+def test_recognition_check_operation_mirrors_the_json_check(world: World) -> None:
+    headers = world.who.his(REQUESTER)
+    encounter = world.client.post("/fhir/$recognition-check", json=_check_parameters(), headers=headers)
+    assert encounter.status_code == 200, encounter.text
+    Parameters.model_validate(encounter.json())
+    same = world.client.post("/api/v1/recognition/check", headers=headers, json={
+        "patient": {"resident_id": RESIDENT_ID}, "requesting_institution": REQUESTER,
+        "at": NOW.astimezone(BEIJING).isoformat()}).json()
+    parts = {p["name"]: p for p in encounter.json()["parameter"]}
+    assert parts["trigger"]["valueCode"] == "encounter" and parts["complete"]["valueBoolean"] is True
+    results = [p["part"] for p in encounter.json()["parameter"] if p["name"] == "result"]
+    assert len(results) == len(same["results"])
+    statuses = sorted(next(q["valueCode"] for q in next(r for r in parts_ if r["name"] == "recognition")["part"]
+                           if q["name"] == "status") for parts_ in results)
+    assert statuses == sorted(e["recognition"]["status"] for e in same["results"])
+    report = next(r for r in results[0] if r["name"] == "report")["valueReference"]["reference"]
+    assert world.get(f"/fhir/{report}").status_code == 200  # the report named is readable by its FHIR id
+
+    order = world.client.post("/fhir/$recognition-check", headers=headers, json=_check_parameters(
+        item=[{"valueCoding": {"system": "urn:hrx:item", "code": "L0001"}},
+              {"valueCoding": {"system": "urn:hrx:item", "code": "L0002"}}]))
+    assert order.status_code == 200, order.text
+    ordered = [{q["name"]: q for q in p["part"]} for p in order.json()["parameter"] if p["name"] == "order"]
+    assert [o["item"]["valueCoding"]["code"] for o in ordered] == ["L0001", "L0002"]
+    assert ordered[0]["recognizable"]["valueBoolean"] is True and "best" in ordered[0]
+    assert ordered[1]["recognizable"]["valueBoolean"] is False
+
+    for body, status in ((_check_parameters(item=[{"valueCoding": {"system": "urn:hrx:item", "code": "ZZZ"}}]), 422),
+                         ({"resourceType": "Parameters", "parameter": [{"name": "nonsense", "valueString": "x"}]}, 400),
+                         ({"resourceType": "Patient"}, 400)):
+        refused = world.client.post("/fhir/$recognition-check", headers=headers, json=body)
+        assert refused.status_code == status, refused.text
+        OperationOutcome.model_validate(refused.json())
+    stranger = world.client.post("/fhir/$recognition-check", json=_check_parameters(),
+                                 headers=world.who.his(STRANGER, "dr-x"))
+    assert stranger.status_code == 403
