@@ -62,10 +62,13 @@ _OUTCOMES = {status: {"model": OperationOutcome, "description": meaning} for sta
     (400, "a parameter's value is invalid, a parameter is unknown under Prefer: handling=strict, or no patient"),
     (401, "no token, or an unknown, expired or revoked one"),
     (403, "no treatment relationship with the patient, or a role that may not read results"),
-    (404, "no such resource (or one the patient's sharing blocks withhold)"))}
+    (404, "no such resource (or one the patient's sharing blocks withhold)"),
+    (422, "never for a malformed id (404); declared so that no other shape is"))}
 
 
 def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The answers of a FHIR route: the resource, and OperationOutcomes (422 too, for routes with path
+    parameters: FastAPI would otherwise declare its own validation shape, which these routes never answer)."""
     return {200: {"model": FhirResource, "description": "the resource, or a searchset Bundle"},
             **{s: _OUTCOMES[s] for s in statuses}}
 
@@ -113,7 +116,7 @@ _STARTED = datetime.now(BEIJING)
 
 @router.get("/StructureDefinition/{definition_id}", summary="The StructureDefinitions the project publishes "
             "(hrx-recognition: the recognition extension)", response_class=FhirJSONResponse, response_model=None,
-            responses=_responses(404))
+            responses=_responses(404, 422))
 def structure_definition(definition_id: str, _: None = Depends(PUBLIC)) -> Response:  # noqa: B008
     if definition_id != build.RECOGNITION_ID:
         return outcome(404, "not-found", f"no StructureDefinition {definition_id!r}")
@@ -121,7 +124,7 @@ def structure_definition(definition_id: str, _: None = Depends(PUBLIC)) -> Respo
 
 
 @router.get("/Organization/{institution}", summary="An issuing or requesting institution",
-            response_class=FhirJSONResponse, response_model=None, responses=_responses(401, 403, 404))
+            response_class=FhirJSONResponse, response_model=None, responses=_responses(401, 403, 404, 422))
 def read_organization(request: Request, institution: str,
                       who: Principal = Depends(require(*ANY_ROLE))) -> Response:  # noqa: B008
     found = build.organization(context_of(request).book, institution)
@@ -411,9 +414,9 @@ for _resource_type, _path in (("DiagnosticReport", _ID), ("Observation", _OBSERV
     _read_route, _vread_route = _reader(_resource_type, _path)
     router.add_api_route(f"/{_resource_type}/{{resource_id}}", _read_route, methods=["GET"],
                          summary=f"Read a {_resource_type} (its current version)", response_class=FhirJSONResponse,
-                         response_model=None, responses=_responses(401, 403, 404),
+                         response_model=None, responses=_responses(401, 403, 404, 422),
                          name=f"read_{_resource_type}")
     router.add_api_route(f"/{_resource_type}/{{resource_id}}/_history/{{version}}", _vread_route, methods=["GET"],
                          summary=f"Read one version of a {_resource_type}", response_class=FhirJSONResponse,
-                         response_model=None, responses=_responses(401, 403, 404),
+                         response_model=None, responses=_responses(401, 403, 404, 422),
                          name=f"vread_{_resource_type}")
