@@ -38,6 +38,9 @@ class Settings:
     engine_group: str = ENGINE_GROUP
     partitions: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PARTITIONS))
     fhir_max_bytes: int = FHIR_MAX_BYTES
+    #: Validate every /fhir read/search answer with the fhir.resources R4B models before sending it
+    #: (HRX_FHIR_VALIDATE=0 turns it off: it is most of a large search's time, see bench/fhir_search.py).
+    fhir_validate: bool = True
     #: PostgreSQL: the role the API runs as, granted only SELECT and INSERT on the audit table by the migration
     #: that makes it append-only (HRX_API_DB_ROLE; see README, "Database roles").
     api_db_role: str | None = None
@@ -83,6 +86,7 @@ class Settings:
             http_port=int(env.get("HRX_HTTP_PORT", "8080")),
             engine_group=env.get("HRX_ENGINE_GROUP", ENGINE_GROUP),
             fhir_max_bytes=_positive(env, "HRX_FHIR_MAX_BYTES", FHIR_MAX_BYTES),
+            fhir_validate=env.get("HRX_FHIR_VALIDATE", "1").strip().lower() not in ("0", "false", "no", "off"),
             api_db_role=env.get("HRX_API_DB_ROLE") or None,
             tls_cert=Path(env["HRX_TLS_CERT"]) if env.get("HRX_TLS_CERT") else None,
             tls_key=Path(env["HRX_TLS_KEY"]) if env.get("HRX_TLS_KEY") else None,
@@ -119,6 +123,8 @@ class Settings:
             env["HRX_CODES_DIR"] = str(self.codes_dir)
         if self.fhir_max_bytes != FHIR_MAX_BYTES:
             env["HRX_FHIR_MAX_BYTES"] = str(self.fhir_max_bytes)
+        if not self.fhir_validate:
+            env["HRX_FHIR_VALIDATE"] = "0"
         if self.api_db_role:
             env["HRX_API_DB_ROLE"] = self.api_db_role
         return env

@@ -46,6 +46,7 @@ class Context:
     bootstrap: str
     engine_group: str
     fhir_max_bytes: int = FHIR_MAX_BYTES  # POST /fhir refuses larger bodies (HRX_FHIR_MAX_BYTES)
+    fhir_validate: bool = True  # /fhir answers validated with the R4B models before sending (HRX_FHIR_VALIDATE)
     #: Browser origins allowed to call the API across origins (HRX_CORS_ORIGINS); none by default.
     cors_origins: tuple[str, ...] = ()
     recognition_memo: RecognitionMemo = field(default_factory=RecognitionMemo)

@@ -85,9 +85,11 @@ def _refused(exc: SearchError) -> Response:
     return outcome(exc.status, exc.code, exc.message, exc.expression)
 
 
-def _send(resource: dict[str, Any], model: Any, headers: dict[str, str] | None = None) -> Response:
-    """Validate with the R4B model, then send the very dict that was validated."""
-    model.model_validate(resource)
+def _send(resource: dict[str, Any], model: Any, headers: dict[str, str] | None = None, *,
+          validate: bool = True) -> Response:
+    """Validate with the R4B model (unless HRX_FHIR_VALIDATE=0), then send the very dict that was validated."""
+    if validate:
+        model.model_validate(resource)
     return Response(orjson.dumps(resource), media_type=FHIR_JSON, headers=headers)
 
 
@@ -277,7 +279,8 @@ def _run(request: Request, who: Principal, resource: str, *, operation: str | No
     page_token = request.query_params.get("_page")
     self_url = f"{path}?{query}" + (f"&_page={page_token}" if page_token else "")
     next_url = f"{path}?{query}&_page={cursor_token(page.next)}" if page.next else None
-    return _send(_bundle(self_url, next_url, page.total, entries, parsed.unknown), Bundle)
+    return _send(_bundle(self_url, next_url, page.total, entries, parsed.unknown), Bundle,
+                 validate=context.fhir_validate)
 
 
 def _entries(conn: Connection, context: Context, recognitions: _Recognitions, base: str, resource: str,
@@ -367,10 +370,9 @@ def _read(request: Request, who: Principal, resource: str, resource_id: str, ver
             "resource": what, "found": found is not None, "withheld": not shown})
     if found is None:
         return outcome(404, "not-found", f"no {what}")
-    base = _base(request)
-    return _send(found, MODELS[resource], {"ETag": f'W/"{result.version}"',
-                                           "Content-Location": f"{base}/{resource}/{resource_id}/_history/"
-                                                               f"{result.version}"})
+    location = f"{_base(request)}/{resource}/{resource_id}/_history/{result.version}"
+    return _send(found, MODELS[resource], {"ETag": f'W/"{result.version}"', "Content-Location": location},
+                 validate=context.fhir_validate)
 
 
 def _resource(context: Context, recognitions: _Recognitions, resource: str, result: StoredResult, fhir_id: int,

@@ -398,3 +398,23 @@ def test_recognition_check_operation_mirrors_the_json_check(world: World) -> Non
     stranger = world.client.post("/fhir/$recognition-check", json=_check_parameters(),
                                  headers=world.who.his(STRANGER, "dr-x"))
     assert stranger.status_code == 403
+
+
+def test_run_time_validation_can_be_turned_off_and_changes_nothing_in_the_answer(world: World) -> None:
+    from exchange.config import Settings
+
+    settings = Settings.from_env({"HRX_FHIR_VALIDATE": "0"}, stack=False)
+    assert settings.fhir_validate is False and settings.to_env()["HRX_FHIR_VALIDATE"] == "0"
+    assert Settings.from_env({}, stack=False).fhir_validate is True
+    query = {"patient": world.pseudonym, "_include": "DiagnosticReport:result"}
+    validated = world.bundle("/fhir/DiagnosticReport", **query)
+    world.client.app.state.context.fhir_validate = False  # type: ignore[attr-defined]
+    unvalidated = world.bundle("/fhir/DiagnosticReport", **query)
+    def timeless(bundle: dict[str, Any]) -> str:  # each Bundle has its own id and time, each evaluation its own
+        import json
+        import re
+
+        text = json.dumps({**bundle, "id": None, "meta": None})
+        return re.sub(r'"url": "evaluatedAt", "valueDateTime": "[^"]+"', "", text)
+
+    assert timeless(validated) == timeless(unvalidated)
