@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import json
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources as package_data
 from typing import Any
 
@@ -48,6 +48,11 @@ SERVICE_OF_KIND = {"lab": "LAB", "imaging": "RAD"}
 OBSERVATION_CATEGORY_OF_KIND = {"lab": "laboratory", "imaging": "imaging"}
 #: ImagingStudy.status of a result status (R4 ImagingStudyStatus).
 STUDY_STATUS = {"cancelled": "cancelled", "entered-in-error": "entered-in-error"}
+
+
+#: Instants as +08:00 text, memoized: a search's answer writes the same few thousand instants (issued, effective,
+#: valid-until) several times each, and the conversion was most of building it.
+_iso = lru_cache(maxsize=16384)(beijing_iso)
 
 
 @cache
@@ -87,7 +92,7 @@ def recognition(book: Any, answer: Answer, requester: str, at: datetime) -> dict
     if answer.item_code is not None:
         parts.append({"url": "item", "valueCoding": _item_coding(book, answer.item_code)})
     parts.append({"url": "requester", "valueReference": organization_reference(book, requester)})
-    parts.append({"url": "evaluatedAt", "valueDateTime": beijing_iso(at)})
+    parts.append({"url": "evaluatedAt", "valueDateTime": _iso(at)})
     parts.append({"url": "status", "valueCode": str(answer.status)})
     if answer.tier is not None:
         parts.append({"url": "tier", "valueCode": answer.tier})
@@ -96,7 +101,7 @@ def recognition(book: Any, answer: Answer, requester: str, at: datetime) -> dict
     if answer.catalogue_version is not None:
         parts.append({"url": "catalogueVersion", "valueString": answer.catalogue_version})
     if answer.valid_until is not None:
-        parts.append({"url": "validUntil", "valueDateTime": beijing_iso(answer.valid_until)})
+        parts.append({"url": "validUntil", "valueDateTime": _iso(answer.valid_until)})
     for reason in answer.reasons:
         parts.append({"url": "reason", "extension": [{"url": "zh", "valueString": reason["zh"]},
                                                      {"url": "en", "valueString": reason["en"]}]})
@@ -153,8 +158,8 @@ def diagnostic_report(book: Any, result: StoredResult, fhir_id: int, extensions:
         "category": _category(book, DIAGNOSTIC_SERVICE, SERVICE_OF_KIND[result.kind], result.unified_code),
         "code": _concept(book, result.unified_code, result.local_code, f"{LOCAL_CODE_SYSTEM}{issuer}"),
         "subject": {"reference": f"Patient/{result.patient}"},
-        "effectiveDateTime": beijing_iso(result.collected_at or result.reported_at),
-        "issued": beijing_iso(result.reported_at),
+        "effectiveDateTime": _iso(result.collected_at or result.reported_at),
+        "issued": _iso(result.reported_at),
         "performer": [organization_reference(book, issuer)],
     })
     if result.observations:
@@ -187,8 +192,8 @@ def observation(book: Any, result: StoredResult, fhir_id: int, value: StoredObse
         "code": _concept(book, value.unified_code, value.local_code,
                          value.local_system or f"{LOCAL_CODE_SYSTEM}{result.issuer}"),
         "subject": {"reference": f"Patient/{result.patient}"},
-        "effectiveDateTime": beijing_iso(result.collected_at or result.reported_at),
-        "issued": beijing_iso(result.reported_at),
+        "effectiveDateTime": _iso(result.collected_at or result.reported_at),
+        "issued": _iso(result.reported_at),
         "performer": [organization_reference(book, result.issuer)],
     })
     if value.value is not None:
@@ -237,7 +242,7 @@ def imaging_study(book: Any, result: StoredResult, fhir_id: int, extensions: lis
     if study.get("modality"):
         resource["modality"] = [{"system": DICOM_MODALITY, "code": study["modality"]}]
     if study.get("study_at"):
-        resource["started"] = beijing_iso(datetime.fromisoformat(study["study_at"]))
+        resource["started"] = _iso(datetime.fromisoformat(study["study_at"]))
     if endpoint is not None:
         resource["endpoint"] = [{"reference": "#endpoint"}]
     if study.get("series_count") is not None:
