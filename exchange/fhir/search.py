@@ -99,9 +99,9 @@ def _study_started(scope: Scope) -> ColumnElement[Any]:
     return func.datetime(_study(scope, "study_at"))  # SQLite: 'YYYY-MM-DD HH:MM:SS' in UTC
 
 
-def _instant(scope: Scope, column: ColumnElement[Any], moment: datetime) -> Any:
-    """``moment`` as ``column`` compares with it: the study's start on SQLite is UTC text."""
-    if scope.dialect != "postgresql" and column.__class__.__name__ == "Function" and column.name == "datetime":
+def _study_instant(scope: Scope, moment: datetime) -> Any:
+    """``moment`` as the study's start compares with it: UTC text on SQLite, an instant on PostgreSQL."""
+    if scope.dialect != "postgresql":
         return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
     return moment
 
@@ -170,13 +170,16 @@ def _category(service_system: str, kinds: dict[str, str], unified: Any) -> Filte
     return where
 
 
-def _dates(column: Callable[[Scope], ColumnElement[Any]], name: str) -> Filter:
+def _dates(column: Callable[[Scope], ColumnElement[Any]], name: str,
+           bound: Callable[[Scope, datetime], Any] = lambda scope, moment: moment) -> Filter:
+    """A date parameter on ``column``; ``bound`` makes a range's ends comparable with it."""
+
     def where(scope: Scope, values: list[str]) -> ColumnElement[bool]:
         expr = column(scope)
         clauses = []
         for raw in values:
             rng = p.date_range(raw, name)
-            low, high = _instant(scope, expr, rng.low), _instant(scope, expr, rng.high)
+            low, high = bound(scope, rng.low), bound(scope, rng.high)
             clauses.append({"eq": lambda: and_(expr >= low, expr < high), "ne": lambda: or_(expr < low, expr >= high),
                             "gt": lambda: expr >= high, "sa": lambda: expr >= high, "lt": lambda: expr < low,
                             "eb": lambda: expr < low, "ge": lambda: expr >= low, "le": lambda: expr < high,
@@ -257,7 +260,7 @@ SEARCHES: dict[str, Search] = {s.resource: s for s in (
     Search("ImagingStudy", (
         _PATIENT, _SUBJECT,
         Param("started", "date", "When the study started (DICOM study date and time); with prefixes",
-              _dates(_study_started, "started")),
+              _dates(_study_started, "started", _study_instant)),
         Param("modality", "token", "DICOM modality code (DCM), e.g. CT, MR",
               _tokens(lambda scope: _study(scope, "modality"), "modality", DICOM_MODALITY)),
     ), {}, "-issued", ()),

@@ -268,6 +268,14 @@ def test_observation_search_lastn_and_value_quantity(world: World) -> None:
     assert len(_resources(world.bundle("/fhir/Observation", patient=pseudonym, category="laboratory"))) == 4
     lastn = world.bundle("/fhir/Observation/$lastn", patient=pseudonym, max="1")
     assert len(_resources(lastn)) == 4 and lastn["total"] == 4  # one per code: glucose, K, ALT, AST
+    assert len(_resources(world.bundle("/fhir/Observation/$lastn", patient=pseudonym, code="urn:hrx:item|L0001",
+                                       max="5"))) == 1  # the corrected ALT once: versions are not values
+    assert world.get("/fhir/Observation/$lastn", patient=pseudonym, max="0").status_code == 400
+    day = (NOW - timedelta(hours=50)).astimezone(BEIJING)  # R2 was collected 50 hours ago
+    on_that_day = world.bundle("/fhir/Observation", patient=pseudonym, date=f"{day:%Y-%m-%dT%H}:{day:%M}")
+    assert [o["code"]["coding"][-1]["code"] for o in _resources(on_that_day)] == ["BJXCALT"]
+    later = world.bundle("/fhir/Observation", patient=pseudonym, date=f"sa{day:%Y-%m-%dT%H:%M:%S}")
+    assert {o["code"]["coding"][-1]["code"] for o in _resources(later)} == {"BJXCGLU", "BJXCK"}  # R1's
 
 
 def test_imaging_study_with_its_retrieval_endpoint(world: World) -> None:
