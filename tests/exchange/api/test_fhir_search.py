@@ -333,7 +333,7 @@ def test_no_treatment_relationship_is_403_and_every_read_is_audited(world: World
         refused = world.get(url, world.who.his(STRANGER, "dr-x"), patient=world.pseudonym)
         assert refused.status_code == 403 and refused.json()["issue"][0]["code"] == "forbidden"
     assert world.get("/fhir/DiagnosticReport", {}, patient=world.pseudonym).status_code == 401
-    assert world.get("/fhir/DiagnosticReport", world.who.operator(), patient=world.pseudonym).status_code == 403
+    assert world.get("/fhir/DiagnosticReport", world.who.source(ISSUER), patient=world.pseudonym).status_code == 403
     clinician = world.who.clinician(REQUESTER)
     [report] = _resources(world.bundle("/fhir/DiagnosticReport", patient=world.pseudonym, status="preliminary"))
     assert world.get(f"/fhir/DiagnosticReport/{report['id']}", clinician).status_code == 200
