@@ -24,6 +24,7 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.imagingstudy import ImagingStudy
 from fhir.resources.R4B.observation import Observation as FhirObservation
 from fhir.resources.R4B.organization import Organization
+from fhir.resources.R4B.patient import Patient as FhirPatient
 from fhir.resources.R4B.structuredefinition import StructureDefinition
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection
@@ -166,6 +167,18 @@ def search_patient(request: Request, who: Principal = Depends(_READER)) -> Respo
     bundle = _bundle(f"{base}/Patient?identifier={system}%7C***", None, 1,
                      [_entry(base, build.patient(pseudonym), "match")], unknown)
     return _send(bundle, Bundle)
+
+
+@router.get("/Patient/{pseudonym}", summary="A Patient by its pseudonymous id (within a treatment relationship)",
+            response_class=FhirJSONResponse, response_model=None, responses=_responses(401, 403, 404, 422))
+def read_patient(request: Request, pseudonym: str, who: Principal = Depends(_READER)) -> Response:  # noqa: B008
+    """The subject every result refers to; only its pseudonym is known (the resident ID is never stored)."""
+    if len(pseudonym) != 64 or any(c not in "0123456789abcdef" for c in pseudonym):
+        return outcome(404, "not-found", f"no Patient/{pseudonym}")
+    with context_of(request).database.begin() as conn:
+        access = patient_read(conn, who, pseudonym)
+        audit.record(conn, _actor(who, access), "fhir.read", pseudonym, {"resource": f"Patient/{pseudonym}"})
+    return _send(build.patient(pseudonym), FhirPatient)
 
 
 # -- shared by the result routes ------------------------------------------------------------------------------

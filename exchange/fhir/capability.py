@@ -38,7 +38,7 @@ def capability_statement(software_version: str, published: str) -> dict[str, Any
             resource["operation"] = operations
         resources.append(resource)
     for name in READ_ONLY:
-        resource = {"type": name, "interaction": [{"code": "read"}]}
+        resource: dict[str, Any] = {"type": name, "interaction": [{"code": "read"}]}
         if name == "Patient":
             resource["interaction"].append({"code": "search-type"})
             resource["searchParam"] = [{"name": "identifier", "type": "token",

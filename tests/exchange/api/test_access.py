@@ -160,6 +160,8 @@ CASES: dict[str, Case] = {
         lambda w, h: w.client.get(f"/fhir/Organization/{ISSUER}", headers=h), patient_role),
     "GET /fhir/Patient": Case(lambda w, h: w.client.get("/fhir/Patient", headers=h, params={
         "identifier": f"urn:oid:2.16.156.10011.1.3|{RESIDENT_ID}"}), his_here, operator),
+    "GET /fhir/Patient/{pseudonym}": Case(lambda w, h: w.client.get(f"/fhir/Patient/{w.pseudonym}", headers=h),
+                                          his_here, operator, his_elsewhere),
     "GET /fhir/DiagnosticReport": Case(_fhir_search("DiagnosticReport"), his_here, operator, his_elsewhere),
     "GET /fhir/Observation": Case(_fhir_search("Observation"), his_here, patient_role, his_elsewhere),
     "GET /fhir/Observation/$lastn": Case(_fhir_search("Observation/$lastn"), his_here, operator, his_elsewhere),

@@ -177,6 +177,10 @@ def test_a_resident_id_resolves_to_the_pseudonym_and_is_never_echoed(world: Worl
     bundle = world.bundle("/fhir/Patient", identifier=f"urn:oid:2.16.156.10011.1.3|{RESIDENT_ID}")
     [patient] = _resources(bundle)
     assert patient["id"] == world.pseudonym and bundle["total"] == 1
+    read = world.get(f"/fhir/Patient/{world.pseudonym}")  # what every result's subject refers to
+    assert read.status_code == 200 and read.json()["id"] == world.pseudonym
+    assert world.get(f"/fhir/Patient/{world.pseudonym}", world.who.his(STRANGER, "dr-x")).status_code == 403
+    assert world.get("/fhir/Patient/not-a-pseudonym").status_code == 404
     assert RESIDENT_ID not in str(bundle)
     bad = world.get("/fhir/Patient", identifier="urn:oid:2.16.156.10011.1.3|110105198003120021")
     assert bad.status_code == 400 and "110105198003120021" not in bad.text
