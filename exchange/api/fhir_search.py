@@ -40,7 +40,7 @@ from exchange.fhir import resources as build
 from exchange.fhir.capability import capability_statement
 from exchange.fhir.params import SearchError
 from exchange.fhir.search import (SEARCHES, Page, Scope, cursor_token, lastn, parse, report_items, result_of,
-                                  search)
+                                  search, versions_of)
 from exchange.recognize import Recognizer, items_of
 from exchange.store import StoredObservation, StoredResult, current_results
 from exchange.store.results import with_observations
@@ -403,6 +403,36 @@ def _resource(context: Context, recognitions: _Recognitions, resource: str, resu
     extensions = recognitions.item(result.issuer, value.unified_code, result.status, result.reported_at,
                                    present) if value.unified_code else []
     return build.observation(book, result, fhir_id, value, extensions)
+
+
+@router.get("/DiagnosticReport/{resource_id}/_history", summary="Every version of a DiagnosticReport, newest first",
+            response_class=FhirJSONResponse, response_model=None, responses=_responses(401, 403, 404, 422))
+def report_history(request: Request, resource_id: str, who: Principal = Depends(_READER)) -> Response:  # noqa: B008
+    """The instance history (FHIR R4 §3.1.0.10): a ``history`` Bundle of every version the issuer sent."""
+    context = context_of(request)
+    recognitions = _Recognitions(context, who)
+    base = _base(request)
+    with context.database.begin() as conn:
+        rows = versions_of(conn, resource_id)
+        if not rows:
+            return outcome(404, "not-found", f"no DiagnosticReport/{resource_id}")
+        patient = rows[0].patient
+        access = patient_read(conn, who, patient)
+        results = with_observations(conn, rows)
+        shown, _ = withhold_blocked(conn, context.book, results[:1], patient, who, access)
+        if shown:
+            audit.record(conn, _actor(who, access), "fhir.history", patient, {
+                "resource": f"DiagnosticReport/{resource_id}", "versions": len(results)})
+    if not shown:
+        return outcome(404, "not-found", f"no DiagnosticReport/{resource_id}")
+    entries = [{"fullUrl": f"{base}/DiagnosticReport/{resource_id}/_history/{r.version}",
+                "resource": build.diagnostic_report(context.book, r, rows[0].fhir_id, recognitions.result(r)),
+                "request": {"method": "PUT", "url": f"DiagnosticReport/{resource_id}"},
+                "response": {"status": "200 OK", "etag": f'W/"{r.version}"'}} for r in results]
+    bundle = {"resourceType": "Bundle", "id": str(uuid.uuid4()), "meta": {"lastUpdated": beijing_iso(
+        datetime.now(BEIJING))}, "type": "history", "total": len(entries),
+        "link": [{"relation": "self", "url": f"{base}/DiagnosticReport/{resource_id}/_history"}], "entry": entries}
+    return _send(bundle, Bundle, validate=context.fhir_validate)
 
 
 # Ids and versions are checked by the handler: one that cannot exist is a 404 OperationOutcome, as in HAPI.

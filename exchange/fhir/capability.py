@@ -18,8 +18,10 @@ def capability_statement(software_version: str, published: str) -> dict[str, Any
     resources: list[dict[str, Any]] = []
     for name, search in SEARCHES.items():
         resource: dict[str, Any] = {
-            "type": name, "versioning": "versioned", "readHistory": False, "conditionalRead": "not-supported",
-            "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "search-type"}],
+            "type": name, "versioning": "versioned", "readHistory": name == "DiagnosticReport",
+            "conditionalRead": "not-supported",
+            "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "search-type"}]
+            + ([{"code": "history-instance"}] if name == "DiagnosticReport" else []),
             "searchParam": [{"name": q.name, "type": q.type, "documentation": q.documentation}
                             for q in search.params]
             + [{"name": "_count", "type": "number",

@@ -453,6 +453,16 @@ def report_items(conn: Connection, pks: Sequence[int]) -> dict[int, frozenset[st
 
 # -- reads by id -----------------------------------------------------------------------------------------------
 
+def versions_of(conn: Connection, fhir_id: str) -> list[Any]:
+    """Every stored version's ``results`` row (with ``fhir_id``) of a FHIR id, newest first; empty if unknown."""
+    head = result_of(conn, fhir_id)
+    if head is None:
+        return []
+    return list(conn.execute(select(literal(head.fhir_id).label("fhir_id"), *RESULT_COLUMNS, Result.event)
+                             .where(Result.issuer == head.issuer, Result.result_id == head.result_id)
+                             .order_by(Result.version.desc())).all())
+
+
 def result_of(conn: Connection, fhir_id: str, version: int | None = None) -> Any | None:
     """The ``results`` row (with ``fhir_id``) of a FHIR id: the head, or the given version; None if unknown.
     An id is the row id of the result's first version: any other row id is not an id of the result."""

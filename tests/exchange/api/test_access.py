@@ -134,6 +134,15 @@ def _fhir_read(path: str, version: bool = False) -> Call:
     return call
 
 
+def _fhir_read_id(w: World) -> int:
+    from sqlalchemy import func, select
+
+    from exchange.store.models import Result
+
+    with w.who.database.connect() as conn:
+        return int(conn.execute(select(func.min(Result.id)).where(Result.result_id == "R1")).scalar_one())
+
+
 def _fhir_search(path: str) -> Call:
     return lambda w, h: w.client.get(f"/fhir/{path}", params={"patient": w.pseudonym}, headers=h)
 
@@ -162,6 +171,9 @@ CASES: dict[str, Case] = {
         "identifier": f"urn:oid:2.16.156.10011.1.3|{RESIDENT_ID}"}), his_here, operator),
     "GET /fhir/Patient/{pseudonym}": Case(lambda w, h: w.client.get(f"/fhir/Patient/{w.pseudonym}", headers=h),
                                           his_here, operator, his_elsewhere),
+    "GET /fhir/DiagnosticReport/{resource_id}/_history": Case(
+        lambda w, h: w.client.get(f"/fhir/DiagnosticReport/{_fhir_read_id(w)}/_history", headers=h),
+        his_here, operator, his_elsewhere),
     "GET /fhir/DiagnosticReport": Case(_fhir_search("DiagnosticReport"), his_here, operator, his_elsewhere),
     "GET /fhir/Observation": Case(_fhir_search("Observation"), his_here, patient_role, his_elsewhere),
     "GET /fhir/Observation/$lastn": Case(_fhir_search("Observation/$lastn"), his_here, operator, his_elsewhere),

@@ -301,6 +301,10 @@ def test_read_vread_and_unknown_ids(world: World) -> None:
     read = world.get(f"/fhir/DiagnosticReport/{report['id']}")
     assert read.status_code == 200 and read.headers["etag"] == 'W/"2"'
     DiagnosticReport.model_validate(read.json())
+    history = world.get(f"/fhir/DiagnosticReport/{report['id']}/_history")
+    assert history.status_code == 200 and history.json()["type"] == "history"
+    Bundle.model_validate(history.json())
+    assert [e["resource"]["meta"]["versionId"] for e in history.json()["entry"]] == ["2", "1"]
     first = world.get(f"/fhir/DiagnosticReport/{report['id']}/_history/1").json()
     assert first["meta"]["versionId"] == "1" and first["status"] == "final"
     value = world.get(f"/fhir/{first['result'][0]['reference']}/_history/1").json()
