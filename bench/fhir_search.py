@@ -5,8 +5,8 @@ floor of one indexed SELECT of the same rows (heads ⋈ results ⋈ observations
 Timed: the real route through FastAPI's TestClient as the requester's HIS (authentication, the treatment
 relationship, the search and its count in SQL, the recognition extension of every report and value, the R4B
 validation of the Bundle, the audit record), one page of ``_count=500``; then the same search with the answer
-not validated (``HRX_FHIR_VALIDATE=0``), and ``Bundle.model_validate`` of the same answer alone. The data set is the recognition benchmark's
-(``bench/recognition.py``: same seed, targets and layout), reused when it is there.
+not validated (``HRX_FHIR_VALIDATE=0``), and ``Bundle.model_validate`` of the same answer alone. The data set
+is the recognition benchmark's (``bench/recognition.py``: same seed, targets and layout), reused when it is there.
 """
 from __future__ import annotations
 

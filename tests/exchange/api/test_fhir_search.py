@@ -95,8 +95,8 @@ class World:
     database: Any
 
     def get(self, url: str, headers: dict[str, str] | None = None, **query: Any) -> Any:
-        response = self.client.get(url, params=query or None, headers=self.who.his(REQUESTER) if headers is None else headers)
-        return response
+        return self.client.get(url, params=query or None,
+                               headers=self.who.his(REQUESTER) if headers is None else headers)
 
     def bundle(self, url: str, **query: Any) -> dict[str, Any]:
         response = self.get(url, **query)
@@ -239,7 +239,8 @@ def test_report_search_parameters(world: World) -> None:
         assert bundle["total"] == len(expected), query
 
 
-def test_paging_walks_every_report_once_with_stable_next_links(world: World, book, pseudonymizer) -> None:  # type: ignore[no-untyped-def]
+def test_paging_walks_every_report_once_with_stable_next_links(  # type: ignore[no-untyped-def]
+        world: World, book, pseudonymizer) -> None:
     bundle = world.bundle("/fhir/DiagnosticReport", patient=world.pseudonym, _count="1", _sort="issued")
     seen = [r["identifier"][0]["value"] for r in _resources(bundle)]
     links = []
@@ -264,9 +265,9 @@ def test_observation_search_lastn_and_value_quantity(world: World) -> None:
     for resource in _resources(glucose_or_k):
         Observation.model_validate(resource)
         assert resource["performer"][0]["reference"] == f"Organization/{ISSUER}"
-    assert {o["code"]["coding"][-1]["code"] for o in _resources(
-        world.bundle("/fhir/Observation", patient=pseudonym, **{"value-quantity": "gt30|http://unitsofmeasure.org|U/L"}))
-    } == {"BJXCALT"}  # the corrected 35, not the first version's 30
+    above = world.bundle("/fhir/Observation", patient=pseudonym,
+                         **{"value-quantity": "gt30|http://unitsofmeasure.org|U/L"})
+    assert {o["code"]["coding"][-1]["code"] for o in _resources(above)} == {"BJXCALT"}  # 35, not version 1's 30
     assert _resources(world.bundle("/fhir/Observation", patient=pseudonym, **{"value-quantity": "35"}))
     assert not _resources(world.bundle("/fhir/Observation", patient=pseudonym, **{"value-quantity": "le4"}))
     assert len(_resources(world.bundle("/fhir/Observation", patient=pseudonym, category="laboratory"))) == 4
@@ -310,7 +311,8 @@ def test_read_vread_and_unknown_ids(world: World) -> None:
     value = world.get(f"/fhir/{first['result'][0]['reference']}/_history/1").json()
     assert value["valueQuantity"]["value"] == 30.0
     assert world.get(f"/fhir/{report['result'][0]['reference']}").json()["valueQuantity"]["value"] == 35.0
-    study = world.get(f"/fhir/{_resources(world.bundle('/fhir/DiagnosticReport', patient=world.pseudonym, category='RAD'))[0]['imagingStudy'][0]['reference']}")
+    [ct] = _resources(world.bundle("/fhir/DiagnosticReport", patient=world.pseudonym, category="RAD"))
+    study = world.get(f"/fhir/{ct['imagingStudy'][0]['reference']}")
     assert study.status_code == 200 and study.json()["resourceType"] == "ImagingStudy"
     for missing in (f"/fhir/DiagnosticReport/{report['id']}/_history/7", "/fhir/DiagnosticReport/999999",
                     "/fhir/DiagnosticReport/abc", "/fhir/Observation/1-x", f"/fhir/ImagingStudy/{report['id']}"):
