@@ -44,6 +44,10 @@ class Settings:
     #: single broker of ``hrx up`` always uses 1.
     topic_replication: int = 1
     fhir_max_bytes: int = FHIR_MAX_BYTES
+    #: Validate every /fhir read/search answer with the fhir.resources R4B models before sending it
+    #: (HRX_FHIR_VALIDATE=1; off by default: it is ~90 % of a large search's time, see bench/fhir_search.py, and
+    #: the tests validate every answer the handlers build).
+    fhir_validate: bool = False
     #: PostgreSQL: the role the API runs as, granted only SELECT and INSERT on the audit table by the migration
     #: that makes it append-only (HRX_API_DB_ROLE; see README, "Database roles").
     api_db_role: str | None = None
@@ -96,6 +100,7 @@ class Settings:
             partitions=_partitions(env.get("HRX_TOPIC_PARTITIONS", "")),
             topic_replication=_positive(env, "HRX_TOPIC_REPLICATION_FACTOR", 1, "copies"),
             fhir_max_bytes=_positive(env, "HRX_FHIR_MAX_BYTES", FHIR_MAX_BYTES, "bytes"),
+            fhir_validate=env.get("HRX_FHIR_VALIDATE", "0").strip().lower() in ("1", "true", "yes", "on"),
             api_db_role=env.get("HRX_API_DB_ROLE") or None,
             tls_cert=Path(env["HRX_TLS_CERT"]) if env.get("HRX_TLS_CERT") else None,
             tls_key=Path(env["HRX_TLS_KEY"]) if env.get("HRX_TLS_KEY") else None,
@@ -138,6 +143,8 @@ class Settings:
             env["HRX_TOPIC_REPLICATION_FACTOR"] = str(self.topic_replication)
         if self.fhir_max_bytes != FHIR_MAX_BYTES:
             env["HRX_FHIR_MAX_BYTES"] = str(self.fhir_max_bytes)
+        if self.fhir_validate:
+            env["HRX_FHIR_VALIDATE"] = "1"
         if self.api_db_role:
             env["HRX_API_DB_ROLE"] = self.api_db_role
         if self.ui_base_url:

@@ -46,6 +46,7 @@ class Context:
     bootstrap: str
     engine_group: str
     fhir_max_bytes: int = FHIR_MAX_BYTES  # POST /fhir refuses larger bodies (HRX_FHIR_MAX_BYTES)
+    fhir_validate: bool = False  # /fhir answers validated with the R4B models before sending (HRX_FHIR_VALIDATE)
     #: Browser origins allowed to call the API across origins (HRX_CORS_ORIGINS); none by default.
     cors_origins: tuple[str, ...] = ()
     recognition_memo: RecognitionMemo = field(default_factory=RecognitionMemo)
@@ -125,11 +126,11 @@ def create_app(context: Context) -> FastAPI:
 
 def api_routers() -> list[APIRouter]:
     """Every router of the API, in the order they are included (the access test walks the same list)."""
-    from exchange.api import (auth, cds_hooks, codes, decisions, encounters, feedback, fhir, health, me, oversight,
-                              patients, recognition)
+    from exchange.api import (auth, cds_hooks, codes, decisions, encounters, feedback, fhir, fhir_check, fhir_search,
+                              health, me, oversight, patients, recognition)
 
-    return [module.router for module in (fhir, recognition, health, codes, auth, encounters, decisions, feedback,
-                                         patients, me, oversight, cds_hooks)]
+    return [module.router for module in (fhir, fhir_search, fhir_check, recognition, health, codes, auth, encounters,
+                                         decisions, feedback, patients, me, oversight, cds_hooks)]
 
 
 def context_of(request: Request) -> Context:

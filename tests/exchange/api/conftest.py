@@ -16,7 +16,8 @@ from jsonschema import Draft202012Validator
 
 def _operations(app: FastAPI) -> list[tuple[re.Pattern[str], str, dict[str, Any]]]:
     document = app.openapi()
-    return [(re.compile(re.sub(r"\{[^}/]+\}", "[^/]+", path)), method.upper(), operation)
+    # Literal parts escaped: a path may hold regex characters (``/fhir/Observation/$lastn``).
+    return [(re.compile(re.sub(r"\\\{[^}/]+\\\}", "[^/]+", re.escape(path))), method.upper(), operation)
             for path, item in document["paths"].items() for method, operation in item.items()]
 
 

@@ -43,9 +43,12 @@ def world(book, database, pseudonymizer, principals, tmp_path) -> Iterator[World
     """One patient with a result from ISSUER, in an open encounter at REQUESTER; a feedback and a block."""
     from tests.exchange.api.test_decisions import _report
 
-    event = ResultPipeline(book, pseudonymizer).lab_event(_report("R1", [("BJXCGLU", 99.0, "mg/dL")]), "fhir")
+    from tests.exchange.api.test_fhir_search import _ct
+
+    pipeline = ResultPipeline(book, pseudonymizer)
+    event = pipeline.lab_event(_report("R1", [("BJXCGLU", 99.0, "mg/dL")]), "fhir")
     with database.begin() as conn:
-        ingest(conn, [Delivery(event)])
+        ingest(conn, [Delivery(event), Delivery(pipeline.imaging_event(_ct(), "dicom"))])
     pseudonym = event["patient"]["pseudonym"]
     principals.encounter(pseudonym, REQUESTER)
     context = Context(book=book, database=database, pseudonymizer=pseudonymizer, publisher=FakePublisher(),
@@ -128,6 +131,36 @@ def _cds_feedback(w: World, h: dict[str, str]) -> httpx.Response:
         "outcomeTimestamp": datetime.now(UTC).isoformat()}]})
 
 
+def _fhir_read(path: str, version: bool = False) -> Call:
+    def call(w: World, h: dict[str, str]) -> httpx.Response:
+        from sqlalchemy import func, select
+
+        from exchange.store.models import Observation, Result
+
+        with w.who.database.connect() as conn:
+            result_id = "ACC-CT-1" if path == "ImagingStudy" else "R1"
+            pk = conn.execute(select(func.min(Result.id)).where(Result.result_id == result_id)).scalar_one()
+            seq = conn.execute(select(func.min(Observation.seq)).where(Observation.result_pk == pk)).scalar_one()
+        ident = f"{pk}-{seq}" if path == "Observation" else str(pk)
+        history = f"/_history/{1 if path == 'ImagingStudy' else 2}" if version else ""
+        return w.client.get(f"/fhir/{path}/{ident}{history}", headers=h)
+
+    return call
+
+
+def _fhir_read_id(w: World) -> int:
+    from sqlalchemy import func, select
+
+    from exchange.store.models import Result
+
+    with w.who.database.connect() as conn:
+        return int(conn.execute(select(func.min(Result.id)).where(Result.result_id == "R1")).scalar_one())
+
+
+def _fhir_search(path: str) -> Call:
+    return lambda w, h: w.client.get(f"/fhir/{path}", params={"patient": w.pseudonym}, headers=h)
+
+
 his_here: Who = lambda w: w.who.his(REQUESTER)  # noqa: E731
 his_elsewhere: Who = lambda w: w.who.his(ELSEWHERE, "dr-x")  # noqa: E731
 operator: Who = lambda w: w.who.operator()  # noqa: E731
@@ -138,6 +171,32 @@ CASES: dict[str, Case] = {
     "POST /fhir": Case(lambda w, h: w.client.post("/fhir", headers=h, json=BUNDLE),
                        lambda w: w.who.source(ISSUER), his_here, lambda w: w.who.source(ELSEWHERE)),
     "POST /api/v1/recognition/check": Case(_check, his_here, operator, his_elsewhere),
+    "POST /fhir/$recognition-check": Case(lambda w, h: w.client.post("/fhir/$recognition-check", headers=h, json={
+        "resourceType": "Parameters", "parameter": [
+            {"name": "patient", "valueIdentifier": {"system": "urn:oid:2.16.156.10011.1.3", "value": RESIDENT_ID}},
+            {"name": "requester", "valueReference": {"reference": f"Organization/{REQUESTER}"}}]}),
+        his_here, operator, his_elsewhere),
+    "GET /fhir/metadata": Case(lambda w, h: w.client.get("/fhir/metadata", headers=h), any_role, public=True),
+    "GET /fhir/StructureDefinition/{definition_id}": Case(
+        lambda w, h: w.client.get("/fhir/StructureDefinition/hrx-recognition", headers=h), any_role, public=True),
+    "GET /fhir/Organization/{institution}": Case(
+        lambda w, h: w.client.get(f"/fhir/Organization/{ISSUER}", headers=h), patient_role),
+    "GET /fhir/Patient": Case(lambda w, h: w.client.get("/fhir/Patient", headers=h, params={
+        "identifier": f"urn:oid:2.16.156.10011.1.3|{RESIDENT_ID}"}), his_here, operator),
+    "GET /fhir/Patient/{pseudonym}": Case(lambda w, h: w.client.get(f"/fhir/Patient/{w.pseudonym}", headers=h),
+                                          his_here, operator, his_elsewhere),
+    "GET /fhir/DiagnosticReport/{resource_id}/_history": Case(
+        lambda w, h: w.client.get(f"/fhir/DiagnosticReport/{_fhir_read_id(w)}/_history", headers=h),
+        his_here, operator, his_elsewhere),
+    "GET /fhir/DiagnosticReport": Case(_fhir_search("DiagnosticReport"), his_here, operator, his_elsewhere),
+    "GET /fhir/Observation": Case(_fhir_search("Observation"), his_here, patient_role, his_elsewhere),
+    "GET /fhir/Observation/$lastn": Case(_fhir_search("Observation/$lastn"), his_here, operator, his_elsewhere),
+    "GET /fhir/ImagingStudy": Case(_fhir_search("ImagingStudy"), his_here, operator, his_elsewhere),
+    **{f"GET /fhir/{kind}/{{resource_id}}": Case(_fhir_read(kind), his_here, operator, his_elsewhere)
+       for kind in ("DiagnosticReport", "Observation", "ImagingStudy")},
+    **{f"GET /fhir/{kind}/{{resource_id}}/_history/{{version}}": Case(
+        _fhir_read(kind, version=True), his_here, operator, his_elsewhere)
+       for kind in ("DiagnosticReport", "ImagingStudy", "Observation")},
     "GET /api/v1/health": Case(lambda w, h: w.client.get("/api/v1/health", headers=h), any_role, public=True),
     "GET /api/v1/catalogues": Case(lambda w, h: w.client.get("/api/v1/catalogues", headers=h), patient_role),
     "GET /api/v1/catalogues/{catalogue_id}": Case(
