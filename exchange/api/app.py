@@ -23,6 +23,7 @@ from exchange.api.security_headers import SecurityHeaders
 from adapters.pseudonymize import Pseudonymizer
 from exchange.auth.patient_codes import CodeSender
 from exchange.auth.throttle import FailureThrottle
+from exchange.jobs import Jobs
 from exchange.recognize import RecognitionMemo
 from adapters.publish import Publisher
 
@@ -51,6 +52,9 @@ class Context:
     recognition_memo: RecognitionMemo = field(default_factory=RecognitionMemo)
     code_sender: CodeSender | None = None  # delivers patients' one-time login codes (exchange.auth.patient_codes)
     login_failures: FailureThrottle = field(default_factory=FailureThrottle)  # per source address
+    jobs: Jobs = field(default_factory=Jobs)  # background work started by a request (the re-map)
+    #: Held while the code directory is written and the book replaced (one writer per process).
+    codes_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def pipeline(self) -> ResultPipeline:
         return ResultPipeline(self.book, self.pseudonymizer, self.publisher)
@@ -122,10 +126,10 @@ def create_app(context: Context) -> FastAPI:
 def api_routers() -> list[APIRouter]:
     """Every router of the API, in the order they are included (the access test walks the same list)."""
     from exchange.api import (auth, codes, decisions, encounters, feedback, fhir, health, me, oversight, patients,
-                              recognition)
+                              quality, recognition)
 
     return [module.router for module in (fhir, recognition, health, codes, auth, encounters, decisions, feedback,
-                                         patients, me, oversight)]
+                                         patients, me, oversight, quality)]
 
 
 def context_of(request: Request) -> Context:

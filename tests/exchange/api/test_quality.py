@@ -1,0 +1,223 @@
+"""Adding a mapping from the unmapped queue (new table version, code book reloaded, re-map job with progress) and
+the dead-letter listing, on both stores."""
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select
+
+from adapters.pipeline import ResultPipeline
+from adapters.report import Code, LabObservation, LabReport, Patient, Value
+from codes import default_codes_dir, load_codebook
+from exchange.api import Context, create_app
+from exchange.store import Delivery, ingest, record_dead_letter
+from exchange.store.models import AuditRecord, Observation, Result
+from schemas.resident_id import make_resident_id
+from tests.fakes import FakePublisher
+from tests.fixtures.principals import Principals
+
+ISSUER = "bj-chaoyang-001"
+OTHER = "sh-xuhui-001"
+AT = datetime(2026, 11, 20, 10, tzinfo=UTC)
+
+
+@dataclass
+class Desk:
+    client: TestClient
+    context: Context
+    who: Principals
+    codes: Path
+
+
+def _lab(institution: str, result_id: str, code: str, value: float, unit: str) -> LabReport:
+    return LabReport(institution=institution, result_id=result_id, version=1, status="final",
+                     patient=Patient(make_resident_id("11010519800312002")), codes=[Code(code)],
+                     observations=[LabObservation([Code(code)], Value("quantity", value, unit=unit))],
+                     reported_at=AT)
+
+
+@pytest.fixture
+def desk(database: Engine, pseudonymizer, principals: Principals, tmp_path: Path) -> Iterator[Desk]:  # type: ignore[no-untyped-def]
+    """An operator's own code directory (a copy of the shipped one) and three stored results of ISSUER whose
+    local code NEWGLU no table maps."""
+    codes = tmp_path / "codes"
+    shutil.copytree(default_codes_dir(), codes)
+    book = load_codebook(codes)
+    pipeline = ResultPipeline(book, pseudonymizer)
+    with database.begin() as conn:
+        ingest(conn, [Delivery(pipeline.lab_event(_lab(ISSUER, f"Q{n}", "NEWGLU", 5.0 + n, "mmol/L"), "fhir"))
+                      for n in range(3)])
+    context = Context(book=book, database=database, pseudonymizer=pseudonymizer, publisher=FakePublisher(),
+                      bootstrap="127.0.0.1:9", engine_group="g")  # type: ignore[arg-type]
+    with TestClient(create_app(context)) as client:
+        yield Desk(client, context, principals, codes)
+
+
+def _unified(database: Engine, local_code: str) -> list[str | None]:
+    with database.connect() as conn:
+        return list(conn.execute(select(Observation.unified_code).where(Observation.local_code == local_code)
+                                 .order_by(Observation.result_pk)).scalars())
+
+
+def test_a_mapping_from_the_queue_becomes_a_table_version_and_remaps_stored_results(desk: Desk) -> None:
+    operator = desk.who.operator()
+    queue = desk.client.get("/api/v1/unmapped-codes", params={"institution": ISSUER}, headers=operator).json()
+    assert ("NEWGLU", 3) in [(c["local_code"], c["results"]) for g in queue["groups"] for c in g["codes"]]
+    before = desk.context.book.mapping_version(ISSUER)
+    response = desk.client.post("/api/v1/mappings", headers=operator, json={
+        "institution": ISSUER, "local_code": "NEWGLU", "unified_code": "L0032", "local_name": "新葡萄糖",
+        "note": "来自未映射队列"})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["previous_version"] == before and body["version"] != before
+    assert desk.context.book.mapping_version(ISSUER) == body["version"]  # the running app uses it now
+    written = desk.codes / "mappings" / ISSUER / f"{body['version']}.csv"
+    old = (desk.codes / "mappings" / ISSUER / f"{before}.csv").read_text("utf-8")
+    assert written.read_text("utf-8") == old + ",NEWGLU,,新葡萄糖,L0032,,,,来自未映射队列\n"
+    assert response.headers["location"] == f"/api/v1/jobs/{body['job']['id']}"
+    assert body["job"]["total"] >= 3
+    desk.context.jobs.get(body["job"]["id"]).finished.wait(60)
+    job = desk.client.get(f"/api/v1/jobs/{body['job']['id']}", headers=operator).json()
+    assert job["state"] == "done" and job["done"] == job["total"] and job["errors"] == []
+    assert job["result"]["changed"] == 3 and job["result"]["newly_mapped"] >= 3
+    assert job["finished_at"].endswith("+08:00")
+    assert _unified(desk.context.database, "NEWGLU") == ["L0032"] * 3
+    with desk.context.database.connect() as conn:
+        versions = set(conn.execute(select(Result.mapping_version).where(Result.issuer == ISSUER)).scalars())
+        actions = list(conn.execute(select(AuditRecord.action)).scalars())
+    assert versions == {body["version"]} and "mapping.add" in actions
+    queue = desk.client.get("/api/v1/unmapped-codes", params={"institution": ISSUER}, headers=operator).json()
+    assert "NEWGLU" not in [c["local_code"] for g in queue["groups"] for c in g["codes"]]
+
+
+BAD = [
+    ({"unified_code": "L9999"}, 422, "unified_code"),
+    ({"institution": "nowhere"}, 422, "institution"),
+    ({"unified_code": "I0001"}, 422, "unified_code"),  # an exam item: studies go in imaging_mappings/
+    ({"local_code": "GLU"}, 409, "local_code"),  # the table maps GLU already
+    ({"source_unit": "mg/dL"}, 422, "source_unit"),  # a unit other than the item's without a factor
+    ({"source_unit": "furlongs"}, 422, "source_unit"),
+    ({"local_code": "A\nB"}, 422, "local_code"),
+]
+
+
+def test_bad_mappings_are_refused_and_nothing_is_written(desk: Desk) -> None:
+    folder = desk.codes / "mappings" / ISSUER
+    before = sorted(p.name for p in folder.iterdir())
+    version = desk.context.book.version
+    for change, status, field in BAD:
+        response = desk.client.post("/api/v1/mappings", headers=desk.who.operator(), json={
+            "institution": ISSUER, "local_code": "NEWGLU", "unified_code": "L0032", **change})
+        assert (response.status_code, response.json()["field"]) == (status, field), (change, response.text)
+        assert sorted(p.name for p in folder.iterdir()) == before and desk.context.book.version == version
+
+
+def test_a_mapping_with_a_unit_factor_converts_the_stored_values(desk: Desk, pseudonymizer) -> None:  # type: ignore[no-untyped-def]
+    with desk.context.database.begin() as conn:
+        ingest(conn, [Delivery(ResultPipeline(desk.context.book, pseudonymizer).lab_event(
+            _lab(ISSUER, "M1", "GLUMG", 90.0, "mg/dL"), "fhir"))])
+    response = desk.client.post("/api/v1/mappings", headers=desk.who.operator(), json={
+        "institution": ISSUER, "local_code": "GLUMG", "unified_code": "L0032", "source_unit": "mg/dL",
+        "factor": 0.05551})
+    assert response.status_code == 201, response.text
+    desk.context.jobs.get(response.json()["job"]["id"]).finished.wait(60)
+    with desk.context.database.connect() as conn:
+        value, unit = conn.execute(select(Observation.value, Observation.unit)
+                                   .where(Observation.local_code == "GLUMG")).one()
+    assert (round(value, 3), unit) == (round(90.0 * 0.05551, 3), "mmol/L")
+
+
+def test_the_shipped_demo_codes_are_not_edited(database: Engine, book, pseudonymizer, principals) -> None:  # type: ignore[no-untyped-def]
+    context = Context(book=book, database=database, pseudonymizer=pseudonymizer, publisher=FakePublisher(),
+                      bootstrap="127.0.0.1:9", engine_group="g")  # type: ignore[arg-type]
+    client = TestClient(create_app(context))
+    response = client.post("/api/v1/mappings", headers=principals.operator(), json={
+        "institution": ISSUER, "local_code": "NEWGLU", "unified_code": "L0032"})
+    assert response.status_code == 409 and "HRX_CODES_DIR" in response.json()["error"]
+
+
+def test_only_operators_inside_the_scope_add_mappings_and_follow_jobs(desk: Desk) -> None:
+    payload = {"institution": ISSUER, "local_code": "NEWGLU", "unified_code": "L0032"}
+    assert desk.client.post("/api/v1/mappings", headers=desk.who.auditor(), json=payload).status_code == 403
+    assert desk.client.post("/api/v1/mappings", headers=desk.who.his(ISSUER), json=payload).status_code == 403
+    shanghai = desk.who.operator(scope="31")
+    assert desk.client.post("/api/v1/mappings", headers=shanghai, json=payload).status_code == 403
+    made = desk.client.post("/api/v1/mappings", headers=desk.who.operator(scope="11"), json=payload)
+    assert made.status_code == 201, made.text
+    job = made.json()["job"]["id"]
+    desk.context.jobs.get(job).finished.wait(60)
+    assert desk.client.get(f"/api/v1/jobs/{job}", headers=shanghai).status_code == 403
+    assert desk.client.get(f"/api/v1/jobs/{job}", headers=desk.who.auditor()).status_code == 403
+    assert desk.client.get("/api/v1/jobs/nope", headers=desk.who.operator()).status_code == 404
+
+
+def _letters(database: Engine) -> None:
+    """Four dead letters of the engine: a bad event, an unknown key, a conflict, one from OTHER."""
+    lab = orjson.dumps({"schema": "hr.lab-result.v1", "issuer": ISSUER, "result_id": "X"}).decode()
+    with database.begin() as conn:
+        record_dead_letter(conn, "hr.lab-result.v1", 0, 1, "lab-result.v1: $: 'patient' is a required property",
+                           lab)
+        record_dead_letter(conn, "hr.lab-result.v1", 0, 2, "unknown pseudonym key id k2; this exchange uses k1",
+                           lab)
+        record_dead_letter(conn, "hr.imaging-result.v1", 1, 7, "result 'X' of bj-chaoyang-001 version 1 conflicts "
+                           "with the stored result under the same issuer, result id and version", "=cmd|' /C calc'!A0")
+        record_dead_letter(conn, "hr.lab-result.v1", 0, 3, "lab-result.v1: not JSON: unexpected character",
+                           orjson.dumps({"issuer": OTHER}).decode())
+
+
+def test_dead_letters_with_their_reasons_filters_and_pages(desk: Desk) -> None:
+    _letters(desk.context.database)
+    operator = desk.who.operator()
+    body = desk.client.get("/api/v1/dead-letters", headers=operator).json()
+    assert [(d["offset"], d["reason"], d["institution"]) for d in body["letters"]] == [
+        (3, "invalid_event", OTHER), (7, "conflict", None), (2, "unknown_key", ISSUER), (1, "invalid_event", ISSUER)]
+    assert body["next_before"] is None and body["letters"][0]["failed_at"].endswith("+08:00")
+    by_reason = desk.client.get("/api/v1/dead-letters", params={"reason": "invalid_event"}, headers=operator).json()
+    assert [d["offset"] for d in by_reason["letters"]] == [3, 1]
+    imaging = desk.client.get("/api/v1/dead-letters", params={"topic": "hr.imaging-result.v1"}, headers=operator)
+    assert [d["offset"] for d in imaging.json()["letters"]] == [7]
+    first = desk.client.get("/api/v1/dead-letters", params={"limit": 3}, headers=operator).json()
+    assert len(first["letters"]) == 3 and first["next_before"] == first["letters"][-1]["id"]
+    rest = desk.client.get("/api/v1/dead-letters", params={"limit": 3, "before": first["next_before"]},
+                           headers=operator).json()
+    assert [d["offset"] for d in rest["letters"]] == [1] and rest["next_before"] is None
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    assert desk.client.get("/api/v1/dead-letters", params={"from": later}, headers=operator).json()["letters"] == []
+    # a Beijing operator sees the letters whose payload names a Beijing issuer
+    beijing = desk.client.get("/api/v1/dead-letters", headers=desk.who.operator(scope="11")).json()
+    assert [d["offset"] for d in beijing["letters"]] == [2, 1]
+    with desk.context.database.connect() as conn:
+        reads = list(conn.execute(select(AuditRecord.detail).where(AuditRecord.action == "dead_letters.read"))
+                     .scalars())
+    assert len(reads) == 7
+    assert desk.client.get("/api/v1/dead-letters", headers=desk.who.auditor()).status_code == 403
+    assert desk.client.get("/api/v1/dead-letters", params={"reason": "nope"}, headers=operator).status_code == 422
+
+
+def test_dead_letters_as_csv_and_excel(desk: Desk) -> None:
+    from openpyxl import load_workbook
+
+    _letters(desk.context.database)
+    operator = desk.who.operator()
+    response = desk.client.get("/api/v1/dead-letters", params={"format": "csv"}, headers=operator)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    assert response.content.startswith(b"\xef\xbb\xbf")  # the BOM Excel needs to read UTF-8
+    rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
+    assert [r["offset"] for r in rows] == ["3", "7", "2", "1"]
+    assert rows[1]["payload"] == "'=cmd|' /C calc'!A0"  # never a formula
+    excel = desk.client.get("/api/v1/dead-letters", headers={**operator, "Accept": "application/vnd.openxmlformats-"
+                                                               "officedocument.spreadsheetml.sheet"})
+    sheet = load_workbook(io.BytesIO(excel.content)).active
+    values = list(sheet.values)
+    assert values[0][:3] == ("id", "failed_at", "topic") and [v[4] for v in values[1:]] == [3, 7, 2, 1]
+    payload = values[2][8]
+    assert payload == "=cmd|' /C calc'!A0" and sheet.cell(row=3, column=9).data_type == "s"
