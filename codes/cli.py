@@ -125,7 +125,7 @@ def coverage_cmd(ctx: click.Context, as_json: bool, at: str | None) -> None:
 @click.pass_context
 def import_cmd(ctx: click.Context, file: Path, tier: str, scope: str, catalogue_id: str | None, authority: str,
                version: str | None, effective_from: str | None, valid_days: int, name_zh: str | None, out: Path | None) -> None:
-    """Import a published list (CSV, GBK or UTF-8) and report every row not matched. Exits 1 if any."""
+    """Import a published list (CSV in GBK or UTF-8, or .xlsx) and report every row not matched. Exits 1 if any."""
     book = _load(ctx)
     eff = date.fromisoformat(effective_from) if effective_from else None
     result = import_published(file, tier, scope, book, catalogue_id=catalogue_id, authority=authority, version=version,

@@ -16,8 +16,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from codes.book import CodeBook, load_codebook
-from codes.loader import SHIPPED_DIR, load_dir, load_mapping_table, version_key
+from codes.book import SHIPPED_READ_ONLY, CodeBook, is_shipped, load_codebook
+from codes.loader import load_dir, load_mapping_table, version_key
 from codes.loinc import is_loinc_system
 from codes.model import CodeError, Problem
 
@@ -89,10 +89,8 @@ def add_mapping(book: CodeBook, institution: str, row: NewRow) -> AddedMapping:
     an exam item, a row the loader refuses, a row whose (system, local code, qualifier) the table already maps,
     or a code data directory that is the shipped demo data."""
     root = Path(book.root)
-    if root.resolve() == SHIPPED_DIR.resolve():
-        raise MappingRefused(None, "the exchange runs on the shipped demo code data, which is not edited: "
-                                   "start it with a code directory of your own (HRX_CODES_DIR or hrx up --codes)",
-                             conflict=True)
+    if is_shipped(root):
+        raise MappingRefused(None, SHIPPED_READ_ONLY, conflict=True)
     if institution not in book.institutions:
         raise MappingRefused("institution", f"unknown institution {institution!r}")
     cells = row.cells()
@@ -136,7 +134,7 @@ def add_mapping(book: CodeBook, institution: str, row: NewRow) -> AddedMapping:
                                  conflict=True) from None
     finally:
         staged.unlink(missing_ok=True)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     try:
         loaded = load_codebook(root)
     except CodeError as exc:
@@ -169,7 +167,7 @@ def _field_of(problem: Problem) -> str | None:
     return None
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -125,11 +125,11 @@ def create_app(context: Context) -> FastAPI:
 
 def api_routers() -> list[APIRouter]:
     """Every router of the API, in the order they are included (the access test walks the same list)."""
-    from exchange.api import (auth, codes, decisions, encounters, feedback, fhir, health, me, oversight, patients,
-                              quality, recognition)
+    from exchange.api import (auth, catalogue_tools, codes, decisions, encounters, feedback, fhir, health, me,
+                              oversight, patients, quality, recognition)
 
-    return [module.router for module in (fhir, recognition, health, codes, auth, encounters, decisions, feedback,
-                                         patients, me, oversight, quality)]
+    return [module.router for module in (fhir, recognition, health, codes, catalogue_tools, auth, encounters,
+                                         decisions, feedback, patients, me, oversight, quality)]
 
 
 def context_of(request: Request) -> Context:
