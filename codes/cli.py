@@ -97,7 +97,7 @@ def validate_cmd(ctx: click.Context, paths: tuple[Path, ...]) -> None:
 @click.option("--at", "at", default=None, help="moment to evaluate (ISO date or datetime; default now)")
 @click.pass_context
 def coverage_cmd(ctx: click.Context, as_json: bool, at: str | None) -> None:
-    """Items per tier and scope in force, against the 2024 targets."""
+    """Items per tier and scope in force, against the targets of codes/data/coverage_targets.csv."""
     book = _load(ctx)
     when = _parse_at(at)
     rows = coverage(book, when)
@@ -108,7 +108,7 @@ def coverage_cmd(ctx: click.Context, as_json: bool, at: str | None) -> None:
     click.echo(f"互认目录覆盖（{when.isoformat()}，统一项目 {len(book.items)} 项，数据版本 {book.version}）")
     table = [(TIER_ZH[r.tier], f"{r.scope_name} ({r.scope})", r.lab, r.exam, r.total, r.target,
               "达标" if r.meets else ("未达标" if r.meets is False else "-"), ",".join(r.catalogues)) for r in rows]
-    click.echo(render_table(("层级", "范围", "检验", "检查", "合计", "2024目标", "结果", "目录"), table))
+    click.echo(render_table(("层级", "范围", "检验", "检查", "合计", "目标", "结果", "目录"), table))
 
 
 @catalogue.command("import")
