@@ -160,7 +160,8 @@ def import_published(
             # a header names at least two columns; a one-cell title row above it never qualifies
             name_col = _find_column(cells, NAME_COLUMNS, 4) if sum(1 for c in cells if c) >= 2 else None
             if name_col is None:
-                unmatched.append(UnmatchedRow(line, " ".join(cells)[:40], "before the header row (no item-name column)"))
+                unmatched.append(UnmatchedRow(line, " ".join(c for c in cells if c)[:40],
+                                              "before the header row (no item-name column)"))
                 continue
             header = cells
             code_col = _find_column(cells, CODE_COLUMNS)
