@@ -174,8 +174,8 @@ def _letters(request: Request, who: Principal, topic: str | None, reason: str | 
 @router.get("/dead-letters", summary="Dead letters: what the engine could not store, with why (newest first)",
             response_model=DeadLetterPage, responses={**refusals(422), **TABLE_RESPONSES})
 def list_dead_letters(request: Request,
-                      topic: str | None = Query(None, max_length=128, description="the door: `hr.lab-result.v1`, "
-                                                "`hr.imaging-result.v1`"),
+                      topic: str | None = Query(None, max_length=128, description="the topic: `hr.results.lab.v1`, "
+                                                "`hr.results.imaging.v1`"),
                       reason: dead_letters.Reason | None = Query(None),
                       date_from: AwareDatetime | None = Query(None, alias="from"),
                       date_to: AwareDatetime | None = Query(None, alias="to"),

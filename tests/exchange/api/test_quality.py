@@ -5,23 +5,28 @@ from __future__ import annotations
 import csv
 import io
 import shutil
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import orjson
 import pytest
+from kafka import TopicPartition
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
 from adapters.pipeline import ResultPipeline
+from adapters.pseudonymize import Pseudonymizer
 from adapters.report import Code, LabObservation, LabReport, Patient, Value
 from codes import default_codes_dir, load_codebook
 from exchange.api import Context, create_app
 from exchange.store import Delivery, ingest, record_dead_letter
 from exchange.store.models import AuditRecord, Observation, Result
 from schemas.resident_id import make_resident_id
+from schemas.topics import TOPIC_IMAGING, TOPIC_LAB
 from tests.fakes import FakePublisher
 from tests.fixtures.principals import Principals
 
@@ -161,17 +166,31 @@ def test_only_operators_inside_the_scope_add_mappings_and_follow_jobs(desk: Desk
 
 
 def _letters(database: Engine) -> None:
-    """Four dead letters of the engine: a bad event, an unknown key, a conflict, one from OTHER."""
-    lab = orjson.dumps({"schema": "hr.lab-result.v1", "issuer": ISSUER, "result_id": "X"}).decode()
-    with database.begin() as conn:
-        record_dead_letter(conn, "hr.lab-result.v1", 0, 1, "lab-result.v1: $: 'patient' is a required property",
-                           lab)
-        record_dead_letter(conn, "hr.lab-result.v1", 0, 2, "unknown pseudonym key id k2; this exchange uses k1",
-                           lab)
-        record_dead_letter(conn, "hr.imaging-result.v1", 1, 7, "result 'X' of bj-chaoyang-001 version 1 conflicts "
-                           "with the stored result under the same issuer, result id and version", "=cmd|' /C calc'!A0")
-        record_dead_letter(conn, "hr.lab-result.v1", 0, 3, "lab-result.v1: not JSON: unexpected character",
-                           orjson.dumps({"issuer": OTHER}).decode())
+    """Four dead letters, made by the engine itself: not JSON, a foreign key id, a conflicting version (its
+    payload a formula), and an event missing its patient from OTHER."""
+    from exchange.engine import KeyIds, ResultEngine
+    from schemas import events
+    from tests.fixtures.events import TEST_KEY_ID, lab_event
+
+    engine = ResultEngine("127.0.0.1:9", database, "g", FakePublisher(), key_ids=KeyIds(TEST_KEY_ID))  # type: ignore[arg-type]
+
+    def consume(topic: str, *values: bytes) -> None:
+        records = [SimpleNamespace(topic=topic, partition=0, offset=consume.offset + n, value=v)  # type: ignore[attr-defined]
+                   for n, v in enumerate(values)]
+        consume.offset += len(values)  # type: ignore[attr-defined]
+        engine.store(engine.prepare({TopicPartition(topic, 0): records}))  # type: ignore[arg-type]
+
+    consume.offset = 1  # type: ignore[attr-defined]
+    foreign = Pseudonymizer(b"another-exchange-key-0123456789").key_id
+    stored = lab_event(issuer=ISSUER, result_id="X")
+    consume(TOPIC_LAB, events.encode(stored))  # offset 1: stored
+    consume(TOPIC_IMAGING, b"not json")  # 2
+    consume(TOPIC_LAB, events.encode(lab_event(issuer=ISSUER, result_id="Y", key_id=foreign)))  # 3
+    conflicting = {**stored, "event_id": str(uuid.uuid4()), "specimen": {"type": "SER", "id": "=cmd|' /C calc'!A0"}}
+    consume(TOPIC_LAB, events.encode(conflicting))  # 4: another content under a stored version's key
+    missing = lab_event(issuer=OTHER, result_id="Z")
+    del missing["patient"]
+    consume(TOPIC_LAB, events.encode(missing))  # 5
 
 
 def test_dead_letters_with_their_reasons_filters_and_pages(desk: Desk) -> None:
@@ -179,22 +198,22 @@ def test_dead_letters_with_their_reasons_filters_and_pages(desk: Desk) -> None:
     operator = desk.who.operator()
     body = desk.client.get("/api/v1/dead-letters", headers=operator).json()
     assert [(d["offset"], d["reason"], d["institution"]) for d in body["letters"]] == [
-        (3, "invalid_event", OTHER), (7, "conflict", None), (2, "unknown_key", ISSUER), (1, "invalid_event", ISSUER)]
+        (5, "invalid_event", OTHER), (4, "conflict", ISSUER), (3, "unknown_key", ISSUER), (2, "invalid_event", None)]
     assert body["next_before"] is None and body["letters"][0]["failed_at"].endswith("+08:00")
     by_reason = desk.client.get("/api/v1/dead-letters", params={"reason": "invalid_event"}, headers=operator).json()
-    assert [d["offset"] for d in by_reason["letters"]] == [3, 1]
-    imaging = desk.client.get("/api/v1/dead-letters", params={"topic": "hr.imaging-result.v1"}, headers=operator)
-    assert [d["offset"] for d in imaging.json()["letters"]] == [7]
+    assert [d["offset"] for d in by_reason["letters"]] == [5, 2]
+    imaging = desk.client.get("/api/v1/dead-letters", params={"topic": TOPIC_IMAGING}, headers=operator)
+    assert [d["offset"] for d in imaging.json()["letters"]] == [2]
     first = desk.client.get("/api/v1/dead-letters", params={"limit": 3}, headers=operator).json()
     assert len(first["letters"]) == 3 and first["next_before"] == first["letters"][-1]["id"]
     rest = desk.client.get("/api/v1/dead-letters", params={"limit": 3, "before": first["next_before"]},
                            headers=operator).json()
-    assert [d["offset"] for d in rest["letters"]] == [1] and rest["next_before"] is None
+    assert [d["offset"] for d in rest["letters"]] == [2] and rest["next_before"] is None
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     assert desk.client.get("/api/v1/dead-letters", params={"from": later}, headers=operator).json()["letters"] == []
     # a Beijing operator sees the letters whose payload names a Beijing issuer
     beijing = desk.client.get("/api/v1/dead-letters", headers=desk.who.operator(scope="11")).json()
-    assert [d["offset"] for d in beijing["letters"]] == [2, 1]
+    assert [d["offset"] for d in beijing["letters"]] == [4, 3]
     with desk.context.database.connect() as conn:
         reads = list(conn.execute(select(AuditRecord.detail).where(AuditRecord.action == "dead_letters.read"))
                      .scalars())
@@ -212,12 +231,12 @@ def test_dead_letters_as_csv_and_excel(desk: Desk) -> None:
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
     assert response.content.startswith(b"\xef\xbb\xbf")  # the BOM Excel needs to read UTF-8
     rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
-    assert [r["offset"] for r in rows] == ["3", "7", "2", "1"]
-    assert rows[1]["payload"] == "'=cmd|' /C calc'!A0"  # never a formula
+    assert [r["offset"] for r in rows] == ["5", "4", "3", "2"]
+    assert rows[3]["payload"] == "not json"  # as it came
+    assert "=cmd|" in rows[1]["payload"]
     excel = desk.client.get("/api/v1/dead-letters", headers={**operator, "Accept": "application/vnd.openxmlformats-"
                                                                "officedocument.spreadsheetml.sheet"})
     sheet = load_workbook(io.BytesIO(excel.content)).active
     values = list(sheet.values)
-    assert values[0][:3] == ("id", "failed_at", "topic") and [v[4] for v in values[1:]] == [3, 7, 2, 1]
-    payload = values[2][8]
-    assert payload == "=cmd|' /C calc'!A0" and sheet.cell(row=3, column=9).data_type == "s"
+    assert values[0][:3] == ("id", "failed_at", "topic") and [v[4] for v in values[1:]] == [5, 4, 3, 2]
+    assert sheet.cell(row=5, column=9).value == "not json"
