@@ -77,6 +77,11 @@ def test_a_mapping_from_the_queue_becomes_a_table_version_and_remaps_stored_resu
     operator = desk.who.operator()
     queue = desk.client.get("/api/v1/unmapped-codes", params={"institution": ISSUER}, headers=operator).json()
     assert ("NEWGLU", 3) in [(c["local_code"], c["results"]) for g in queue["groups"] for c in g["codes"]]
+    exported = desk.client.get("/api/v1/unmapped-codes", params={"institution": ISSUER, "format": "csv"},
+                               headers=operator)
+    rows = list(csv.DictReader(io.StringIO(exported.content.decode("utf-8-sig"))))
+    assert {(r["local_code"], r["results"], r["issuer_name"]) for r in rows} >= {
+        ("NEWGLU", "3", desk.context.book.institutions[ISSUER].name_zh)}
     before = desk.context.book.mapping_version(ISSUER)
     response = desk.client.post("/api/v1/mappings", headers=operator, json={
         "institution": ISSUER, "local_code": "NEWGLU", "unified_code": "L0032", "local_name": "新葡萄糖",
