@@ -2,7 +2,7 @@
 then the re-map of stored results as a background job with progress), and the dead letters with their errors."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -191,3 +191,66 @@ def list_dead_letters(request: Request,
     table = Table("dead-letters", ["id", "failed_at", "topic", "partition", "offset", "reason", "institution",
                                    "error", "payload"], letters)
     return answer_table(request, format, table, lambda: {"letters": letters, "next_before": next_before})
+
+
+class IssuerFeedback(BaseModel):
+    model_config = ANSWER
+
+    issuer: str
+    issuer_name: str | None
+    open: int
+    acknowledged: int
+    resolved: int
+    oldest_unresolved_at: Timestamp | None = Field(description="the oldest report still open or acknowledged")
+    oldest_unresolved_days: int | None = Field(description="its age in whole days")
+
+
+class FeedbackSummary(BaseModel):
+    model_config = ANSWER
+
+    scope: str
+    at: Timestamp
+    issuers: list[IssuerFeedback] = Field(description="issuers with feedback, the longest unresolved first")
+
+
+@router.get("/feedback-summary", summary="Feedback tickets per issuer: how many by status, and the oldest unresolved",
+            response_model=FeedbackSummary, responses={**refusals(422), **TABLE_RESPONSES})
+def feedback_summary(request: Request, scope: str | None = Query(None, description="the operator's own by default"),
+                     format: TableFormat | None = None,  # noqa: A002
+                     who: Principal = Depends(OPERATOR)) -> Any:  # noqa: B008
+    """Issuers inside the scope; the reports themselves: ``GET /api/v1/feedback?issuer=`` (no patient data here,
+    so no audit record)."""
+    from sqlalchemy import func, select
+
+    from exchange.stats import valid_scope
+    from exchange.store.models import Feedback
+
+    context = context_of(request)
+    book = context.book
+    if not valid_scope(book, scope):
+        raise ApiError("scope", f"unknown scope {scope!r}")
+    scope = within_scope(who, book, scope, "scope")
+    now = datetime.now(BEIJING)
+    unresolved = Feedback.status != "resolved"
+    with context.database.connect() as conn:
+        counts = conn.execute(select(Feedback.result_issuer, Feedback.status, func.count())
+                              .group_by(Feedback.result_issuer, Feedback.status)).all()
+        oldest = dict(conn.execute(select(Feedback.result_issuer, func.min(Feedback.created_at)).where(unresolved)
+                                   .group_by(Feedback.result_issuer)).all())
+    rows: dict[str, dict[str, Any]] = {}
+    for issuer, status, count in counts:
+        if not in_scope(book, issuer, scope):
+            continue
+        row = rows.setdefault(issuer, {"issuer": issuer, "issuer_name": book.institutions[issuer].name_zh
+                                       if issuer in book.institutions else None, "open": 0, "acknowledged": 0,
+                                       "resolved": 0, "oldest_unresolved_at": None, "oldest_unresolved_days": None})
+        row[status] = count
+        if issuer in oldest:
+            since = oldest[issuer] if oldest[issuer].tzinfo else oldest[issuer].replace(tzinfo=UTC)
+            row["oldest_unresolved_at"] = since.astimezone(BEIJING).isoformat()
+            row["oldest_unresolved_days"] = (now - since).days
+    ordered = sorted(rows.values(), key=lambda r: (r["oldest_unresolved_at"] is None, r["oldest_unresolved_at"] or "",
+                                                   r["issuer"]))
+    table = Table("feedback-summary", ["issuer", "issuer_name", "open", "acknowledged", "resolved",
+                                       "oldest_unresolved_at", "oldest_unresolved_days"], ordered)
+    return answer_table(request, format, table, lambda: {"scope": scope, "at": now.isoformat(), "issuers": ordered})

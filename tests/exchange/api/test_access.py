@@ -208,6 +208,9 @@ CASES: dict[str, Case] = {
                                       operator, lambda w: w.who.auditor(), lambda w: w.who.operator(scope="31")),
     "GET /api/v1/dead-letters": Case(lambda w, h: w.client.get("/api/v1/dead-letters", headers=h), operator,
                                      lambda w: w.who.auditor()),
+    "GET /api/v1/feedback-summary": Case(
+        lambda w, h: w.client.get("/api/v1/feedback-summary", params={"scope": "11"}, headers=h), operator,
+        lambda w: w.who.source(ISSUER), lambda w: w.who.operator(scope="31")),
     "GET /api/v1/catalogues/{catalogue_id}/diff": Case(
         lambda w, h: w.client.get("/api/v1/catalogues/jjj-lab/diff", headers=h), operator, his_here),
     "POST /api/v1/catalogues/import": Case(

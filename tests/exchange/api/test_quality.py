@@ -16,7 +16,7 @@ import orjson
 import pytest
 from kafka import TopicPartition
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, insert, select
 
 from adapters.pipeline import ResultPipeline
 from adapters.pseudonymize import Pseudonymizer
@@ -245,3 +245,30 @@ def test_dead_letters_as_csv_and_excel(desk: Desk) -> None:
     values = list(sheet.values)
     assert values[0][:3] == ("id", "failed_at", "topic") and [v[4] for v in values[1:]] == [5, 4, 3, 2]
     assert sheet.cell(row=5, column=9).value == "not json"
+
+
+def test_feedback_per_issuer_with_the_oldest_unresolved(desk: Desk) -> None:
+    from exchange.store.models import Feedback
+
+    now = datetime.now(UTC)
+
+    def ticket(issuer: str, status: str, days: int) -> dict[str, object]:
+        return {"feedback_id": str(uuid.uuid4()), "result_issuer": issuer, "result_id": "R", "result_version": 1,
+                "patient": "a" * 64, "kind": "report_problem", "note": "单位错误", "reporter_institution": "x",
+                "reporter_id": None, "status": status, "created_at": now - timedelta(days=days, hours=1),
+                "updated_at": now, "published_at": now}
+
+    with desk.context.database.begin() as conn:
+        conn.execute(insert(Feedback), [ticket(ISSUER, "open", 2), ticket(ISSUER, "resolved", 9),
+                                        ticket(ISSUER, "open", 0), ticket(OTHER, "acknowledged", 5),
+                                        ticket("bj-xicheng-001", "resolved", 1)])
+    body = desk.client.get("/api/v1/feedback-summary", headers=desk.who.operator()).json()
+    assert [(r["issuer"], r["open"], r["acknowledged"], r["resolved"], r["oldest_unresolved_days"])
+            for r in body["issuers"]] == [(OTHER, 0, 1, 0, 5), (ISSUER, 2, 0, 1, 2), ("bj-xicheng-001", 0, 0, 1, None)]
+    assert body["issuers"][0]["oldest_unresolved_at"].endswith("+08:00")
+    beijing = desk.client.get("/api/v1/feedback-summary", headers=desk.who.operator(scope="11")).json()
+    assert [r["issuer"] for r in beijing["issuers"]] == [ISSUER, "bj-xicheng-001"]
+    exported = desk.client.get("/api/v1/feedback-summary", params={"format": "xlsx"}, headers=desk.who.operator())
+    assert exported.headers["content-type"].startswith("application/vnd.openxmlformats")
+    assert desk.client.get("/api/v1/feedback-summary", params={"scope": "31"},
+                           headers=desk.who.operator(scope="11")).status_code == 403
