@@ -1,4 +1,5 @@
-"""Adding a row to an institution's lab mapping table: a new table version, never an edit in place.
+"""Adding a row to an institution's mapping table (lab codes, or studies for an exam item): a new table
+version, never an edit in place.
 
 codes/README.md, "mappings/<institution_id>/<version>.csv": each file is a complete table, versions sort
 naturally and the highest applies, older ones stay for audit and re-processing. So a new mapping is the
@@ -17,13 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codes.book import SHIPPED_READ_ONLY, CodeBook, is_shipped, load_codebook
-from codes.loader import load_dir, load_mapping_table, version_key
+from codes.loader import load_dir, load_imaging_mapping_table, load_mapping_table, version_key
 from codes.loinc import is_loinc_system
 from codes.model import CodeError, Problem
 
 #: The column order of a table written from scratch (the shipped tables' order).
 COLUMNS = ("system", "local_code", "qualifier", "local_name", "unified_code", "source_unit", "factor", "offset",
            "note")
+IMAGING_COLUMNS = ("system", "procedure_code", "requested_procedure", "study_description", "modality", "body_part",
+                   "technique", "unified_code", "local_name", "note")
 
 
 class MappingRefused(Exception):
@@ -84,9 +87,9 @@ def next_version(current: str | None) -> str:
 
 
 def add_mapping(book: CodeBook, institution: str, row: NewRow) -> AddedMapping:
-    """Write ``row`` as a new version of ``institution``'s lab mapping table in ``book.root`` and return the
-    directory loaded again. Raises :class:`MappingRefused` (nothing written) for an unknown institution or item,
-    an exam item, a row the loader refuses, a row whose (system, local code, qualifier) the table already maps,
+    """Write ``row`` as a new version of ``institution``'s lab mapping table (an exam item: its imaging mapping
+    table) in ``book.root`` and return the directory loaded again. Raises :class:`MappingRefused` (nothing
+    written) for an unknown institution or item, a row the loader refuses, a row whose (system, local code, qualifier) the table already maps,
     or a code data directory that is the shipped demo data."""
     root = Path(book.root)
     if is_shipped(root):
@@ -102,26 +105,32 @@ def add_mapping(book: CodeBook, institution: str, row: NewRow) -> AddedMapping:
     item = book.items.get(cells["unified_code"])
     if item is None:
         raise MappingRefused("unified_code", f"unknown unified item {cells['unified_code']!r}")
-    if not item.is_lab:
-        raise MappingRefused("unified_code", f"{item.code} is an exam item ({item.kind}); studies are mapped in "
-                                             f"imaging_mappings/{institution}/<version>.csv")
-    current = book.mapping_table(institution)
-    key = (cells["system"] or "local", cells["local_code"], cells["qualifier"])
-    if current is not None and key in current.rows:
-        existing = current.rows[key]
-        raise MappingRefused("local_code", f"{institution} table {current.version} already maps {key[1]!r}"
-                             f"{' qualifier ' + repr(key[2]) if key[2] else ''} to {existing.unified_code} "
-                             f"(line {existing.line})", conflict=True)
+    if item.is_lab:
+        current = book.mapping_table(institution)
+        key = (cells["system"] or "local", cells["local_code"], cells["qualifier"])
+        existing = current.rows.get(key) if current is not None else None
+        described = f"{key[1]!r}{' qualifier ' + repr(key[2]) if key[2] else ''}"
+        folder, columns, load = root / "mappings" / institution, COLUMNS, load_mapping_table
+    else:
+        cells = _study_cells(row, cells)
+        current = book.imaging_mapping_table(institution)
+        key = (("procedure_code", cells["system"], cells["procedure_code"]) if cells["procedure_code"] else
+               ("shape", cells["modality"], cells["body_part"], cells["technique"]))
+        existing = current.rows.get(key) if current is not None else None
+        described = f"{row.local_code.strip()!r}"
+        folder, columns, load = root / "imaging_mappings" / institution, IMAGING_COLUMNS, load_imaging_mapping_table
+    if current is not None and existing is not None:
+        raise MappingRefused("local_code", f"{institution} table {current.version} already maps {described} to "
+                             f"{existing.unified_code} (line {existing.line})", conflict=True)
     version = next_version(current.version if current else None)
-    folder = root / "mappings" / institution
-    text = _with_row(Path(current.source).read_text("utf-8-sig") if current else "", cells)
+    text = _with_row(Path(current.source).read_text("utf-8-sig") if current else "", cells, columns)
     data, _ = load_dir(root)
     problems: list[Problem] = []
     folder.mkdir(parents=True, exist_ok=True)
     staged = folder / f".{version}.csv.staged"
     staged.write_text(text, "utf-8")
     try:
-        load_mapping_table(staged, institution, data, problems)
+        load(staged, institution, data, problems)
         if problems:  # the table loaded before, so what the loader finds now is the new row's
             raise MappingRefused(_field_of(problems[0]), "; ".join(p.message for p in problems))
         target = folder / f"{version}.csv"
@@ -144,10 +153,31 @@ def add_mapping(book: CodeBook, institution: str, row: NewRow) -> AddedMapping:
     return AddedMapping(institution, version, current.version if current else None, target, loaded)
 
 
-def _with_row(text: str, cells: dict[str, str]) -> str:
+def _study_cells(row: NewRow, lab: dict[str, str]) -> dict[str, str]:
+    """The imaging table row for a study as the unmapped queue shows it: a procedure code under its scheme, or
+    (``local_system`` ``dicom``) the study's shape ``MODALITY/BODYPART/technique``, ``-`` where it named none
+    (codes.mapping.imaging_item)."""
+    for name in ("qualifier", "source_unit", "factor", "offset"):
+        if lab[name]:
+            raise MappingRefused(name, "a study mapping takes no " + name)
+    cells = {"system": "", "procedure_code": "", "modality": "", "body_part": "", "technique": "",
+             "unified_code": lab["unified_code"], "local_name": lab["local_name"], "note": lab["note"]}
+    code = row.local_code.strip()
+    if (row.system or "").strip() == "dicom":
+        parts = code.split("/")
+        if len(parts) != 3 or parts[0] in ("", "-"):
+            raise MappingRefused("local_code", f"a study shape is MODALITY/BODYPART/technique, not {code!r}")
+        modality, body_part, technique = ("" if p == "-" else p for p in parts)
+        cells.update(modality=modality.upper(), body_part=body_part.upper(), technique=(technique or "plain").lower())
+    else:
+        cells.update(system=(row.system or "").strip(), procedure_code=code)
+    return cells
+
+
+def _with_row(text: str, cells: dict[str, str], default_columns: tuple[str, ...]) -> str:
     """``text`` (a whole table, or nothing) with one row appended in the table's own column order."""
     header = next((ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")), None)
-    columns = [h.strip() for h in next(csv.reader([header]))] if header else list(COLUMNS)
+    columns = [h.strip() for h in next(csv.reader([header]))] if header else list(default_columns)
     missing = [c for c, v in cells.items() if v and c not in columns]
     if missing:
         raise MappingRefused(missing[0], f"the current table has no {missing[0]} column; add it to the table first")

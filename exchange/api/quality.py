@@ -28,8 +28,11 @@ OPERATOR = require("operator", purpose="quality")
 
 
 class NewMapping(BaseModel):
-    """A row of the institution's lab mapping table (codes/README.md, "mappings/…"), as the unmapped queue
-    shows the code (``issuer``, ``local_code``, ``local_system``) plus the unified item it means."""
+    """A row of the institution's mapping table, as the unmapped queue shows the code (``issuer``,
+    ``local_code``, ``local_system``) plus the unified item it means. A lab item goes into the lab table
+    (codes/README.md, "mappings/…"); an exam item into the imaging table ("imaging_mappings/…"): a procedure code
+    under its scheme (``local_system``), or with ``local_system`` ``dicom`` the study shape the queue shows as
+    ``MODALITY/BODYPART/technique`` (``-`` where the study named none)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -40,7 +43,7 @@ class NewMapping(BaseModel):
     qualifier: str | None = Field(None, max_length=64, description="specimen or method, when one local code "
                                   "means several items")
     local_name: str | None = Field(None, max_length=128)
-    unified_code: str = Field(min_length=1, max_length=16, description="a lab analyte or panel of items.csv")
+    unified_code: str = Field(min_length=1, max_length=16, description="an item of items.csv")
     source_unit: str | None = Field(None, max_length=64, description="UCUM unit the hospital reports, when it "
                                     "differs from the item's (then `factor` is required)")
     factor: float | None = Field(None, description="unified = value × factor + offset")
@@ -69,6 +72,7 @@ class MappingAdded(BaseModel):
     version: str = Field(description="the new mapping-table version, now in force")
     previous_version: str | None
     codes_version: str = Field(description="digest of the code data now in use")
+    table: Literal["lab", "imaging"] = Field(description="which of the institution's tables got the row")
     job: JobView = Field(description="the re-map of the institution's stored results (follow GET /api/v1/jobs/{id})")
 
 
@@ -87,7 +91,7 @@ def add(body: NewMapping, request: Request, response: Response,
     directory, loads the code book again (the new version applies to what arrives from now on) and starts the
     re-map of the institution's stored results in the background. 201 once the new table is on disk; 409 for a
     code the table already maps (or the shipped demo data, which is not edited); 422 for an unknown institution
-    or item, an exam item or a row the table's rules refuse: then nothing is written."""
+    or item, or a row the table's rules refuse: then nothing is written."""
     context = context_of(request)
     if body.institution not in context.book.institutions:
         raise ApiError("institution", f"unknown institution {body.institution!r}")
@@ -118,6 +122,7 @@ def add(body: NewMapping, request: Request, response: Response,
                              total=pending(database, book, institutions=institutions))
     response.headers["Location"] = f"/api/v1/jobs/{job.id}"
     return {"institution": body.institution, "version": added.version, "previous_version": added.previous_version,
+            "table": "imaging" if added.path.parent.parent.name == "imaging_mappings" else "lab",
             "codes_version": book.version, "job": job_view(job)}
 
 

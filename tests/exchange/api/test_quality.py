@@ -88,7 +88,7 @@ def test_a_mapping_from_the_queue_becomes_a_table_version_and_remaps_stored_resu
         "note": "来自未映射队列"})
     assert response.status_code == 201, response.text
     body = response.json()
-    assert body["previous_version"] == before and body["version"] != before
+    assert body["previous_version"] == before and body["version"] != before and body["table"] == "lab"
     assert desk.context.book.mapping_version(ISSUER) == body["version"]  # the running app uses it now
     written = desk.codes / "mappings" / ISSUER / f"{body['version']}.csv"
     old = (desk.codes / "mappings" / ISSUER / f"{before}.csv").read_text("utf-8")
@@ -112,7 +112,8 @@ def test_a_mapping_from_the_queue_becomes_a_table_version_and_remaps_stored_resu
 BAD = [
     ({"unified_code": "L9999"}, 422, "unified_code"),
     ({"institution": "nowhere"}, 422, "institution"),
-    ({"unified_code": "I0001"}, 422, "unified_code"),  # an exam item: studies go in imaging_mappings/
+    ({"unified_code": "I0001", "factor": 2.0}, 422, "factor"),  # a study mapping converts no value
+    ({"unified_code": "I0001", "local_system": "dicom", "local_code": "CT"}, 422, "local_code"),  # not a shape
     ({"local_code": "GLU"}, 409, "local_code"),  # the table maps GLU already
     ({"source_unit": "mg/dL"}, 422, "source_unit"),  # a unit other than the item's without a factor
     ({"source_unit": "furlongs"}, 422, "source_unit"),
@@ -129,6 +130,38 @@ def test_bad_mappings_are_refused_and_nothing_is_written(desk: Desk) -> None:
             "institution": ISSUER, "local_code": "NEWGLU", "unified_code": "L0032", **change})
         assert (response.status_code, response.json()["field"]) == (status, field), (change, response.text)
         assert sorted(p.name for p in folder.iterdir()) == before and desk.context.book.version == version
+
+
+def test_an_unmapped_study_from_the_queue_is_mapped_in_the_imaging_table(desk: Desk, pseudonymizer) -> None:  # type: ignore[no-untyped-def]
+    from adapters.report import ImagingReport, Study
+
+    pipeline = ResultPipeline(desk.context.book, pseudonymizer)
+    studies = [("S1", Study("1.2.840.99.11", "CT", body_part=None, technique="plain", description="胸部平扫"), []),
+               ("S2", Study("1.2.840.99.12", "OT", body_part=None, technique="plain"), [Code("RIS-77", "RIS")])]
+    with desk.context.database.begin() as conn:
+        ingest(conn, [Delivery(pipeline.imaging_event(ImagingReport(
+            institution="zj-hz-001", result_id=rid, version=1, status="final", codes=codes,
+            patient=Patient(make_resident_id("11010519800312002")), study=study, reported_at=AT), "dicom"))
+            for rid, study, codes in studies])
+    operator = desk.who.operator()
+    queue = desk.client.get("/api/v1/unmapped-codes", params={"institution": "zj-hz-001"}, headers=operator).json()
+    shown = {(c["local_code"], c["local_system"]) for g in queue["groups"] for c in g["codes"]}
+    assert {("CT/-/plain", "dicom"), ("RIS-77", "RIS")} <= shown
+    before = desk.context.book.imaging_mapping_version("zj-hz-001")
+    for local_code, system, item in (("CT/-/plain", "dicom", "I0013"), ("RIS-77", "RIS", "I0001")):
+        made = desk.client.post("/api/v1/mappings", headers=operator, json={
+            "institution": "zj-hz-001", "local_code": local_code, "local_system": system, "unified_code": item})
+        assert made.status_code == 201, made.text
+        desk.context.jobs.get(made.json()["job"]["id"]).finished.wait(60)
+    assert desk.context.book.imaging_mapping_version("zj-hz-001") == made.json()["version"] != before
+    assert made.json()["table"] == "imaging"
+    with desk.context.database.connect() as conn:
+        mapped = dict(conn.execute(select(Result.result_id, Result.unified_code)
+                                   .where(Result.result_id.in_(["S1", "S2"]))).all())
+    assert mapped == {"S1": "I0013", "S2": "I0001"}
+    again = desk.client.post("/api/v1/mappings", headers=operator, json={
+        "institution": "zj-hz-001", "local_code": "RIS-77", "local_system": "RIS", "unified_code": "I0002"})
+    assert again.status_code == 409
 
 
 def test_a_mapping_with_a_unit_factor_converts_the_stored_values(desk: Desk, pseudonymizer) -> None:  # type: ignore[no-untyped-def]
