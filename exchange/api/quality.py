@@ -2,6 +2,7 @@
 then the re-map of stored results as a background job with progress), and the dead letters with their errors."""
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ from exchange.stats import in_scope
 router = APIRouter(prefix="/api/v1", tags=["data quality"], responses=AUTHENTICATED)
 
 OPERATOR = require("operator", purpose="quality")
+_REMAPPING = threading.Lock()
 
 
 class NewMapping(BaseModel):
@@ -113,8 +115,13 @@ def add(body: NewMapping, request: Request, response: Response,
     book, database, institutions = added.book, context.database, [body.institution]
 
     def work(job: Job) -> dict[str, Any]:
-        report = remap(database, book, institutions=institutions,
-                       progress=lambda r: setattr(job, "done", r.examined))
+        # One re-map at a time, each under the newest book: a job started under an older table must not run
+        # beside a newer one and mark results with the version it knows.
+        with _REMAPPING:
+            newest = context.book
+            job.total = pending(database, newest, institutions=institutions)
+            report = remap(database, newest, institutions=institutions,
+                           progress=lambda r: setattr(job, "done", r.examined))
         job.done = report.examined
         return {"examined": report.examined, "changed": report.changed, "newly_mapped": report.newly_mapped}
 

@@ -105,6 +105,14 @@ def test_a_mapping_from_the_queue_becomes_a_table_version_and_remaps_stored_resu
         versions = set(conn.execute(select(Result.mapping_version).where(Result.issuer == ISSUER)).scalars())
         actions = list(conn.execute(select(AuditRecord.action)).scalars())
     assert versions == {body["version"]} and "mapping.add" in actions
+    # two more at once: both jobs end with every result under the newest table
+    made = [desk.client.post("/api/v1/mappings", headers=operator, json={
+        "institution": ISSUER, "local_code": code, "unified_code": "L0001"}).json() for code in ("ALT-X", "ALT-Y")]
+    for answer in made:
+        desk.context.jobs.get(answer["job"]["id"]).finished.wait(60)
+    with desk.context.database.connect() as conn:
+        versions = set(conn.execute(select(Result.mapping_version).where(Result.issuer == ISSUER)).scalars())
+    assert versions == {made[1]["version"]} == {desk.context.book.mapping_version(ISSUER)}
     queue = desk.client.get("/api/v1/unmapped-codes", params={"institution": ISSUER}, headers=operator).json()
     assert "NEWGLU" not in [c["local_code"] for g in queue["groups"] for c in g["codes"]]
 
