@@ -55,6 +55,10 @@ class Context:
     jobs: Jobs = field(default_factory=Jobs)  # background work started by a request (the re-map)
     #: Held while the code directory is written and the book replaced (one writer per process).
     codes_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Where the web UI answers (HRX_UI_BASE_URL), for the links of CDS cards; None: ``/ui`` beside the API.
+    ui_base_url: str | None = None
+    #: The language of CDS services and cards when Accept-Language names neither zh nor en (HRX_CDS_LANGUAGE).
+    cds_language: str = "zh"
 
     def pipeline(self) -> ResultPipeline:
         return ResultPipeline(self.book, self.pseudonymizer, self.publisher)
@@ -125,11 +129,11 @@ def create_app(context: Context) -> FastAPI:
 
 def api_routers() -> list[APIRouter]:
     """Every router of the API, in the order they are included (the access test walks the same list)."""
-    from exchange.api import (auth, catalogue_tools, codes, decisions, encounters, feedback, fhir, health, me,
-                              oversight, patients, quality, recognition)
+    from exchange.api import (auth, catalogue_tools, cds_hooks, codes, decisions, encounters, feedback, fhir,
+                              health, me, oversight, patients, quality, recognition)
 
     return [module.router for module in (fhir, recognition, health, codes, catalogue_tools, auth, encounters,
-                                         decisions, feedback, patients, me, oversight, quality)]
+                                         decisions, feedback, patients, me, oversight, quality, cds_hooks)]
 
 
 def context_of(request: Request) -> Context:
