@@ -28,6 +28,17 @@ def default_codes_dir() -> Path:
     return Path(env) if env else SHIPPED_DIR
 
 
+def is_shipped(root: str | os.PathLike[str]) -> bool:
+    """Whether ``root`` is the demo data shipped in the package, which the exchange never edits (an operator's
+    mappings and catalogues go into a code directory of their own)."""
+    return Path(root).resolve() == SHIPPED_DIR.resolve()
+
+
+#: Why an edit of the shipped demo data is refused.
+SHIPPED_READ_ONLY = ("the exchange runs on the shipped demo code data, which is not edited: start it with a "
+                     "code directory of your own (HRX_CODES_DIR or hrx up --codes)")
+
+
 def data_digest(root: Path, borrowed: TMapping[str, Path] | None = None) -> str:
     """Stable digest of every file under ``root`` (relative path + bytes), for audit records.
 

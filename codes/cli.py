@@ -97,7 +97,7 @@ def validate_cmd(ctx: click.Context, paths: tuple[Path, ...]) -> None:
 @click.option("--at", "at", default=None, help="moment to evaluate (ISO date or datetime; default now)")
 @click.pass_context
 def coverage_cmd(ctx: click.Context, as_json: bool, at: str | None) -> None:
-    """Items per tier and scope in force, against the 2024 targets."""
+    """Items per tier and scope in force, against the targets of codes/data/coverage_targets.csv."""
     book = _load(ctx)
     when = _parse_at(at)
     rows = coverage(book, when)
@@ -108,7 +108,7 @@ def coverage_cmd(ctx: click.Context, as_json: bool, at: str | None) -> None:
     click.echo(f"互认目录覆盖（{when.isoformat()}，统一项目 {len(book.items)} 项，数据版本 {book.version}）")
     table = [(TIER_ZH[r.tier], f"{r.scope_name} ({r.scope})", r.lab, r.exam, r.total, r.target,
               "达标" if r.meets else ("未达标" if r.meets is False else "-"), ",".join(r.catalogues)) for r in rows]
-    click.echo(render_table(("层级", "范围", "检验", "检查", "合计", "2024目标", "结果", "目录"), table))
+    click.echo(render_table(("层级", "范围", "检验", "检查", "合计", "目标", "结果", "目录"), table))
 
 
 @catalogue.command("import")
@@ -125,7 +125,7 @@ def coverage_cmd(ctx: click.Context, as_json: bool, at: str | None) -> None:
 @click.pass_context
 def import_cmd(ctx: click.Context, file: Path, tier: str, scope: str, catalogue_id: str | None, authority: str,
                version: str | None, effective_from: str | None, valid_days: int, name_zh: str | None, out: Path | None) -> None:
-    """Import a published list (CSV, GBK or UTF-8) and report every row not matched. Exits 1 if any."""
+    """Import a published list (CSV in GBK or UTF-8, or .xlsx) and report every row not matched. Exits 1 if any."""
     book = _load(ctx)
     eff = date.fromisoformat(effective_from) if effective_from else None
     result = import_published(file, tier, scope, book, catalogue_id=catalogue_id, authority=authority, version=version,

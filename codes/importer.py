@@ -1,4 +1,4 @@
-"""Turn a health commission's published list (CSV, GBK or UTF-8) into a catalogue YAML.
+"""Turn a health commission's published list (CSV in GBK or UTF-8, or an Excel .xlsx) into a catalogue YAML.
 
 Matching rule, per row: a unified code column wins when present and valid; otherwise the item name
 is matched exactly against ``name_zh``, then in normalised form (full/half width, spaces,
@@ -15,16 +15,17 @@ import io
 import json
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import NamedTuple
 
-from codes.book import CodeBook, load_codebook
+from codes.book import SHIPPED_READ_ONLY, CodeBook, is_shipped, load_codebook
 from codes.calendar import beijing_now
-from codes.model import TIERS
+from codes.model import TIERS, CodeError
 from codes.names import normalize_name, parenthesised, strip_parentheses
-from codes.sources import read_text_any
+from codes.sources import read_text_any, xlsx_as_csv
 
 NAME_COLUMNS = ("项目名称", "检验项目名称", "检查项目名称", "检查检验项目名称", "互认项目名称", "检验项目", "检查项目",
                 "项目", "名称", "name_zh", "name", "item")
@@ -133,7 +134,8 @@ def import_published(
 ) -> ImportResult:
     """Import a published list; returns the catalogue YAML text and every row not imported.
 
-    The CSV may be UTF-8 (with or without BOM) or GBK/GB18030. The header row is the first row
+    The CSV may be UTF-8 (with or without BOM) or GBK/GB18030; a ``.xlsx`` file is read from its first sheet
+    (line numbers are its row numbers). The header row is the first row
     with a recognisable item-name column (项目名称, 检验项目, 名称, ...); optional columns: unified
     code (统一编码/互认编码), validity (互认时限/有效期, e.g. "7天", "3个月"), note (备注).
     """
@@ -141,7 +143,7 @@ def import_published(
         raise ValueError(f"tier must be one of {', '.join(TIERS)}")
     book = book or load_codebook()
     path = Path(csv_path)
-    text, encoding = read_text_any(path)
+    text, encoding = (xlsx_as_csv(path), "xlsx") if path.suffix.lower() == ".xlsx" else read_text_any(path)
     reader = csv.reader(io.StringIO(text))
     index = NameIndex(book)
     unmatched: list[UnmatchedRow] = []
@@ -158,7 +160,8 @@ def import_published(
             # a header names at least two columns; a one-cell title row above it never qualifies
             name_col = _find_column(cells, NAME_COLUMNS, 4) if sum(1 for c in cells if c) >= 2 else None
             if name_col is None:
-                unmatched.append(UnmatchedRow(line, " ".join(cells)[:40], "before the header row (no item-name column)"))
+                unmatched.append(UnmatchedRow(line, " ".join(c for c in cells if c)[:40],
+                                              "before the header row (no item-name column)"))
                 continue
             header = cells
             code_col = _find_column(cells, CODE_COLUMNS)
@@ -238,3 +241,53 @@ def _render(path: Path, encoding: str, tier: str, scope: str, cid: str, authorit
             parts.append(f"note: {_q(e['note'])}")
         lines.append("  - {" + ", ".join(parts) + "}")
     return "\n".join(lines) + "\n"
+
+
+class CatalogueRefused(Exception):
+    """An imported catalogue version that cannot be added: every problem, ``conflict`` when it collides with
+    what the directory holds (a file of that name, the shipped demo data)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None, *, conflict: bool = False) -> None:
+        super().__init__(message)
+        self.message, self.problems, self.conflict = message, problems or [], conflict
+
+
+def add_catalogue_version(book: CodeBook, yaml_text: str) -> tuple[Path, CodeBook]:
+    """Put an imported catalogue version (``ImportResult.yaml_text``) into ``book.root``'s ``catalogues/`` as
+    ``<id>-<version>.yaml``, checked first as ``hrx catalogue validate`` checks one file (items, scope, overlap
+    with the other versions of its id), and return the directory loaded again. Nothing is left behind when
+    anything is refused (:class:`CatalogueRefused`)."""
+    from codes.mapping_tables import fsync_dir
+    from codes.sources import load_yaml
+    from codes.tools import validate
+
+    root = Path(book.root)
+    if is_shipped(root):
+        raise CatalogueRefused(SHIPPED_READ_ONLY, conflict=True)
+    folder = root / "catalogues"
+    folder.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as staging:
+        staged = Path(staging) / "imported.yaml"
+        staged.write_text(yaml_text, "utf-8")
+        problems = validate([staged], reference=root)
+        if problems:
+            raise CatalogueRefused("the imported catalogue does not validate",
+                                   [f"line {p.line}: {p.message}" for p in problems])
+        doc = load_yaml(staged)
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{doc['id']}-{doc['version']}") + ".yaml"
+        target = folder / name
+        with open(staged, "rb") as f:
+            os.fsync(f.fileno())
+        try:
+            with open(target, "xb") as out:  # never over another file
+                out.write(staged.read_bytes())
+                os.fsync(out.fileno())
+        except FileExistsError:
+            raise CatalogueRefused(f"catalogues/{name} exists already", conflict=True) from None
+    fsync_dir(folder)
+    try:
+        return target, load_codebook(root)
+    except CodeError as exc:
+        target.unlink(missing_ok=True)
+        raise CatalogueRefused("the code directory does not load with this catalogue",
+                               [str(p) for p in exc.problems[:20]]) from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -97,6 +98,31 @@ def read_text_any(path: Path, encodings: tuple[str, ...] = ("utf-8-sig", "gb1803
         except UnicodeDecodeError:
             continue
     raise SourceError(0, f"cannot decode as {' or '.join(encodings)}")
+
+
+def xlsx_as_csv(path: Path) -> str:
+    """The first sheet of an Excel workbook (.xlsx) as CSV text, one line per sheet row, so that line numbers
+    are the sheet's row numbers (a line break inside a cell becomes a space; a whole number stays one: 7, not
+    7.0). Raises SourceError for a file that is not a workbook."""
+    from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    try:
+        book = load_workbook(path, read_only=True, data_only=True)
+    except (InvalidFileException, KeyError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise SourceError(0, f"not an Excel workbook (.xlsx): {exc}") from None
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    try:
+        for row in book.worksheets[0].iter_rows(values_only=True):
+            cells = ["" if v is None else str(int(v)) if isinstance(v, float) and v.is_integer()
+                     else " ".join(str(v).splitlines()) for v in row]
+            while cells and not cells[-1]:  # a sheet's rows are as wide as its widest one
+                cells.pop()
+            writer.writerow(cells)
+    finally:
+        book.close()
+    return out.getvalue()
 
 
 def csv_rows(path: Path, text: str | None = None) -> Iterator[tuple[int, dict[str, str]]]:

@@ -17,10 +17,8 @@ from codes.loader import (
     Data, check_catalogue_versions, load_dir, load_imaging_mapping_table, load_mapping_table, parse_catalogue,
 )
 from codes.model import Catalogue, Problem, TIERS
+from codes.targets import coverage_targets
 
-# 2024 guidance (国卫医政发〔2024〕37号) targets: alliances recognise all items; a city more than 200
-# items; a province more than 300; a region more than 200. National has no count target.
-COVERAGE_TARGETS: dict[str, int | None] = {"alliance": None, "city": 200, "province": 300, "region": 200, "national": None}
 
 
 def _find_data_root(path: Path) -> Path | None:
@@ -80,7 +78,8 @@ def validate(paths: Sequence[str | os.PathLike[str]], reference: str | os.PathLi
 
 @dataclass(frozen=True)
 class CoverageRow:
-    """Items recognised in one tier/scope at a moment, against the 2024 target."""
+    """Items recognised in one tier/scope at a moment, against the tier's target (codes/data/coverage_targets.csv):
+    ``meets`` None for a tier without a count target, ``gap`` the items still missing, ``due`` its deadline."""
 
     tier: str
     scope: str
@@ -91,6 +90,8 @@ class CoverageRow:
     total: int
     target: str
     meets: bool | None
+    gap: int | None = None
+    due: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
@@ -113,7 +114,7 @@ def scope_name(book: CodeBook, tier: str, scope: str) -> str:
 
 
 def coverage(book: CodeBook, at: datetime | None = None) -> list[CoverageRow]:
-    """Items per tier and scope in force at ``at`` (default now), against the 2024 targets.
+    """Items per tier and scope in force at ``at`` (default now), against the tiers' targets.
 
     Catalogues of the same tier and scope are unioned. Alliance target: every item of the code book.
     """
@@ -128,15 +129,12 @@ def coverage(book: CodeBook, at: datetime | None = None) -> list[CoverageRow]:
     for (tier, scope), cats in groups.items():
         codes = set().union(*(c.items.keys() for c in cats))
         lab = sum(1 for c in codes if book.items[c].is_lab)
-        if tier == "alliance":
-            target, meets = f"全部 {total_items} 项", len(codes) == total_items
-        elif COVERAGE_TARGETS.get(tier):
-            goal = COVERAGE_TARGETS[tier]
-            target, meets = f"> {goal}", len(codes) > goal
-        else:
-            target, meets = "-", None
+        goal = coverage_targets()[tier]
+        target = (f"全部 {total_items} 项" if goal.all_items else f"> {goal.more_than}" if goal.more_than is not None
+                  else "-")
         rows.append(CoverageRow(tier, scope, scope_name(book, tier, scope), tuple(sorted(c.id for c in cats)),
-                                lab, len(codes) - lab, len(codes), target, meets))
+                                lab, len(codes) - lab, len(codes), target, goal.met(len(codes), total_items),
+                                goal.gap(len(codes), total_items), goal.due.isoformat()))
     rows.sort(key=lambda r: (TIERS.index(r.tier), r.scope))
     return rows
 

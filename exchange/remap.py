@@ -9,12 +9,13 @@ stored pseudonym stays.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from sqlalchemy import Engine as Database
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 
 from adapters.report import Code, Study, Value
 from codes import CodeBook
@@ -69,28 +70,50 @@ def remap_event(book: CodeBook, event: dict[str, Any]) -> dict[str, Any]:
     return new
 
 
-def remap(database: Database, book: CodeBook, *, everything: bool = False, batch: int = 500) -> RemapReport:
+def remap(database: Database, book: CodeBook, *, everything: bool = False, batch: int = 500,
+          institutions: Iterable[str] | None = None, progress: Callable[[RemapReport], None] | None = None
+          ) -> RemapReport:
     """Re-map stored results whose issuer's mapping table changed since they were stored (or all of them): lab
-    results against the issuer's lab table version, imaging results against its imaging table version."""
+    results against the issuer's lab table version, imaging results against its imaging table version.
+
+    ``institutions`` limits it to those issuers (a table changed there only); ``progress`` is called with the
+    report after each committed batch."""
     report = RemapReport()
-    for issuer in sorted(book.institutions):
-        for kind, current in (("lab", book.mapping_version(issuer)),
-                              ("imaging", book.imaging_mapping_version(issuer))):
-            _remap_kind(database, book, issuer, kind, current, everything, batch, report)
+    for issuer, kind, current in _tables(book, institutions):
+        _remap_kind(database, book, issuer, kind, current, everything, batch, report, progress)
     if report.changed:
         log.info("remap: %d of %d examined results re-mapped (%d codes newly mapped)", report.changed,
                  report.examined, report.newly_mapped)
     return report
 
 
-def _remap_kind(database: Database, book: CodeBook, issuer: str, kind: str, current: str | None, everything: bool,
-                batch: int, report: RemapReport) -> None:
-    """One issuer's results of one kind (``lab`` or ``imaging``), in batches of ``batch`` per transaction."""
-    query = (select(Result.id, Result.event).where(Result.issuer == issuer, Result.kind == kind)
-             .order_by(Result.id))
+def pending(database: Database, book: CodeBook, *, everything: bool = False,
+            institutions: Iterable[str] | None = None) -> int:
+    """How many stored results :func:`remap` with the same arguments would examine."""
+    with database.connect() as conn:
+        return sum(conn.execute(_query(issuer, kind, current, everything, func.count())).scalar_one()
+                   for issuer, kind, current in _tables(book, institutions))
+
+
+def _tables(book: CodeBook, institutions: Iterable[str] | None) -> list[tuple[str, str, str | None]]:
+    issuers = sorted(book.institutions if institutions is None else set(institutions) & set(book.institutions))
+    return [(issuer, kind, current) for issuer in issuers
+            for kind, current in (("lab", book.mapping_version(issuer)),
+                                  ("imaging", book.imaging_mapping_version(issuer)))]
+
+
+def _query(issuer: str, kind: str, current: str | None, everything: bool, *columns: Any) -> Any:
+    query = select(*columns).where(Result.issuer == issuer, Result.kind == kind)
     if not everything:
         query = query.where(or_(Result.mapping_version.is_(None), Result.mapping_version != current)
                             if current is not None else Result.mapping_version.is_not(None))
+    return query
+
+
+def _remap_kind(database: Database, book: CodeBook, issuer: str, kind: str, current: str | None, everything: bool,
+                batch: int, report: RemapReport, progress: Callable[[RemapReport], None] | None = None) -> None:
+    """One issuer's results of one kind (``lab`` or ``imaging``), in batches of ``batch`` per transaction."""
+    query = _query(issuer, kind, current, everything, Result.id, Result.event).order_by(Result.id)
     last = 0
     while True:
         with database.begin() as conn:
@@ -115,6 +138,8 @@ def _remap_kind(database: Database, book: CodeBook, issuer: str, kind: str, curr
                 if new.get("observations") is not None:
                     write.delete(conn, Observation.__table__, [{"result_pk": pk}])
                     write.insert(conn, Observation.__table__, observation_rows(pk, new))
+        if progress is not None and rows:
+            progress(report)
         if len(rows) < batch:
             break
 

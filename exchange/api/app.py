@@ -23,6 +23,7 @@ from exchange.api.security_headers import SecurityHeaders
 from adapters.pseudonymize import Pseudonymizer
 from exchange.auth.patient_codes import CodeSender
 from exchange.auth.throttle import FailureThrottle
+from exchange.jobs import Jobs
 from exchange.recognize import RecognitionMemo
 from adapters.publish import Publisher
 
@@ -52,6 +53,9 @@ class Context:
     recognition_memo: RecognitionMemo = field(default_factory=RecognitionMemo)
     code_sender: CodeSender | None = None  # delivers patients' one-time login codes (exchange.auth.patient_codes)
     login_failures: FailureThrottle = field(default_factory=FailureThrottle)  # per source address
+    jobs: Jobs = field(default_factory=Jobs)  # background work started by a request (the re-map)
+    #: Held while the code directory is written and the book replaced (one writer per process).
+    codes_lock: threading.Lock = field(default_factory=threading.Lock)
     #: Where the web UI answers (HRX_UI_BASE_URL), for the links of CDS cards; None: ``/ui`` beside the API.
     ui_base_url: str | None = None
     #: The language of CDS services and cards when Accept-Language names neither zh nor en (HRX_CDS_LANGUAGE).
@@ -126,11 +130,12 @@ def create_app(context: Context) -> FastAPI:
 
 def api_routers() -> list[APIRouter]:
     """Every router of the API, in the order they are included (the access test walks the same list)."""
-    from exchange.api import (auth, cds_hooks, codes, decisions, encounters, feedback, fhir, fhir_check, fhir_search,
-                              health, me, oversight, patients, recognition)
+    from exchange.api import (auth, catalogue_tools, cds_hooks, codes, decisions, encounters, feedback, fhir,
+                              fhir_check, fhir_search, health, me, oversight, patients, quality, recognition)
 
-    return [module.router for module in (fhir, fhir_search, fhir_check, recognition, health, codes, auth, encounters,
-                                         decisions, feedback, patients, me, oversight, cds_hooks)]
+    return [module.router for module in (fhir, fhir_search, fhir_check, recognition, health, codes, catalogue_tools,
+                                         auth, encounters, decisions, feedback, patients, me, oversight, quality,
+                                         cds_hooks)]
 
 
 def context_of(request: Request) -> Context:

@@ -13,6 +13,7 @@ from exchange.api.access import ANY_ROLE, require, same_institution, within_scop
 from exchange.api.app import ApiError, context_of
 from exchange.api.errors import AUTHENTICATED, refusals
 from exchange.api.fields import ANSWER, IsoDate, OneOf, QcLevel, Tier, Timestamp
+from exchange.api.tables import TABLE_RESPONSES, Table, TableFormat, answer_table
 from exchange.auth.principal import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["codes"], responses=AUTHENTICATED)
@@ -243,9 +244,10 @@ class UnmappedQueue(BaseModel):
 
 
 @router.get("/unmapped-codes", summary="Codes stored without a unified item, grouped by why (the unmapped queue)",
-            response_model=UnmappedQueue, responses=refusals(422))
+            response_model=UnmappedQueue, responses={**refusals(422), **TABLE_RESPONSES})
 def unmapped(request: Request, institution: str | None = None,
-             who: Principal = Depends(require("operator", "source", "his"))) -> dict[str, Any]:  # noqa: B008
+             format: TableFormat | None = Query(None, description="`csv`/`xlsx`: one row per code"),  # noqa: A002
+             who: Principal = Depends(require("operator", "source", "his"))) -> Any:  # noqa: B008
     """The queue ``hrx codes unmapped`` prints: per reason (``unknown_code``, ``unit_not_convertible``,
     ``ambiguous``; null for results stored before reasons were recorded) its heading in Chinese and English and
     the codes with how many current results carry them. No patient data: no audit record."""
@@ -270,4 +272,10 @@ def unmapped(request: Request, institution: str | None = None,
         if codes:
             zh, en = reason_title(reason)
             groups.append({"reason": reason, "zh": zh, "en": en, "codes": codes})
-    return {"codes_version": context.book.version, "groups": groups}
+    book = context.book
+    table = Table("unmapped-codes", ["reason", "reason_zh", "issuer", "issuer_name", "local_code", "local_system",
+                                     "results"],
+                  [{"reason": g["reason"], "reason_zh": g["zh"], **c,
+                    "issuer_name": book.institutions[c["issuer"]].name_zh if c["issuer"] in book.institutions
+                    else None} for g in groups for c in g["codes"]])
+    return answer_table(request, format, table, lambda: {"codes_version": book.version, "groups": groups})

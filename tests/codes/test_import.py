@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import date
 
 from click.testing import CliRunner
@@ -89,3 +91,17 @@ def test_cli_import_reports_rows(tmp_path):
     assert f"{path}:9: 超导量子检测" in res.output
     assert "7 行未导入" in res.output
     assert out.read_text(encoding="utf-8").count("  - {code:") == 7
+
+
+def test_an_excel_list_imports_as_its_csv_does_with_sheet_row_numbers(book, tmp_path):
+    from openpyxl import Workbook
+
+    sheet_book = Workbook()
+    for row in csv.reader(io.StringIO(PUBLISHED)):
+        sheet_book.active.append([int(c) if c.isdigit() else (c or None) for c in row])
+    sheet_book.save(tmp_path / "list.xlsx")
+    (tmp_path / "list.csv").write_text(PUBLISHED, encoding="utf-8")
+    from_excel = import_published(tmp_path / "list.xlsx", "province", "330000", book, effective_from=date(2025, 1, 1))
+    from_csv = import_published(tmp_path / "list.csv", "province", "330000", book, effective_from=date(2025, 1, 1))
+    assert from_excel.unmatched == from_csv.unmatched and from_excel.unmatched
+    assert from_excel.yaml_text.split("\n", 1)[1] == from_csv.yaml_text.split("\n", 1)[1]  # the first line names the file

@@ -124,3 +124,20 @@ def test_imaging_results_are_remapped_when_the_imaging_table_changes(book, pseud
     assert full is not None and full.event["item"]["unified_code"] == "I0013"
     assert (full.event["item"]["mapping_version"], full.event["item"]["mapping_issue_code"]) == ("v2", None)
     assert remap(database, newer).changed == 0
+
+
+def test_a_remap_of_one_institution_reports_progress_per_batch(book, pseudonymizer, database, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from exchange.remap import pending
+
+    pipeline = ResultPipeline(book, pseudonymizer)
+    other = replace(_report("R-OTHER"), institution="bj-xicheng-001")
+    with database.begin() as conn:
+        ingest(conn, [Delivery(pipeline.lab_event(_report(f"R-P-{n}"), "fhir")) for n in range(5)]
+               + [Delivery(pipeline.lab_event(other, "fhir"))])
+    newer = load_codebook(_codes_with_new_table(tmp_path))
+    assert pending(database, newer, institutions=[INSTITUTION]) == 5
+    assert pending(database, newer) == 5  # the other institution's table did not change
+    seen: list[int] = []
+    report = remap(database, newer, batch=2, institutions=[INSTITUTION], progress=lambda r: seen.append(r.examined))
+    assert seen == [2, 4, 5] and report.changed == 5
+    assert pending(database, newer, institutions=[INSTITUTION]) == 0

@@ -39,6 +39,8 @@ pytestmark = pytest.mark.integration  # a tansu broker for the module
 
 
 REQUESTER, ISSUER = "bj-chaoyang-001", "bj-xicheng-001"
+OPERATOR_PATHS = ("/api/v1/stats/", "/api/v1/mappings", "/api/v1/jobs/", "/api/v1/dead-letters",
+                  "/api/v1/catalogues/import")
 
 
 def caller(path: str, method: str, who: Principals) -> dict[str, str]:
@@ -48,6 +50,8 @@ def caller(path: str, method: str, who: Principals) -> dict[str, str]:
     if path.startswith("/api/v1/me/"):
         return who.patient("a" * 64)
     if path in ("/api/v1/stats", "/api/v1/unmapped-codes") or (path == "/api/v1/feedback" and method == "GET"):
+        return who.operator()
+    if path.startswith(OPERATOR_PATHS) or path.endswith("/diff"):
         return who.operator()
     if path == "/api/v1/audit":
         return who.auditor()

@@ -9,12 +9,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import shutil
+
 import httpx
 import pytest
 from fastapi import APIRouter, Depends
 from fastapi.testclient import TestClient
 
 from adapters.pipeline import ResultPipeline
+from codes import default_codes_dir, load_codebook
 from exchange.api import Context, create_app
 from exchange.api.access import PUBLIC, rule_of
 from exchange.api.app import api_routers
@@ -36,15 +39,28 @@ class World:
     feedback_id: str
     block_id: int
     codes: Path  # where the FileSender writes patients' one-time codes
+    job_id: str  # the re-map after a mapping added to the world's own code directory
+
+
+@pytest.fixture(scope="module")
+def own_codes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A code directory of the operator's own (the shipped demo data is never edited)."""
+    root = tmp_path_factory.mktemp("access") / "codes"
+    shutil.copytree(default_codes_dir(), root)
+    return root
 
 
 @pytest.fixture
-def world(book, database, pseudonymizer, principals, tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
-    """One patient with a result from ISSUER, in an open encounter at REQUESTER; a feedback and a block."""
+def world(own_codes, database, pseudonymizer, principals, tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    """One patient with a result from ISSUER, in an open encounter at REQUESTER; a feedback, a block and a
+    re-map job, over a copy of the code directory (a mapping is added to it)."""
     from tests.exchange.api.test_decisions import _report
 
     from tests.exchange.api.test_fhir_search import _ct
 
+    codes = tmp_path / "codes"
+    shutil.copytree(own_codes, codes)
+    book = load_codebook(codes)
     pipeline = ResultPipeline(book, pseudonymizer)
     event = pipeline.lab_event(_report("R1", [("BJXCGLU", 99.0, "mg/dL")]), "fhir")
     with database.begin() as conn:
@@ -61,8 +77,11 @@ def world(book, database, pseudonymizer, principals, tmp_path) -> Iterator[World
         assert feedback.status_code == 201, feedback.text
         block = client.post("/api/v1/me/blocks", headers=principals.patient(pseudonym), json={"category": "molecular"})
         assert block.status_code == 201, block.text
+        mapping = client.post("/api/v1/mappings", headers=principals.operator(), json={
+            "institution": ISSUER, "local_code": "WORLD-1", "unified_code": "L0032"})
+        assert mapping.status_code == 201, mapping.text
         yield World(client, principals, pseudonym, feedback.json()["feedback_id"], block.json()["id"],
-                    tmp_path / "codes.jsonl")
+                    tmp_path / "codes.jsonl", mapping.json()["job"]["id"])
 
 
 Call = Callable[[World, dict[str, str]], httpx.Response]
@@ -254,6 +273,30 @@ CASES: dict[str, Case] = {
         lambda w: w.who.patient(w.pseudonym), his_here),  # another patient's block: 404, as if there were none
     "GET /api/v1/stats": Case(lambda w, h: w.client.get("/api/v1/stats", params={"scope": "11"}, headers=h),
                               operator, lambda w: w.who.auditor(), lambda w: w.who.operator(scope="31")),
+    "POST /api/v1/mappings": Case(
+        lambda w, h: w.client.post("/api/v1/mappings", headers=h, json={
+            "institution": ISSUER, "local_code": "ACCESS-1", "unified_code": "L0032"}),
+        operator, his_here, lambda w: w.who.operator(scope="31")),
+    "GET /api/v1/jobs/{job_id}": Case(lambda w, h: w.client.get(f"/api/v1/jobs/{w.job_id}", headers=h),
+                                      operator, lambda w: w.who.auditor(), lambda w: w.who.operator(scope="31")),
+    "GET /api/v1/dead-letters": Case(lambda w, h: w.client.get("/api/v1/dead-letters", headers=h), operator,
+                                     lambda w: w.who.auditor()),
+    "GET /api/v1/feedback-summary": Case(
+        lambda w, h: w.client.get("/api/v1/feedback-summary", params={"scope": "11"}, headers=h), operator,
+        lambda w: w.who.source(ISSUER), lambda w: w.who.operator(scope="31")),
+    "GET /api/v1/catalogues/{catalogue_id}/diff": Case(
+        lambda w, h: w.client.get("/api/v1/catalogues/jjj-lab/diff", headers=h), operator, his_here),
+    "POST /api/v1/catalogues/import": Case(
+        lambda w, h: w.client.post("/api/v1/catalogues/import", headers=h, params={
+            "tier": "city", "scope": "110100", "dry_run": "true"},
+            files={"file": ("list.csv", "项目名称,互认时限\n葡萄糖(GLU),7天\n".encode(), "text/csv")}),
+        operator, lambda w: w.who.auditor()),
+    "GET /api/v1/stats/coverage": Case(
+        lambda w, h: w.client.get("/api/v1/stats/coverage", params={"scope": "11"}, headers=h),
+        operator, lambda w: w.who.auditor(), lambda w: w.who.operator(scope="31")),
+    "GET /api/v1/stats/timeseries": Case(
+        lambda w, h: w.client.get("/api/v1/stats/timeseries", params={"scope": "11"}, headers=h),
+        operator, his_here, lambda w: w.who.operator(scope="31")),
     "GET /cds-services": Case(lambda w, h: w.client.get("/cds-services", headers=h), any_role, public=True),
     "POST /cds-services/{service_id}": Case(_cds_hook, his_here, operator, his_elsewhere),
     # another institution's HIS is told no such card was issued (404), as for one never issued
