@@ -1,6 +1,7 @@
 """Application factory and the shared context every route uses."""
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -51,6 +52,9 @@ class Context:
     recognition_memo: RecognitionMemo = field(default_factory=RecognitionMemo)
     code_sender: CodeSender | None = None  # delivers patients' one-time login codes (exchange.auth.patient_codes)
     login_failures: FailureThrottle = field(default_factory=FailureThrottle)  # per source address
+    #: Signs the HIS's launch tokens (exchange.api.launch). A token lives 5 minutes and is redeemed by the process
+    #: that issued it, so a key per process suffices; API replicas behind one address would share one.
+    launch_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
     def pipeline(self) -> ResultPipeline:
         return ResultPipeline(self.book, self.pseudonymizer, self.publisher)
@@ -116,16 +120,19 @@ def create_app(context: Context) -> FastAPI:
 
     for router in api_routers():
         app.include_router(router)
+    from exchange.web import mount_pages  # the web pages under /ui/ (exchange/web)
+
+    mount_pages(app)
     return app
 
 
 def api_routers() -> list[APIRouter]:
     """Every router of the API, in the order they are included (the access test walks the same list)."""
-    from exchange.api import (auth, codes, decisions, encounters, feedback, fhir, health, me, oversight, patients,
-                              recognition)
+    from exchange.api import (auth, codes, decisions, encounters, feedback, fhir, health, launch, me, oversight,
+                              patients, recognition)
 
     return [module.router for module in (fhir, recognition, health, codes, auth, encounters, decisions, feedback,
-                                         patients, me, oversight)]
+                                         patients, me, oversight, launch)]
 
 
 def context_of(request: Request) -> Context:

@@ -23,6 +23,9 @@ HEADERS: tuple[tuple[str, str], ...] = (
 )
 #: On answers over TLS only: one year, this host only (the exchange does not know its sibling hosts).
 HSTS = ("Strict-Transport-Security", "max-age=31536000")
+#: The web pages' static files (exchange/web) hold no patient data: a browser keeps them and revalidates each use
+#: (ETag, 304) instead of loading the chart library again on every page.
+STATIC_PREFIXES = ("/ui/assets/", "/ui/messages/")
 
 
 class SecurityHeaders:
@@ -36,6 +39,8 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         added = HEADERS + ((HSTS,) if scope.get("scheme") == "https" else ())
+        if scope["path"].startswith(STATIC_PREFIXES):
+            added += (("Cache-Control", "no-cache"),)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

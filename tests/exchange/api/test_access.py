@@ -114,6 +114,18 @@ def _patient_login(w: World, h: dict[str, str]) -> httpx.Response:
     return w.client.post("/api/v1/patient/token", json={"patient": {"resident_id": RESIDENT_ID}, "code": code})
 
 
+def _launch(w: World, h: dict[str, str]) -> httpx.Response:
+    w.who.clinician(REQUESTER)  # the clinician the HIS acts for (dr-wang) has an account there
+    return w.client.post("/api/v1/launch", headers=h, json={"patient": {"resident_id": RESIDENT_ID},
+                                                            "encounter_id": "E-launch"})
+
+
+def _redeem(w: World, h: dict[str, str]) -> httpx.Response:
+    issued = _launch(w, w.who.his(REQUESTER))
+    assert issued.status_code == 201, issued.text
+    return w.client.post("/api/v1/launch/session", json={"token": issued.json()["token"]})
+
+
 his_here: Who = lambda w: w.who.his(REQUESTER)  # noqa: E731
 his_elsewhere: Who = lambda w: w.who.his(ELSEWHERE, "dr-x")  # noqa: E731
 operator: Who = lambda w: w.who.operator()  # noqa: E731
@@ -181,6 +193,8 @@ CASES: dict[str, Case] = {
         lambda w: w.who.patient(w.pseudonym), his_here),  # another patient's block: 404, as if there were none
     "GET /api/v1/stats": Case(lambda w, h: w.client.get("/api/v1/stats", params={"scope": "11"}, headers=h),
                               operator, lambda w: w.who.auditor(), lambda w: w.who.operator(scope="31")),
+    "POST /api/v1/launch": Case(_launch, his_here, lambda w: w.who.clinician(REQUESTER)),
+    "POST /api/v1/launch/session": Case(_redeem, any_role, public=True),
     "GET /api/v1/audit": Case(lambda w, h: w.client.get("/api/v1/audit", params={"patient": w.pseudonym}, headers=h),
                               lambda w: w.who.auditor(), operator),
 }
