@@ -58,6 +58,7 @@ function selectTab(name) {
 }
 
 async function show() {
+  document.body.dataset.ready = "false";
   const me = await api("GET", "/api/v1/auth/me");
   header({ ...me, name: t("role.patient") }, { onLogout: logout });
   byId("patient-login").hidden = true;
