@@ -3,6 +3,7 @@
 import { announce, api, beijingDate, beijingMinute, clear, el, errorText, has, header, loadMessages, requireSession, t }
   from "./common.js";
 
+const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$/;
 const byId = (id) => document.getElementById(id);
 const label = (prefix, value) => (value && has(`${prefix}.${value}`) ? t(`${prefix}.${value}`) : value || "");
 
@@ -33,7 +34,8 @@ function render(records) {
   const rows = clear(byId("audit-rows"));
   for (const r of records) {
     const detail = Object.entries(r.detail || {}).filter(([, v]) => v !== null && v !== "" && !(Array.isArray(v) && !v.length))
-      .map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join("; ");
+      .map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : ISO.test(String(v)) ? beijingMinute(v) : v}`)
+      .join("; ");
     rows.append(el("tr", { class: r.break_glass ? "break-glass" : "" },
       el("td", { class: "nowrap" }, beijingMinute(r.at)),
       el("td", {}, r.break_glass ? el("span", { class: "badge badge-break-glass" }, t("auditor.break_glass")) : ""),

@@ -44,7 +44,7 @@ function reasonText(reason) {
   const text = lang === "en" ? reason.en : reason.zh;
   return text
     .replace(/\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)/g, (iso) => beijingMinute(iso))
-    .replace(/\b(alliance|city|province|region|national)(?=级| tier)/g, (tier) => tierName(tier));
+    .replace(/\b(alliance|city|province|region|national)(?=\u7ea7| tier)/g, (tier) => tierName(tier));
 }
 
 function badge(status) {
