@@ -26,7 +26,7 @@ from exchange.api.access import PUBLIC
 
 HERE = Path(__file__).parent
 #: The pages, by the name in their address: /ui/<name>.
-PAGES = ("login", "launch", "clinician", "auditor", "patient")
+PAGES = ("login", "launch", "clinician", "auditor", "patient", "operator")
 LANGUAGES = ("zh-CN", "en")
 
 router = APIRouter(prefix="/ui", include_in_schema=False)

@@ -307,6 +307,32 @@ def test_patient_sees_the_break_glass_access_in_their_log(page: Any, demo: Demo)
     screenshot(page, "patient-access-log")
 
 
+def test_operator_dashboard_shows_the_decisions_and_the_feedback(page: Any, demo: Demo) -> None:
+    log_in(page, demo, "demo-operator", totp=True)
+    page.wait_for_url("**/ui/operator")
+    ready(page)
+    screenshot(page, "operator")
+    kpis = {k.locator(".kpi-label").inner_text(): k.locator(".kpi-value").inner_text()
+            for k in page.locator(".kpi").all()}
+    secret = re.search(r"secret=(\w+)", demo.secrets["demo-operator TOTP"]).group(1)  # type: ignore[union-attr]
+    token = httpx.post(f"{demo.base}/api/v1/auth/token", timeout=30, data={
+        "grant_type": "password", "username": "demo-operator", "password": demo.secrets["demo-operator"],
+        "totp": pyotp.TOTP(secret).now()}).json()["access_token"]
+    stats = httpx.get(f"{demo.base}/api/v1/stats", headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+    assert stats["rejected"] == 1 and stats["accepted"] >= 2  # the clinician's: one 08, a batch and an order
+    assert (kpis["提示可互认"], kpis["已互认"], kpis["不互认"]) == tuple(
+        str(stats[k]) for k in ("presented", "accepted", "rejected"))
+    assert kpis["互认率"] == f"{stats['recognition_rate'] * 100:.1f}%"
+    assert kpis["节约费用"].startswith("¥")
+    assert page.locator("#reasons-chart").get_attribute("data-bars") == "1"
+    assert "08 其他确需复查的情形" in (page.locator("#reasons-chart").get_attribute("aria-label") or "")
+    page.locator("#feedback-form").get_by_label("出具机构", exact=True).select_option("bj-chaoyang-001")
+    page.locator("#feedback-form").get_by_role("button", name="查询", exact=True).click()
+    page.locator("#feedback-rows tr", has_text="单位疑似错误").wait_for()
+    assert "待处理" in page.locator("#feedback-rows tr").first.inner_text()
+    no_critical_violations(page, demo)
+
+
 # --- English ----------------------------------------------------------------------------------------------------
 
 def test_english_is_one_click_away_and_stays(page: Any, demo: Demo) -> None:

@@ -1,7 +1,7 @@
 // The login page of clinicians, operators and auditors: a web session (cookie) and its CSRF token.
 import { announce, api, errorText, header, loadMessages, t } from "./common.js";
 
-const HOME = { clinician: "/ui/clinician", auditor: "/ui/auditor" };
+const HOME = { clinician: "/ui/clinician", auditor: "/ui/auditor", operator: "/ui/operator" };
 
 async function main() {
   await loadMessages();
