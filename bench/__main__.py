@@ -17,7 +17,7 @@ import orjson
 
 from bench.common import Outcome, code_version, machine, say, versions
 
-ORDER = ("ingest", "recognition", "fhir", "e2e", "memory", "mllp", "dicom", "csv")
+ORDER = ("ingest", "recognition", "fhir", "e2e", "memory", "mllp", "dicom", "csv", "ui")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
