@@ -81,7 +81,7 @@ def create_app(context: Context) -> FastAPI:
             yield
         stop.set()
 
-    # No /docs or /redoc: FastAPI's pages load Swagger UI and ReDoc from a CDN (exchange.api.security_headers).
+    # FastAPI's /docs and /redoc load Swagger UI and ReDoc from a CDN: off; exchange.web serves /docs from the package.
     app = _Api(title="HR Exchange", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                description="检查检验结果互认 — mutual recognition of lab and imaging results between hospitals.")
     app.state.context = context

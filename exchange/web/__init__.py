@@ -65,8 +65,15 @@ def viewer_templates(_: None = Depends(PUBLIC)) -> JSONResponse:  # noqa: B008
     return JSONResponse(viewers())
 
 
+def api_reference(_: None = Depends(PUBLIC)) -> FileResponse:  # noqa: B008
+    """Swagger UI on /openapi.json, from the copy in assets/vendor/swagger-ui (no CDN)."""
+    return FileResponse(HERE / "pages" / "docs.html", media_type="text/html; charset=utf-8")
+
+
 def mount_pages(app: FastAPI) -> None:
-    """Serve the pages, their assets and the message catalogues under ``/ui/``."""
+    """Serve the pages, their assets and the message catalogues under ``/ui/``, and the API reference at
+    ``/docs``."""
     app.include_router(router)
+    app.add_api_route("/docs", api_reference, methods=["GET"], include_in_schema=False)
     app.mount("/ui/assets", StaticFiles(directory=HERE / "assets"), name="ui-assets")
     app.mount("/ui/messages", StaticFiles(directory=HERE / "messages"), name="ui-messages")

@@ -20,7 +20,7 @@ from schemas.statuses import STATUSES
 
 CATALOGUES = {lang: json.loads((HERE / "messages" / f"{lang}.json").read_text("utf-8")) for lang in LANGUAGES}
 SCRIPTS = sorted((HERE / "assets" / "js").glob("*.js"))
-HTML = sorted((HERE / "pages").glob("*.html"))
+HTML = sorted(p for p in (HERE / "pages").glob("*.html") if p.name != "docs.html")  # docs: Swagger UI, English
 CJK = re.compile(r"[\u3000-\u9fff\uff00-\uffef]")
 
 

@@ -77,8 +77,8 @@ function showContext() {
   if (state.residentId) line.append(" · ", el("span", { class: "mono" }, maskId(state.residentId)));
 }
 
-async function check(items) {
-  const body = { patient: { pseudonym: state.context.patient }, requesting_institution: state.me.institution,
+async function check(items, institution = state.me.institution) {
+  const body = { patient: { pseudonym: state.context.patient }, requesting_institution: institution,
     encounter_id: state.context.encounter_id };
   if (items) body.items = items;
   return api("POST", "/api/v1/recognition/check", body);
@@ -125,18 +125,9 @@ async function breakGlass() {
 
 // --- the encounter reminder -----------------------------------------------------------------------------------
 
-async function refresh() {
-  announce(t("clinician.loading"));
-  try {
-    await showAnswer(await check(null));
-  } catch (error) {
-    announce(errorText(error), "error");
-  }
-}
-
 async function showAnswer(answer) {
   state.answer = answer;
-  await loadReference(answer.results.map((e) => e.item.code), answer.results.map((e) => e.result.issuer));
+  await loadReference([], answer.results.map((e) => e.result.issuer));
   const partial = byId("partial");
   partial.hidden = answer.complete;
   partial.textContent = answer.complete ? "" : t("reminder.partial", { why: answer.incomplete_reason || "" });
@@ -155,8 +146,7 @@ function decisionKey(entry, trigger) {
 function groups(entries) {
   const byCategory = new Map();
   for (const entry of entries) {
-    const item = state.items.get(entry.item.code);
-    const category = item ? item.category : "unmapped";
+    const category = entry.item.category || "unmapped";
     if (!byCategory.has(category)) byCategory.set(category, new Map());
     const byItem = byCategory.get(category);
     const key = entry.item.code || `local:${entry.item.local_code}`;
@@ -400,9 +390,10 @@ function renderOrderForm() {
   const select = byId("order-items");
   const chosen = new Set([...select.selectedOptions].map((o) => o.value));
   clear(select);
-  const codes = [...new Set(state.answer.results.map((e) => e.item.code).filter(Boolean))];
-  for (const code of codes.sort()) {
-    select.append(el("option", { value: code, selected: chosen.has(code) }, itemName(state.items.get(code) || { code })));
+  const named = new Map(state.answer.results.filter((e) => e.item.code).map((e) => [e.item.code, e.item]));
+  const codes = [...named.keys()].sort();
+  for (const code of codes) {
+    select.append(el("option", { value: code, selected: chosen.has(code) }, itemName(named.get(code))));
   }
   byId("order").hidden = codes.length === 0;
 }
@@ -432,7 +423,7 @@ function renderOrder(answer) {
     if (ordered.best) {
       tbody.append(reminderRow(ordered.best, 1, "order"));
     } else {
-      const item = state.items.get(ordered.item);
+      const item = state.answer.results.map((e) => e.item).find((i) => i.code === ordered.item);
       tbody.append(el("tr", {}, el("th", { scope: "row" }, itemName(item || { code: ordered.item })),
         el("td", { colspan: "7" }, t("order.no_prior"))));
     }
@@ -458,6 +449,7 @@ async function showDetail(entry) {
       el("dt", {}, t("col.catalogue")), el("dd", {}, rec.tier ? `${tierName(rec.tier)} · ${rec.catalogue_id}` : "—")),
   );
   if (entry.values) {
+    await loadReference(entry.values.map((v) => v.item), []);
     const table = el("table", { class: "grid" }, el("thead", {}, el("tr", {},
       ...["col.item", "col.value", "col.unit", "col.range", "col.flag"].map((k) => el("th", { scope: "col" }, t(k))))));
     const tbody = el("tbody");
@@ -540,8 +532,16 @@ async function reportProblem(entry) {
 // --- start ----------------------------------------------------------------------------------------------------
 
 async function main() {
-  await loadMessages();
-  state.me = await requireSession(["clinician"]);
+  const stored = sessionStorage.getItem("hrx.context");
+  state.context = stored ? JSON.parse(stored) : null;
+  // Everything the first view needs is asked for at once; a launched page knows its patient before it knows
+  // who is signed in.
+  const first = state.context ? check(null, state.context.institution).catch((error) => error) : null;
+  const [, me, reasons, viewers] = await Promise.all([loadMessages(), requireSession(["clinician"]),
+    api("GET", "/api/v1/reason-codes"), fetch("/ui/viewers.json").then((r) => r.json())]);
+  state.me = me;
+  state.reasons = reasons;
+  state.viewers = viewers;
   header(state.me);
   const idInput = byId("resident-id");
   idInput.addEventListener("focus", () => { if (state.residentId) { idInput.value = state.residentId; } });
@@ -554,16 +554,12 @@ async function main() {
   byId("search-form").addEventListener("submit", search);
   byId("break-glass").addEventListener("click", breakGlass);
   byId("order-form").addEventListener("submit", orderCheck);
-  const [reasons, viewers] = await Promise.all([api("GET", "/api/v1/reason-codes"),
-    fetch("/ui/viewers.json").then((r) => r.json())]);
-  state.reasons = reasons;
-  state.viewers = viewers;
-  const stored = sessionStorage.getItem("hrx.context");
-  state.context = stored ? JSON.parse(stored) : null;
   showContext();
-  if (state.context) {
+  if (first) {
     byId("encounter-id").value = state.context.encounter_id;
-    await refresh();
+    const answer = await first;
+    if (answer instanceof Error) announce(errorText(answer), "error");
+    else await showAnswer(answer);
   }
   document.body.dataset.ready = "true";
   performance.mark("hrx-encounter-ready"); // bench/ui.py reads it: the view is interactive from here

@@ -3,17 +3,20 @@
 import { announce, api, errorText, header, loadMessages, t } from "./common.js";
 
 async function main() {
-  await loadMessages();
-  header(null);
   const token = new URLSearchParams(location.search).get("token");
   history.replaceState(null, "", "/ui/launch");
+  // The redemption does not wait for the messages: they are only needed if it fails.
+  const redeemed = token ? api("POST", "/api/v1/launch/session", { token }).catch((error) => error) : null;
+  await loadMessages();
+  header(null);
   if (!token) {
     announce(t("launch.no_token"), "error");
     return;
   }
   announce(t("launch.redeeming"));
   try {
-    const session = await api("POST", "/api/v1/launch/session", { token });
+    const session = await redeemed;
+    if (session instanceof Error) throw session;
     sessionStorage.clear();
     sessionStorage.setItem("hrx.csrf", session.csrf_token);
     sessionStorage.setItem("hrx.context", JSON.stringify({ ...session.context, launched: true }));

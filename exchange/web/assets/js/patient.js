@@ -65,6 +65,10 @@ async function show() {
   byId("patient-data").hidden = false;
   const [results, log] = await Promise.all([api("GET", "/api/v1/me/results"), api("GET", "/api/v1/me/access-log")]);
   await itemNames(results.results.flatMap((r) => r.values.map((v) => v.item)));
+  const issuers = byId("b-issuer");
+  for (const [id, name] of new Map(results.results.map((r) => [r.issuer, r.issuer_name || r.issuer]))) {
+    if (![...issuers.options].some((o) => o.value === id)) issuers.append(el("option", { value: id }, name));
+  }
   const rows = clear(byId("result-rows"));
   for (const r of results.results) {
     for (const v of r.values) {
