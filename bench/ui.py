@@ -4,9 +4,9 @@ interactive, for patients with 500 prior results, next to the API check's own ti
 Data: the recognition benchmark's data set (``hrx_bench_100k`` / ``hrx_bench_1m``, built by bench/recognition.py
 and reused). Served by a real uvicorn on a loopback port (the app ``hrx serve`` runs), the HIS's launch token
 redeemed by the page, Debian's Chromium driven by Playwright (``/usr/bin/chromium``, 1366×768), every request
-beyond 127.0.0.1 blocked. Timed per patient: (a) ``page.goto(launch url)`` until ``body[data-ready=true]`` (the
-launch page, the redemption, the clinician page, the check, the item and institution names and the rendering);
-(b) the clinician page alone, from its navigation start to its ``hrx-encounter-ready`` performance mark;
+beyond 127.0.0.1 blocked. Timed per patient: (a) ``page.goto(launch url)`` until ``body[data-ready=true]``, as
+Playwright sees it (the page, the token's redemption, the check, the institutions' names and the rendering);
+(b) the same inside the browser, from the navigation start to the page's ``hrx-encounter-ready`` performance mark;
 (c) the same check through the API (httpx, same server). The first patient warms the browser's caches and the
 server and is not counted. Goal: (a) ≤ 1 s at 500 results in the 1 M store.
 """

@@ -25,8 +25,10 @@ from fastapi.staticfiles import StaticFiles
 from exchange.api.access import PUBLIC
 
 HERE = Path(__file__).parent
-#: The pages, by the name in their address: /ui/<name>.
-PAGES = ("login", "launch", "clinician", "auditor", "patient", "operator")
+#: The pages, by the name in their address: /ui/<name>, and the file each is (the HIS's launch link opens the
+#: clinician's page, which redeems the token itself: one page load less before the view is ready).
+PAGES = {"login": "login", "launch": "clinician", "clinician": "clinician", "auditor": "auditor",
+         "patient": "patient", "operator": "operator"}
 LANGUAGES = ("zh-CN", "en")
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -38,16 +40,16 @@ def home(_: None = Depends(PUBLIC)) -> RedirectResponse:  # noqa: B008
     return RedirectResponse("/ui/login", status_code=303)
 
 
-def _page(name: str) -> Any:
+def _page(name: str, file: str) -> Any:
     def serve(_: None = Depends(PUBLIC)) -> FileResponse:  # noqa: B008
-        return FileResponse(HERE / "pages" / f"{name}.html", media_type="text/html; charset=utf-8")
+        return FileResponse(HERE / "pages" / f"{file}.html", media_type="text/html; charset=utf-8")
 
     serve.__name__ = f"page_{name}"
     return serve
 
 
-for _name in PAGES:
-    router.add_api_route(f"/{_name}", _page(_name), methods=["GET"])
+for _name, _file in PAGES.items():
+    router.add_api_route(f"/{_name}", _page(_name, _file), methods=["GET"])
 
 
 @cache

@@ -531,13 +531,37 @@ async function reportProblem(entry) {
 
 // --- start ----------------------------------------------------------------------------------------------------
 
+/** Launched from the HIS (/ui/launch?token=…): the token, redeemed once for this clinician's session with the
+ * patient and encounter as its context; it leaves the address bar and the history at once. */
+async function redeemLaunch(token) {
+  const session = await api("POST", "/api/v1/launch/session", { token });
+  sessionStorage.clear();
+  sessionStorage.setItem("hrx.csrf", session.csrf_token);
+  sessionStorage.setItem("hrx.context", JSON.stringify({ ...session.context, launched: true }));
+}
+
 async function main() {
+  const messages = loadMessages();
+  if (location.pathname === "/ui/launch") {
+    const token = new URLSearchParams(location.search).get("token");
+    history.replaceState(null, "", "/ui/clinician");
+    try {
+      if (!token) throw new Error(t("launch.no_token"));
+      await redeemLaunch(token);
+    } catch (error) {
+      await messages;
+      header(null);
+      announce(error.status ? errorText(error) : t("launch.no_token"), "error");
+      document.body.dataset.ready = "true";
+      return;
+    }
+  }
   const stored = sessionStorage.getItem("hrx.context");
   state.context = stored ? JSON.parse(stored) : null;
   // Everything the first view needs is asked for at once; a launched page knows its patient before it knows
   // who is signed in.
   const first = state.context ? check(null, state.context.institution).catch((error) => error) : null;
-  const [, me, reasons, viewers] = await Promise.all([loadMessages(), requireSession(["clinician"]),
+  const [, me, reasons, viewers] = await Promise.all([messages, requireSession(["clinician"]),
     api("GET", "/api/v1/reason-codes"), fetch("/ui/viewers.json").then((r) => r.json())]);
   state.me = me;
   state.reasons = reasons;

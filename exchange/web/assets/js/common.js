@@ -18,7 +18,14 @@ export function has(key) {
 }
 
 /** Load the user's language (persisted; zh-CN by default) and translate the page's marked elements. */
-export async function loadMessages() {
+let loaded = null;
+
+export function loadMessages() {
+  if (!loaded) loaded = load();
+  return loaded;
+}
+
+async function load() {
   const stored = localStorage.getItem(LANG_KEY);
   lang = LANGUAGES.includes(stored) ? stored : "zh-CN";
   const response = await fetch(`/ui/messages/${lang}.json`);
