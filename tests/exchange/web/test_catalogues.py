@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from codes.model import CATEGORIES, TIERS
+from codes.model import CATEGORIES, GRADES, TIERS
 from exchange.auth.roles import purposes, roles
 from exchange.recognize import Status
 from exchange.web import HERE, LANGUAGES, PAGES, mount_pages
@@ -50,7 +50,8 @@ def test_every_text_a_page_or_script_names_is_in_the_catalogues() -> None:
 def test_statuses_tiers_categories_roles_and_purposes_have_names_in_both_languages() -> None:
     wanted = ([f"status.{s.value}" for s in Status] + [f"tier.{t}" for t in TIERS]
               + [f"category.{c}" for c in CATEGORIES] + [f"role.{r}" for r in roles()]
-              + [f"purpose.{p}" for p in purposes()] + [f"result_status.{s}" for s in STATUSES])
+              + [f"purpose.{p}" for p in purposes()] + [f"result_status.{s}" for s in STATUSES]
+              + [f"grade.{g}" for g in GRADES])
     assert [k for k in wanted if k not in CATALOGUES["zh-CN"]] == []
 
 

@@ -1,7 +1,7 @@
 // The doctor workstation: the encounter reminder, the order-time reminder, decisions (accept, reject with a
 // reason, undo, batch per source hospital), result detail with the trend chart, and "report a problem".
 import {
-  announce, api, ApiError, beijingMinute, clear, el, errorText, has, header, lang, loadMessages, maskId,
+  announce, api, ApiError, beijingMinute, clear, el, errorText, gradeName, has, header, lang, loadMessages, maskId,
   openDialog, requireSession, t, timeLeft, watermark,
 } from "./common.js";
 import { trendChart } from "./trend.js";
@@ -212,7 +212,7 @@ function reminderRow(entry, span, trigger) {
     reasons ? el("div", { class: "reason" }, reasons) : null),
     el("td", {}, valueSummary(entry)),
     el("td", {}, institutionName(entry.result.issuer, entry.result.issuer_name),
-      issuer ? el("span", { class: "grade" }, ` ${issuer.grade}`) : null),
+      issuer ? el("span", { class: "grade" }, ` ${gradeName(issuer.grade)}`) : null),
     el("td", {}, rec.tier ? `${tierName(rec.tier)} · ${rec.catalogue_id || ""}` : t("reminder.no_catalogue")),
     el("td", { class: "nowrap" }, beijingMinute(entry.result.reported_at)),
     el("td", { class: "nowrap" }, rec.status === "recognizable" ? timeLeft(rec.valid_until)
@@ -374,7 +374,7 @@ function renderIssuers() {
     const found = state.institutions.get(issuer);
     const name = institutionName(issuer);
     rows.append(el("tr", { "data-issuer": issuer },
-      el("th", { scope: "row" }, name), el("td", {}, found ? found.grade : ""), el("td", {}, String(n)),
+      el("th", { scope: "row" }, name), el("td", {}, found ? gradeName(found.grade) : ""), el("td", {}, String(n)),
       el("td", { class: "actions" }, el("div", { class: "buttons" },
         el("button", { type: "button", class: "primary", disabled: n === 0,
           "aria-label": t("action.accept_all_of", { hospital: name }), onclick: () => batch(issuer, "accept") },

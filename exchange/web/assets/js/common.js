@@ -169,11 +169,17 @@ export function header(principal, { onLogout = logout } = {}) {
   clear(bar);
   if (principal) {
     const role = has(`role.${principal.role}`) ? t(`role.${principal.role}`) : principal.role;
-    bar.append(el("span", { class: "who" }, `${principal.name || principal.id} · ${role}`));
+    const who = principal.name || principal.id;
+    bar.append(el("span", { class: "who" }, who ? `${who} · ${role}` : role));
     bar.append(el("button", { type: "button", class: "link", onclick: onLogout, text: t("action.logout") }));
   }
   bar.append(el("button", { type: "button", class: "link", id: "lang-switch", lang: lang === "zh-CN" ? "en" : "zh-CN",
     onclick: switchLanguage, text: t("action.other_language") }));
+}
+
+/** A hospital grade (codes.model.GRADES) in the reader's words. */
+export function gradeName(grade) {
+  return grade && has(`grade.${grade}`) ? t(`grade.${grade}`) : grade || "";
 }
 
 /** A watermark of the viewer's name and the time over ``node`` (a report being shown). */

@@ -60,7 +60,7 @@ function selectTab(name) {
 async function show() {
   document.body.dataset.ready = "false";
   const me = await api("GET", "/api/v1/auth/me");
-  header({ ...me, name: t("role.patient") }, { onLogout: logout });
+  header({ role: me.role }, { onLogout: logout });
   byId("patient-login").hidden = true;
   byId("patient-data").hidden = false;
   const [results, log] = await Promise.all([api("GET", "/api/v1/me/results"), api("GET", "/api/v1/me/access-log")]);
