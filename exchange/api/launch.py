@@ -136,7 +136,8 @@ def issue(body: LaunchBody, request: Request,
 
 
 @router.post("/launch/session", summary="Redeem a launch token for the clinician's web session",
-             response_model=LaunchSession, responses={**refusals(401, 422), 429: {"model": Refusal, "description": "too many failed tries from this address"}})
+             response_model=LaunchSession, responses={
+                 **refusals(401, 422), 429: {"model": Refusal, "description": "too many failed tries from this address"}})
 def redeem(body: RedeemBody, request: Request, response: Response,
            _: None = Depends(PUBLIC)) -> dict[str, Any]:  # noqa: B008
     """Once per token, within its lifetime; sets the session cookie as ``POST /api/v1/auth/login`` does."""

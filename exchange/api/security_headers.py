@@ -4,8 +4,9 @@ The API answers JSON about patients: nothing may be cached (``Cache-Control: no-
 type, framed by another site or sent on as a referrer. The policy allows the API's own origin only
 (``default-src 'self'``): the exchange serves no page that loads anything from elsewhere — its web pages
 (exchange.web, ``/ui/``) and its API reference (``/docs``, Swagger UI) ship every script and style in the package
-and start them from files, never inline; FastAPI's own ``/docs`` page, which loads from a CDN, is off. ``Strict-Transport-Security`` is sent on answers over TLS only: over
-plain HTTP a browser ignores it, and sending it there would claim a protection that is not in place.
+and start them from files, never inline; FastAPI's own ``/docs`` page, which loads from a CDN, is off.
+``Strict-Transport-Security`` is sent on answers over TLS only: over plain HTTP a browser ignores it, and sending
+it there would claim a protection that is not in place.
 """
 from __future__ import annotations
 
