@@ -4,10 +4,13 @@ with every request to anything but 127.0.0.1 blocked (the pages are offline-clea
 page (no critical violation). ``HRX_SCREENSHOTS=1`` also saves each main page to docs/screenshots/."""
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
+import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,6 +24,7 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
+from adapters.fhir import INSTITUTION_SYSTEM, RESIDENT_ID_SYSTEMS
 from exchange.broker import free_port
 from exchange.demo import lab_bundle
 from exchange.store.models import Decision, Feedback
@@ -62,18 +66,67 @@ class Demo:
             engine.dispose()
 
 
-def _send(demo: Demo, institution: str, report_id: str, code: str, value: float, hours_ago: int) -> None:
-    """One more potassium result of the demo patient, through the FHIR door as that hospital's source system."""
+STUDY_UID = "1.2.826.0.1.3680043.8.498.77"
+WADO = "https://pacs.zj-hz.example/dicom-web"
+
+
+def _imaging_bundle() -> dict[str, Any]:
+    """A head CT of the demo patient from Hangzhou, as its RIS sends it over FHIR: the report, its ImagingStudy and
+    the DICOMweb endpoint where the images are."""
+    org, pat, rep, study, endpoint = (f"urn:uuid:{uuid.uuid4()}" for _ in range(5))
+    local = "urn:hrx:local-code:zj-hz-001"
+    issued = (datetime.now(UTC) - timedelta(hours=30)).replace(microsecond=0).isoformat()
+    resources = [
+        (org, {"resourceType": "Organization", "identifier": [{"system": INSTITUTION_SYSTEM, "value": "zj-hz-001"}]}),
+        (pat, {"resourceType": "Patient", "identifier": [{"system": RESIDENT_ID_SYSTEMS[0], "value": WANG}]}),
+        (endpoint, {"resourceType": "Endpoint", "status": "active", "address": WADO, "payloadType": [{"text": "DICOM"}],
+                    "connectionType": {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
+                                       "code": "dicom-wado-rs"}}),
+        (study, {"resourceType": "ImagingStudy", "status": "available", "subject": {"reference": pat},
+                 "identifier": [{"system": "urn:dicom:uid", "value": f"urn:oid:{STUDY_UID}"}],
+                 "endpoint": [{"reference": endpoint}], "started": issued,
+                 "procedureCode": [{"coding": [{"system": local, "code": "CT-HEAD-P"}]}]}),
+        (rep, {"resourceType": "DiagnosticReport", "status": "final",
+               "identifier": [{"system": "urn:hrx:report-id:zj-hz-001", "value": "HZ-CT-1"}],
+               "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD"}]}],
+               "code": {"coding": [{"system": local, "code": "CT-HEAD-P", "display": "头颅CT平扫"}]},
+               "subject": {"reference": pat}, "performer": [{"reference": org}], "effectiveDateTime": issued,
+               "issued": issued, "imagingStudy": [{"reference": study}], "conclusion": "颅内未见明显异常。",
+               "presentedForm": [{"contentType": "text/plain",
+                                  "data": base64.b64encode("脑实质密度均匀，脑室系统无扩大。".encode()).decode()}]}),
+    ]
+    return {"resourceType": "Bundle", "type": "transaction",
+            "identifier": {"system": "urn:hrx:bundle:zj-hz-001", "value": "HZ-CT-1-v0"},
+            "entry": [{"fullUrl": url, "resource": r, "request": {"method": "POST", "url": r["resourceType"]}}
+                      for url, r in resources]}
+
+
+def _source_beside(demo: Demo, institution: str) -> None:
+    """A source system registered beside the running stack, as an operator does (``hrx clients add``)."""
+    added = subprocess.run([sys.executable, "-m", "exchange.cli", "clients", "add", f"demo-source-{institution}",
+                            "--role", "source", "--institution", institution], env=_bare_env(HRX_VAR_DIR=str(demo.var)),
+                           capture_output=True, text=True, timeout=120)
+    assert added.returncode == 0, added.stdout + added.stderr
+    demo.secrets[f"demo-source-{institution}"] = re.search(  # type: ignore[union-attr]
+        r"secret \(shown once\): (\S+)", added.stdout).group(1)
+
+
+def _post_bundle(demo: Demo, institution: str, bundle: dict[str, Any]) -> None:
     token = httpx.post(f"{demo.base}/api/v1/auth/token", timeout=30, data={
         "grant_type": "client_credentials", "client_id": f"demo-source-{institution}",
         "client_secret": demo.secrets[f"demo-source-{institution}"]}).json()["access_token"]
+    sent = httpx.post(f"{demo.base}/fhir", json=bundle, timeout=30, headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"})
+    assert sent.status_code == 200, sent.text
+
+
+def _send(demo: Demo, institution: str, report_id: str, code: str, value: float, hours_ago: int) -> None:
+    """One more potassium result of the demo patient, through the FHIR door as that hospital's source system."""
     bundle = lab_bundle(resident_id=WANG, institution=institution, report_id=report_id, code=code, display="钾",
                         observations=[{"code": code, "display": "钾", "value": value, "unit": "mmol/L", "low": 3.5,
                                        "high": 5.3}],
                         issued=(datetime.now(UTC) - timedelta(hours=hours_ago)).replace(microsecond=0))
-    sent = httpx.post(f"{demo.base}/fhir", json=bundle, timeout=30, headers={
-        "Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"})
-    assert sent.status_code == 200, sent.text
+    _post_bundle(demo, institution, bundle)
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +139,14 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         secrets = dict(re.findall(r"^    (demo-[\w-]+(?: TOTP)?): (\S+)$", stack.log, re.M))
         found = Demo(f"http://127.0.0.1:{port}", root / "var", secrets)
         _send(found, "sh-xuhui-001", "XH-K-1", "XHK", 4.4, 50)  # a second hospital's potassium: the trend
+        _source_beside(found, "zj-hz-001")
+        _post_bundle(found, "zj-hz-001", _imaging_bundle())  # a head CT with its images at a DICOMweb PACS
         his = found.his_headers()
 
         def stored() -> bool:
             answer = httpx.post(f"{found.base}/api/v1/recognition/check", headers=his, timeout=30, json={
                 "patient": {"resident_id": WANG}, "requesting_institution": HERE, "encounter_id": ENCOUNTER}).json()
-            return any(e["result"]["result_id"] == "XH-K-1" for e in answer["results"])
+            return {"XH-K-1", "HZ-CT-1"} <= {e["result"]["result_id"] for e in answer["results"]}
 
         wait_for(stored, timeout=60)
         yield found
@@ -233,6 +288,11 @@ def test_clinician_launched_from_the_his_decides_and_reports_a_problem(page: Any
     sent = demo.rows(Feedback)
     assert len(sent) == 1 and sent[0].note.endswith("单位疑似错误") and sent[0].reporter_institution == HERE
 
+    # imaging: findings, impression and the "view images" link from the retrieval pointer (viewers.yaml's default)
+    page.get_by_role("button", name="CT颅脑平扫 的详情", exact=True).click()
+    assert detail.locator(".report-text").all_inner_texts() == ["脑实质密度均匀，脑室系统无扩大。", "颅内未见明显异常。"]
+    assert detail.get_by_role("link", name="查看影像", exact=True).get_attribute("href") == f"{WADO}/studies/{STUDY_UID}"
+
     # order-time reminder: the best prior for an ordered item, accepted and quoted into the order
     page.get_by_label("拟开项目", exact=True).select_option(label="葡萄糖(GLU)")
     page.get_by_role("button", name="检查是否重复", exact=True).click()
@@ -341,9 +401,16 @@ def test_english_is_one_click_away_and_stays(page: Any, demo: Demo) -> None:
     ready_login.wait_for()
     page.get_by_role("button", name="English", exact=True).click()
     page.get_by_role("heading", name="Log in", exact=True).wait_for()
-    page.get_by_label("Account", exact=True).fill("demo-clinician")
-    page.get_by_label("Password", exact=True).fill(demo.secrets["demo-clinician"])
-    page.get_by_role("button", name="Log in", exact=True).click()
+    # by keyboard alone: the fields in order, then the button
+    page.get_by_label("Account", exact=True).focus()
+    page.keyboard.type("demo-clinician")
+    page.keyboard.press("Tab")
+    page.keyboard.type(demo.secrets["demo-clinician"])
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "totp"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Log in"
+    page.keyboard.press("Enter")
     page.wait_for_url("**/ui/clinician")
     ready(page)
     assert page.locator("html").get_attribute("lang") == "en"
