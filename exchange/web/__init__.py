@@ -52,6 +52,13 @@ for _name, _file in PAGES.items():
     router.add_api_route(f"/{_name}", _page(_name, _file), methods=["GET"])
 
 
+@router.get("/results/{issuer}/{result_id}")
+def result_page(issuer: str, result_id: str, _: None = Depends(PUBLIC)) -> FileResponse:  # noqa: B008
+    """The clinician's page opened on one result (the links of CDS Hooks cards, exchange.cds.cards): it shows the
+    result's detail within the patient the clinician's session is on."""
+    return FileResponse(HERE / "pages" / "clinician.html", media_type="text/html; charset=utf-8")
+
+
 @cache
 def viewers() -> dict[str, Any]:
     """The image-viewer URL templates: ``default`` and one per issuer id (read once)."""

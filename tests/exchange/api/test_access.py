@@ -126,6 +126,20 @@ def _redeem(w: World, h: dict[str, str]) -> httpx.Response:
     return w.client.post("/api/v1/launch/session", json={"token": issued.json()["token"]})
 
 
+def _cds_hook(w: World, h: dict[str, str]) -> httpx.Response:
+    return w.client.post("/cds-services/hrx-prior-results", headers=h, json={
+        "hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+        "context": {"userId": "Practitioner/dr-wang", "patientId": w.pseudonym}})
+
+
+def _cds_feedback(w: World, h: dict[str, str]) -> httpx.Response:
+    issued = _cds_hook(w, w.who.his(REQUESTER))
+    assert issued.status_code == 200 and issued.json()["cards"], issued.text
+    return w.client.post("/cds-services/hrx-prior-results/feedback", headers=h, json={"feedback": [{
+        "card": issued.json()["cards"][0]["uuid"], "outcome": "accepted",
+        "outcomeTimestamp": datetime.now(UTC).isoformat()}]})
+
+
 his_here: Who = lambda w: w.who.his(REQUESTER)  # noqa: E731
 his_elsewhere: Who = lambda w: w.who.his(ELSEWHERE, "dr-x")  # noqa: E731
 operator: Who = lambda w: w.who.operator()  # noqa: E731
@@ -195,6 +209,10 @@ CASES: dict[str, Case] = {
                               operator, lambda w: w.who.auditor(), lambda w: w.who.operator(scope="31")),
     "POST /api/v1/launch": Case(_launch, his_here, lambda w: w.who.clinician(REQUESTER)),
     "POST /api/v1/launch/session": Case(_redeem, any_role, public=True),
+    "GET /cds-services": Case(lambda w, h: w.client.get("/cds-services", headers=h), any_role, public=True),
+    "POST /cds-services/{service_id}": Case(_cds_hook, his_here, operator, his_elsewhere),
+    # another institution's HIS is told no such card was issued (404), as for one never issued
+    "POST /cds-services/{service_id}/feedback": Case(_cds_feedback, his_here, lambda w: w.who.auditor()),
     "GET /api/v1/audit": Case(lambda w, h: w.client.get("/api/v1/audit", params={"patient": w.pseudonym}, headers=h),
                               lambda w: w.who.auditor(), operator),
 }

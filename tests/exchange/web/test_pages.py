@@ -301,6 +301,12 @@ def test_clinician_launched_from_the_his_decides_and_reports_a_problem(page: Any
     assert "互认：引用北京示例西城中心医院" in order.locator(".quote").inner_text()
     assert any(d.trigger == "order" and d.decision == "accept" for d in demo.rows(Decision))
 
+    # a CDS Hooks card's link (exchange.cds.cards) opens that result's detail within this session's patient
+    page.goto(f"{demo.base}/ui/results/sh-xuhui-001/XH-K-1")
+    ready(page)
+    page.locator("#detail-body h3", has_text="钾(K)").wait_for()
+    assert "上海市示例徐汇医院" in page.locator("#detail").inner_text()
+
 
 def test_a_launch_token_is_redeemed_once(page: Any, demo: Demo) -> None:
     url = httpx.post(f"{demo.base}/api/v1/launch", headers=demo.his_headers(), timeout=30,

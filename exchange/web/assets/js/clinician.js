@@ -579,11 +579,18 @@ async function main() {
   byId("break-glass").addEventListener("click", breakGlass);
   byId("order-form").addEventListener("submit", orderCheck);
   showContext();
+  const opened = location.pathname.match(/^\/ui\/results\/([^/]+)\/([^/]+)$/);
   if (first) {
     byId("encounter-id").value = state.context.encounter_id;
     const answer = await first;
     if (answer instanceof Error) announce(errorText(answer), "error");
     else await showAnswer(answer);
+  }
+  if (opened) { // a CDS card's link: that result's detail, within the patient of this session
+    const ref = `${decodeURIComponent(opened[1])}/${decodeURIComponent(opened[2])}`;
+    const entry = state.answer && state.answer.results.find((e) => e.result.ref === ref);
+    if (entry) await showDetail(entry);
+    else announce(t(state.answer ? "clinician.result_not_here" : "clinician.result_needs_patient"), "error");
   }
   document.body.dataset.ready = "true";
   performance.mark("hrx-encounter-ready"); // bench/ui.py reads it: the view is interactive from here

@@ -83,7 +83,7 @@ export async function requireSession(roles) {
     if (roles && !roles.includes(me.role)) throw new ApiError(403, "role");
     return me;
   } catch (error) {
-    location.assign("/ui/login");
+    location.assign(`/ui/login?next=${encodeURIComponent(location.pathname)}`);
     throw error;
   }
 }

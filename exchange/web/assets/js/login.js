@@ -21,7 +21,9 @@ async function main() {
         announce(t("login.no_page_for_role"), "error");
         return;
       }
-      location.assign(home);
+      // Back to the page that asked for the login (only a page of this site), else the role's own page.
+      const next = new URLSearchParams(location.search).get("next") || "";
+      location.assign(/^\/ui\/[\w/%.-]*$/.test(next) && session.principal.role === "clinician" ? next : home);
     } catch (error) {
       form.password.value = "";
       announce(errorText(error), "error");
