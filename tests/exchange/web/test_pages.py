@@ -32,6 +32,8 @@ from schemas.resident_id import make_resident_id
 from tests.exchange.test_up import Stack, _bare_env
 from tests.fixtures.waiting import wait_for
 
+# Each test stands alone (make test spreads a module's tests over workers, each with its own stack); a flow
+# whose later steps read what earlier ones did is one test.
 pytestmark = pytest.mark.integration
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -219,7 +221,8 @@ def log_in(page: Any, demo: Demo, username: str, totp: bool = False) -> None:
 
 # --- clinician ------------------------------------------------------------------------------------------------
 
-def test_clinician_launched_from_the_his_decides_and_reports_a_problem(page: Any, demo: Demo) -> None:
+def test_clinician_launched_from_the_his_decides_and_reports_a_problem_then_the_operator_sees_it(
+        page: Any, demo: Demo) -> None:
     launch = httpx.post(f"{demo.base}/api/v1/launch", headers=demo.his_headers(), timeout=30,
                         json={"patient": {"resident_id": WANG}, "encounter_id": ENCOUNTER})
     assert launch.status_code == 201, launch.text
@@ -307,6 +310,8 @@ def test_clinician_launched_from_the_his_decides_and_reports_a_problem(page: Any
     page.locator("#detail-body h3", has_text="钾(K)").wait_for()
     assert "上海市示例徐汇医院" in page.locator("#detail").inner_text()
 
+    operator_dashboard_shows_the_decisions_and_the_feedback(page, demo)
+
 
 def test_a_launch_token_is_redeemed_once(page: Any, demo: Demo) -> None:
     url = httpx.post(f"{demo.base}/api/v1/launch", headers=demo.his_headers(), timeout=30,
@@ -318,7 +323,7 @@ def test_a_launch_token_is_redeemed_once(page: Any, demo: Demo) -> None:
     no_critical_violations(page, demo)
 
 
-def test_clinician_logs_in_searches_by_resident_id_and_breaks_the_glass(page: Any, demo: Demo) -> None:
+def test_break_glass_by_a_clinician_is_found_by_the_auditor_and_shown_to_the_patient(page: Any, demo: Demo) -> None:
     log_in(page, demo, "demo-clinician")
     page.wait_for_url("**/ui/clinician")
     ready(page)
@@ -336,11 +341,13 @@ def test_clinician_logs_in_searches_by_resident_id_and_breaks_the_glass(page: An
     page.locator("#reminder .badge", has_text="可互认").first.wait_for()
     assert "按身份证号查询" in page.locator("#context").inner_text()
     assert LI not in page.content()  # the page never shows the ID in full again
+    auditor_finds_the_break_glass_access(page, demo)
+    patient_sees_the_break_glass_access_in_their_log(page, demo)
 
 
 # --- auditor and patient --------------------------------------------------------------------------------------
 
-def test_auditor_finds_the_break_glass_access(page: Any, demo: Demo) -> None:
+def auditor_finds_the_break_glass_access(page: Any, demo: Demo) -> None:
     log_in(page, demo, "demo-auditor", totp=True)
     page.wait_for_url("**/ui/auditor")
     ready(page)
@@ -353,7 +360,7 @@ def test_auditor_finds_the_break_glass_access(page: Any, demo: Demo) -> None:
     screenshot(page, "auditor")
 
 
-def test_patient_sees_the_break_glass_access_in_their_log(page: Any, demo: Demo) -> None:
+def patient_sees_the_break_glass_access_in_their_log(page: Any, demo: Demo) -> None:
     page.goto(f"{demo.base}/ui/patient")
     ready(page)
     no_critical_violations(page, demo)
@@ -373,7 +380,7 @@ def test_patient_sees_the_break_glass_access_in_their_log(page: Any, demo: Demo)
     screenshot(page, "patient-access-log")
 
 
-def test_operator_dashboard_shows_the_decisions_and_the_feedback(page: Any, demo: Demo) -> None:
+def operator_dashboard_shows_the_decisions_and_the_feedback(page: Any, demo: Demo) -> None:
     log_in(page, demo, "demo-operator", totp=True)
     page.wait_for_url("**/ui/operator")
     ready(page)
