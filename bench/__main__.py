@@ -1,7 +1,7 @@
 """``python -m bench [--quick] [NAME ...]``: run the benchmarks and write bench/results/<date>[-…].json and .md.
 
 NAME is any of: ingest, recognition, fhir, e2e, memory, mllp, dicom, csv, cds_hooks,
-scale_out, fhir_search (default: all, in priority order).
+scale_out, fhir_search, ui (default: all, in priority order).
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ import orjson
 
 from bench.common import Outcome, code_version, machine, say, versions
 
-ORDER = ("ingest", "recognition", "fhir", "e2e", "memory", "mllp", "dicom", "csv", "cds_hooks", "scale_out", "fhir_search")
+ORDER = ("ingest", "recognition", "fhir", "e2e", "memory", "mllp", "dicom", "csv", "cds_hooks", "scale_out",
+         "fhir_search", "ui")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

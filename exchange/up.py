@@ -187,7 +187,7 @@ def up(settings: Settings, demo: bool = False, engines: int = 1, listeners: Sequ
             from exchange.demo import run_demo
 
             threading.Thread(target=run_demo, args=(server, settings, book, database), name="demo", daemon=True).start()
-        log.info("api: %s (OpenAPI at /openapi.json) — Ctrl-C stops everything", settings.api_url)
+        log.info("api: %s (OpenAPI at /openapi.json, web pages at /ui/) — Ctrl-C stops everything", settings.api_url)
         stop_on_sigterm()
         server.run()
         return 0

@@ -1,6 +1,7 @@
 """Application factory and the shared context every route uses."""
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -60,6 +61,9 @@ class Context:
     ui_base_url: str | None = None
     #: The language of CDS services and cards when Accept-Language names neither zh nor en (HRX_CDS_LANGUAGE).
     cds_language: str = "zh"
+    #: Signs the HIS's launch tokens (exchange.api.launch). A token lives 5 minutes and is redeemed by the process
+    #: that issued it, so a key per process suffices; API replicas behind one address would share one.
+    launch_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
     def pipeline(self) -> ResultPipeline:
         return ResultPipeline(self.book, self.pseudonymizer, self.publisher)
@@ -86,7 +90,7 @@ def create_app(context: Context) -> FastAPI:
             yield
         stop.set()
 
-    # No /docs or /redoc: FastAPI's pages load Swagger UI and ReDoc from a CDN (exchange.api.security_headers).
+    # FastAPI's /docs and /redoc load Swagger UI and ReDoc from a CDN: off; exchange.web serves /docs from the package.
     app = _Api(title="HR Exchange", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                description="检查检验结果互认 — mutual recognition of lab and imaging results between hospitals.")
     app.state.context = context
@@ -125,17 +129,20 @@ def create_app(context: Context) -> FastAPI:
 
     for router in api_routers():
         app.include_router(router)
+    from exchange.web import mount_pages  # the web pages under /ui/ (exchange/web)
+
+    mount_pages(app)
     return app
 
 
 def api_routers() -> list[APIRouter]:
     """Every router of the API, in the order they are included (the access test walks the same list)."""
     from exchange.api import (auth, catalogue_tools, cds_hooks, codes, decisions, encounters, feedback, fhir,
-                              fhir_check, fhir_search, health, me, oversight, patients, quality, recognition)
+                              fhir_check, fhir_search, health, launch, me, oversight, patients, quality, recognition)
 
     return [module.router for module in (fhir, fhir_search, fhir_check, recognition, health, codes, catalogue_tools,
                                          auth, encounters, decisions, feedback, patients, me, oversight, quality,
-                                         cds_hooks)]
+                                         cds_hooks, launch)]
 
 
 def context_of(request: Request) -> Context:

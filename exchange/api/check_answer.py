@@ -60,6 +60,7 @@ class CheckedItem(BaseModel):
     code: str | None = Field(description="unified item code; null when the local code is not mapped")
     name_zh: str | None
     name_en: str | None
+    category: str | None = Field(description="the item's category (codes/README.md): how a reminder groups it")
     local_code: str
 
 

@@ -85,7 +85,7 @@ class _Entries:
         item = self.book.items.get(code) if code else None
         found = self._items[(code, local_code)] = {
             "code": code, "name_zh": item.name_zh if item else None, "name_en": item.name_en if item else None,
-            "local_code": local_code}
+            "category": item.category if item else None, "local_code": local_code}
         return found
 
     def _describe(self, result: StoredResult) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:

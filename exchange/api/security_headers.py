@@ -2,10 +2,11 @@
 
 The API answers JSON about patients: nothing may be cached (``Cache-Control: no-store``), sniffed into another
 type, framed by another site or sent on as a referrer. The policy allows the API's own origin only
-(``default-src 'self'``): the exchange serves no page that loads anything from elsewhere — the Swagger page
-FastAPI would serve at ``/docs`` loads its scripts from a CDN, so it is off and ``/openapi.json`` is what an
-integrator opens in a viewer of their own. ``Strict-Transport-Security`` is sent on answers over TLS only: over
-plain HTTP a browser ignores it, and sending it there would claim a protection that is not in place.
+(``default-src 'self'``): the exchange serves no page that loads anything from elsewhere — its web pages
+(exchange.web, ``/ui/``) and its API reference (``/docs``, Swagger UI) ship every script and style in the package
+and start them from files, never inline; FastAPI's own ``/docs`` page, which loads from a CDN, is off.
+``Strict-Transport-Security`` is sent on answers over TLS only: over plain HTTP a browser ignores it, and sending
+it there would claim a protection that is not in place.
 """
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ HEADERS: tuple[tuple[str, str], ...] = (
 )
 #: On answers over TLS only: one year, this host only (the exchange does not know its sibling hosts).
 HSTS = ("Strict-Transport-Security", "max-age=31536000")
+#: The web pages' static files (exchange/web) hold no patient data: a browser keeps them and revalidates each use
+#: (ETag, 304) instead of loading the chart library again on every page.
+STATIC_PREFIXES = ("/ui/assets/", "/ui/messages/")
 
 
 class SecurityHeaders:
@@ -36,6 +40,8 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         added = HEADERS + ((HSTS,) if scope.get("scheme") == "https" else ())
+        if scope["path"].startswith(STATIC_PREFIXES):
+            added += (("Cache-Control", "no-cache"),)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

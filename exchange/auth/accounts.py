@@ -233,6 +233,40 @@ def _issue(session: Session, kind: str, principal_id: str, session_cookie: bool,
     return Issued(token, expires, csrf)
 
 
+def is_clinician_of(database: Engine, username: str, institution: str) -> bool:
+    """Whether ``username`` is an enabled clinician account of ``institution``."""
+    with Session(database) as session:
+        account = session.get(Account, username)
+        return (account is not None and not account.disabled and account.role == "clinician"
+                and account.institution == institution)
+
+
+def launch_session(database: Engine, username: str, institution: str) -> tuple[Principal, Issued]:
+    """A web session for a clinician the HIS of ``institution`` launched the pages for (exchange.api.launch):
+    the HIS vouched for the clinician, so no password is asked; the account must still be an enabled clinician
+    of that institution. Raises LoginRefused."""
+    with _session(database) as session:
+        account = session.get(Account, username)
+        if account is None or account.disabled or account.role != "clinician" or account.institution != institution:
+            raise LoginRefused(f"{username!r} is not an enabled clinician account of {institution}")
+        return account_principal(account), _issue(session, "account", username, True)
+
+
+def mark_used(database: Engine, token: str, principal_id: str, expires_at: datetime) -> bool:
+    """Record a one-use credential (a launch token) as spent; False when it was spent already. Kept as a revoked
+    token row: its digest is the key, so a second use collides, and a revoked row never authenticates."""
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        with _session(database) as session:
+            session.add(Token(digest=credentials.token_digest(token), principal_kind="launch",
+                              principal_id=principal_id[:64], session=False, csrf_digest=None, issued_at=_now(),
+                              expires_at=expires_at, revoked=True))
+    except IntegrityError:
+        return False
+    return True
+
+
 def issue_patient_token(database: Engine, pseudonym: str) -> Issued:
     with _session(database) as session:
         return _issue(session, "patient", pseudonym, False)

@@ -136,6 +136,18 @@ def _patient_login(w: World, h: dict[str, str]) -> httpx.Response:
     return w.client.post("/api/v1/patient/token", json={"patient": {"resident_id": RESIDENT_ID}, "code": code})
 
 
+def _launch(w: World, h: dict[str, str]) -> httpx.Response:
+    w.who.clinician(REQUESTER)  # the clinician the HIS acts for (dr-wang) has an account there
+    return w.client.post("/api/v1/launch", headers=h, json={"patient": {"resident_id": RESIDENT_ID},
+                                                            "encounter_id": "E-launch"})
+
+
+def _redeem(w: World, h: dict[str, str]) -> httpx.Response:
+    issued = _launch(w, w.who.his(REQUESTER))
+    assert issued.status_code == 201, issued.text
+    return w.client.post("/api/v1/launch/session", json={"token": issued.json()["token"]})
+
+
 def _cds_hook(w: World, h: dict[str, str]) -> httpx.Response:
     return w.client.post("/cds-services/hrx-prior-results", headers=h, json={
         "hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
@@ -297,6 +309,8 @@ CASES: dict[str, Case] = {
     "GET /api/v1/stats/timeseries": Case(
         lambda w, h: w.client.get("/api/v1/stats/timeseries", params={"scope": "11"}, headers=h),
         operator, his_here, lambda w: w.who.operator(scope="31")),
+    "POST /api/v1/launch": Case(_launch, his_here, lambda w: w.who.clinician(REQUESTER)),
+    "POST /api/v1/launch/session": Case(_redeem, any_role, public=True),
     "GET /cds-services": Case(lambda w, h: w.client.get("/cds-services", headers=h), any_role, public=True),
     "POST /cds-services/{service_id}": Case(_cds_hook, his_here, operator, his_elsewhere),
     # another institution's HIS is told no such card was issued (404), as for one never issued
