@@ -141,7 +141,10 @@ def login(database: Engine, username: str, password: str, totp: str | None, *, s
             raise LoginRefused("account locked after repeated failures", account.locked_until)
         ok = credentials.secret_matches(account.password_hash, password)
         if ok and account.totp_secret is not None:
-            ok = credentials.totp_matches(account.totp_secret, totp)
+            step = credentials.totp_step(account.totp_secret, totp, account.totp_step)
+            ok = step is not None
+            if ok:
+                account.totp_step = step
         if not ok:
             account.failed_logins += 1
             if account.failed_logins >= MAX_FAILED_LOGINS:

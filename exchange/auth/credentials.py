@@ -8,7 +8,9 @@ needs them to compute the expected code.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
+import time
 
 import pyotp
 from argon2 import PasswordHasher
@@ -47,9 +49,20 @@ def totp_uri(secret: str, account: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=account, issuer_name="HR Exchange")
 
 
-def totp_matches(secret: str, code: str | None) -> bool:
-    """RFC 6238, 30 s steps, one step of clock drift either way."""
-    return bool(code) and pyotp.TOTP(secret).verify(str(code), valid_window=1)
+def totp_step(secret: str, code: str | None, after: int | None, at: float | None = None) -> int | None:
+    """The RFC 6238 time step (30 s) whose code ``code`` is, within one step of clock drift either way, or None.
+
+    A code is accepted once (RFC 6238 §5.2): a step not later than ``after``, the last step accepted for this
+    secret, is refused, so a code seen over a shoulder or replayed within its window does not log in again.
+    """
+    if not code:
+        return None
+    totp, now = pyotp.TOTP(secret), time.time() if at is None else at
+    current = int(now // totp.interval)
+    for step in (current - 1, current, current + 1):
+        if (after is None or step > after) and hmac.compare_digest(totp.generate_otp(step), str(code)):
+            return step
+    return None
 
 
 def password_problem(password: str) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from exchange.store.models import Base, BigId, UTCDateTime
@@ -24,6 +24,7 @@ class Account(Base):
     scope: Mapped[str | None] = mapped_column(String(64))  # operators and auditors
     password_hash: Mapped[str] = mapped_column(Text)
     totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_step: Mapped[int | None] = mapped_column(BigInteger)  # the last TOTP time step accepted: each code once
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)

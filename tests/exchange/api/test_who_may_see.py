@@ -4,6 +4,7 @@ rotation, lockout, second factor, sessions with CSRF)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -167,15 +168,20 @@ def test_lockout_second_factor_and_disabled_accounts(api, database) -> None:  # 
         form = {"grant_type": "password", "username": "op-1", "password": password, **({"totp": code} if code else {})}
         return api.post("/api/v1/auth/token", data=form).status_code
 
+    def code(steps: int) -> str:  # the code ``steps`` time steps from now (one step of drift is accepted)
+        return pyotp.TOTP(totp).at(time.time() + 30 * steps)
+
     assert token(PASSWORD, None) == 401  # an operator needs the second factor
-    assert token(PASSWORD, pyotp.TOTP(totp).now()) == 200
-    for _ in range(accounts.MAX_FAILED_LOGINS):
-        assert token("wrong password", pyotp.TOTP(totp).now()) == 401
-    assert token(PASSWORD, pyotp.TOTP(totp).now()) == 429  # locked, the right password included
+    first = code(0)
+    assert token(PASSWORD, first) == 200
+    assert token(PASSWORD, first) == 401  # a code logs in once (RFC 6238 §5.2): a replay is refused
+    for _ in range(accounts.MAX_FAILED_LOGINS - 1):
+        assert token("wrong password", code(0)) == 401
+    assert token(PASSWORD, code(0)) == 429  # locked, the right password included
     accounts.set_password(database, "op-1", PASSWORD)  # an admin's reset unlocks
-    assert token(PASSWORD, pyotp.TOTP(totp).now()) == 200
+    assert token(PASSWORD, code(1)) == 200
     accounts.disable_user(database, "op-1")
-    assert token(PASSWORD, pyotp.TOTP(totp).now()) == 401
+    assert token(PASSWORD, code(1)) == 401
     with database.connect() as conn:
         assert conn.execute(Account.__table__.select()).first().password_hash.startswith("$argon2id$")
 

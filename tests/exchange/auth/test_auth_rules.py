@@ -33,14 +33,20 @@ def test_secrets_are_argon2id_and_tokens_are_kept_as_digests() -> None:
     assert credentials.password_problem("short") and credentials.password_problem("long enough!") is None
 
 
-def test_totp_takes_the_current_code_and_one_step_of_drift() -> None:
+def test_totp_takes_the_current_code_and_one_step_of_drift_once() -> None:
     secret = credentials.new_totp_secret()
     totp = pyotp.TOTP(secret)
-    now = datetime.now(UTC).timestamp()
-    assert credentials.totp_matches(secret, totp.at(now))
-    assert credentials.totp_matches(secret, totp.at(now - 30))
-    assert not credentials.totp_matches(secret, totp.at(now - 120))
-    assert not credentials.totp_matches(secret, None) and not credentials.totp_matches(secret, "")
+    now = 1_800_000_015.0  # 15 s into a step: the steps around it are whole
+    step = int(now // 30)
+    assert credentials.totp_step(secret, totp.at(now), None, at=now) == step
+    assert credentials.totp_step(secret, totp.at(now - 30), None, at=now) == step - 1
+    assert credentials.totp_step(secret, totp.at(now + 30), None, at=now) == step + 1
+    assert credentials.totp_step(secret, totp.at(now - 120), None, at=now) is None
+    assert credentials.totp_step(secret, None, None, at=now) is None and credentials.totp_step(secret, "", None) is None
+    # RFC 6238 §5.2: once a step is accepted, its code and every earlier one are refused
+    assert credentials.totp_step(secret, totp.at(now), step, at=now) is None
+    assert credentials.totp_step(secret, totp.at(now - 30), step, at=now) is None
+    assert credentials.totp_step(secret, totp.at(now + 30), step, at=now) == step + 1
 
 
 AT = datetime(2026, 12, 1, tzinfo=UTC)
