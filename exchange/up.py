@@ -12,13 +12,16 @@ import signal
 import socket
 import subprocess
 import sys
+import shutil
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import uvicorn
 
 from codes import default_codes_dir
+from codes.loader import SHIPPED_DIR
 from exchange import runtime
 from exchange.auth.patient_codes import FileSender
 from exchange.api import Context, create_app
@@ -122,6 +125,10 @@ def up(settings: Settings, demo: bool = False, engines: int = 1, listeners: Sequ
                   running.pid, settings.var_dir)
         return 2
     make_private_dir(settings.var_dir)  # the store, the key and the stack file: the service user's only
+    if demo and settings.codes_dir is None:  # an explicit HRX_CODES_DIR / --codes wins
+        settings = replace(settings, codes_dir=demo_codes_dir(settings.var_dir))
+        log.info("codes: the demo runs on its own copy of the shipped code data, %s (operators' mappings and "
+                 "catalogue imports go there)", settings.codes_dir)
     book = runtime.codebook(settings)
     for listener in listeners:
         if listener.institution not in book.institutions:
@@ -201,6 +208,25 @@ def up(settings: Settings, demo: bool = False, engines: int = 1, listeners: Sequ
         if broker is not None:
             broker.stop()
         log.info("stopped")
+
+
+#: Where ``hrx up --demo`` keeps its copy of the shipped code data, under the var directory.
+DEMO_CODES = "codes"
+
+
+def demo_codes_dir(var_dir: Path) -> Path:
+    """The demo's own code directory: the shipped code data copied once under ``var_dir``, then kept.
+
+    The shipped data is never edited (``codes.book.is_shipped``), so the demo runs on a copy an operator may add
+    mappings and catalogue versions to; a later start keeps what they added. The copy is made beside and renamed
+    into place, so an interrupted copy is never taken for a complete one."""
+    target = var_dir / DEMO_CODES
+    if not target.exists():
+        partial = var_dir / f".{DEMO_CODES}.partial-{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(SHIPPED_DIR, partial, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        partial.rename(target)
+    return target
 
 
 def settings_with(settings: Settings, **changes: object) -> Settings:

@@ -68,6 +68,10 @@ def test_up_demo_serves_and_stops_cleanly(database_url: str, tmp_path: Path) -> 
         assert answer["complete"] and len({e["result"]["result_id"] for e in answer["results"]}) == 8
         assert {"recognizable", "expired", "qc_not_met", "not_in_catalogue"} <= statuses, statuses
         assert httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=30).json()["status"] == "ok"
+        # the demo runs on its own copy of the shipped codes, which an operator may add mappings to
+        stack_file = json.loads((tmp_path / "var" / "stack.json").read_text())
+        assert Path(stack_file["codes_dir"]) == (tmp_path / "var" / "codes").resolve()
+        assert (tmp_path / "var" / "codes" / "institutions.yaml").is_file()
         assert httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=30).status_code == 200
         docs = httpx.get(f"http://127.0.0.1:{port}/docs", timeout=30)  # Swagger UI from the package, no CDN
         assert docs.status_code == 200 and "/ui/assets/vendor/swagger-ui/" in docs.text and "//" not in docs.text
