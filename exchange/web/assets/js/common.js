@@ -17,6 +17,12 @@ export function has(key) {
   return messages[key] !== undefined;
 }
 
+/** The codes the catalogue names under ``prefix`` (``tier.`` → alliance, city, ...), sorted: lists of choices
+ * come from the catalogue, the one place their names live. */
+export function codesUnder(prefix) {
+  return Object.keys(messages).filter((k) => k.startsWith(prefix)).map((k) => k.slice(prefix.length)).sort();
+}
+
 /** Load the user's language (persisted; zh-CN by default) and translate the page's marked elements. */
 let loaded = null;
 
@@ -59,16 +65,18 @@ export class ApiError extends Error {
 
 const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 
-/** Call the JSON API: the session cookie goes along; writes carry the CSRF token, or a patient's bearer token. */
+/** Call the JSON API: the session cookie goes along; writes carry the CSRF token, or a patient's bearer token.
+ * ``body``: a JSON value, or FormData for a file upload. */
 export async function api(method, path, body) {
   const headers = { Accept: "application/json" };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const form = body instanceof FormData;  // a file upload: the browser writes the multipart boundary
+  if (body !== undefined && !form) headers["Content-Type"] = "application/json";
   const csrf = sessionStorage.getItem("hrx.csrf");
   if (UNSAFE.has(method) && csrf) headers["X-CSRF-Token"] = csrf;
   const bearer = sessionStorage.getItem("hrx.bearer");
   if (bearer) headers.Authorization = `Bearer ${bearer}`;
   const response = await fetch(path, {
-    method, headers, credentials: "same-origin", body: body === undefined ? undefined : JSON.stringify(body),
+    method, headers, credentials: "same-origin", body: body === undefined || form ? body : JSON.stringify(body),
   });
   const text = await response.text();
   const data = text ? JSON.parse(text) : null;

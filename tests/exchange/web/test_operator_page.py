@@ -1,0 +1,107 @@
+"""The operator page's data-quality and catalogue tools in a real browser against ``hrx up --demo`` (its own
+stack, so that this module stands alone under xdist): a mapping added from the unmapped queue and its re-map
+followed to done, coverage and the recognition rate over time drawn, a catalogue import dry run listing the rows
+that did not match, a table downloaded as CSV. Same browser, network guard and axe-core check as test_pages."""
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pyotp
+import pytest
+
+from exchange.demo import lab_bundle
+from tests.exchange.web.test_pages import (  # noqa: F401 (fixtures)
+    WANG, Demo, _post_bundle, browser, demo, log_in, no_critical_violations, page, ready, screenshot,
+)
+
+pytestmark = pytest.mark.integration
+
+NEW_CODE = "HZNEWGLU"  # a local code no mapping table of zj-hz-001 maps
+GLUCOSE = "L0032"  # 葡萄糖(GLU), items.csv
+
+
+def _operator_token(demo: Demo) -> str:
+    secret = re.search(r"secret=(\w+)", demo.secrets["demo-operator TOTP"]).group(1)  # type: ignore[union-attr]
+    return httpx.post(f"{demo.base}/api/v1/auth/token", timeout=30, data={
+        "grant_type": "password", "username": "demo-operator", "password": demo.secrets["demo-operator"],
+        "totp": pyotp.TOTP(secret).at(time.time() + 30)}).json()["access_token"]  # the page used this step's code
+
+
+def _unmapped(demo: Demo, token: str) -> set[tuple[str, str]]:
+    queue = httpx.get(f"{demo.base}/api/v1/unmapped-codes", headers={"Authorization": f"Bearer {token}"},
+                      timeout=30).json()
+    return {(c["issuer"], c["local_code"]) for g in queue["groups"] for c in g["codes"]}
+
+
+def test_operator_adds_a_mapping_sees_coverage_and_trend_imports_a_list_and_downloads_a_table(
+        page: Any, demo: Demo) -> None:
+    # a glucose result from Hangzhou under a local code no table maps: it waits in the unmapped queue
+    _post_bundle(demo, "zj-hz-001", lab_bundle(
+        resident_id=WANG, institution="zj-hz-001", report_id="HZ-GLU-1", code=NEW_CODE, display="葡萄糖",
+        observations=[{"code": NEW_CODE, "display": "葡萄糖", "value": 5.4, "unit": "mmol/L", "low": 3.9,
+                       "high": 6.1}], issued=(datetime.now(UTC) - timedelta(hours=3)).replace(microsecond=0)))
+    log_in(page, demo, "demo-operator", totp=True)
+    page.wait_for_url("**/ui/operator")
+    ready(page)
+    token = _operator_token(demo)
+    row = page.locator(f'#unmapped-rows tr[data-code="zj-hz-001|{NEW_CODE}"]')
+    if not row.count():  # the engine stored it after the page read the queue
+        page.reload()
+        ready(page)
+    assert ("zj-hz-001", NEW_CODE) in _unmapped(demo, token)
+
+    # add the mapping from the row, by keyboard: the re-map runs to done and the code leaves the queue
+    field = row.get_by_label(f"统一项目代码 ({NEW_CODE})", exact=True)
+    field.fill(GLUCOSE)
+    field.press("Enter")
+    row.wait_for(state="detached", timeout=60_000)
+    assert "重新对照完成" in page.locator("#status").inner_text()
+    assert ("zj-hz-001", NEW_CODE) not in _unmapped(demo, token)
+
+    # a mapping the table already has: refused, the reason in the user's language
+    other = page.locator("#unmapped-rows tr[data-code]").first
+    if other.count():
+        code = (other.get_attribute("data-code") or "").split("|", 1)
+        other.get_by_label(f"统一项目代码 ({code[1]})", exact=True).fill("NOSUCHITEM")
+        other.get_by_role("button", name="添加", exact=True).click()
+        page.locator("#status.status-error", has_text="请求有误").wait_for()
+
+    # coverage against the targets per tier, as chart and table; the recognition rate over time as a line
+    coverage = httpx.get(f"{demo.base}/api/v1/stats/coverage", headers={"Authorization": f"Bearer {token}"},
+                         timeout=30).json()
+    assert coverage["rows"]
+    assert page.locator("#coverage-chart").get_attribute("data-bars") == str(len(coverage["rows"]))
+    assert page.locator("#coverage-chart canvas").count() == 1
+    assert page.locator("#coverage-rows tr").count() == len(coverage["rows"])
+    first = coverage["rows"][0]
+    assert page.locator("#coverage-rows tr").first.locator("td").nth(3).inner_text() == str(first["total"])
+    assert int(page.locator("#series-chart").get_attribute("data-points") or 0) >= 1
+    assert page.locator("#series-chart canvas").count() == 1
+    assert "%" in (page.locator("#series-chart").get_attribute("aria-label") or "")
+
+    # a published list, dry run: every row that did not match is listed
+    listed = "项目名称,有效天数\n钾,30\n葡萄糖,30\n不存在的项目甲,30\n"
+    form = page.locator("#import-form")
+    form.get_by_label("目录文件（CSV 或 Excel）", exact=True).set_input_files(
+        files=[{"name": "list.csv", "mimeType": "text/csv", "buffer": listed.encode("utf-8")}])
+    form.get_by_label("层级", exact=True).select_option("city")
+    form.get_by_label("范围", exact=True).fill("1101")
+    form.get_by_role("button", name="试导入", exact=True).click()
+    page.locator("#import-rows tr", has_text="不存在的项目甲").wait_for()
+    assert page.locator("#import-rows tr").count() == 1
+    assert "未匹配 1 行" in page.locator("#import-summary").inner_text()
+
+    # a table as CSV: UTF-8 with a BOM (Excel shows Chinese), fetched with the page's session cookie
+    link = page.locator('.downloads[data-table="per_issuer"] a[data-format="csv"]')
+    assert link.get_attribute("aria-label") == "按出具机构：下载 CSV"
+    answer = page.request.get(f"{demo.base}{link.get_attribute('href')}")
+    assert answer.status == 200 and answer.headers["content-type"].startswith("text/csv")
+    assert answer.body().startswith(b"\xef\xbb\xbf")
+    dead = page.request.get(f"{demo.base}/api/v1/dead-letters?format=xlsx")
+    assert dead.status == 200 and dead.body()[:2] == b"PK"
+    screenshot(page, "operator-quality")
+    no_critical_violations(page, demo)
