@@ -58,6 +58,9 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     #: Where the web UI answers, for the links of CDS Hooks cards (HRX_UI_BASE_URL); None: ``/ui`` of the API.
     ui_base_url: str | None = None
+    #: Origins allowed to frame the web pages (HRX_UI_FRAME_ANCESTORS, space-separated): the HIS that embeds
+    #: ``/ui/``; none: no site may frame them.
+    ui_frame_ancestors: tuple[str, ...] = ()
     #: The language of CDS Hooks cards when the client's Accept-Language names neither zh nor en
     #: (HRX_CDS_LANGUAGE: zh or en).
     cds_language: str = "zh"
@@ -104,8 +107,10 @@ class Settings:
             api_db_role=env.get("HRX_API_DB_ROLE") or None,
             tls_cert=Path(env["HRX_TLS_CERT"]) if env.get("HRX_TLS_CERT") else None,
             tls_key=Path(env["HRX_TLS_KEY"]) if env.get("HRX_TLS_KEY") else None,
-            cors_origins=_origins(env.get("HRX_CORS_ORIGINS", "")),
+            cors_origins=_origins(env.get("HRX_CORS_ORIGINS", ""), "HRX_CORS_ORIGINS"),
             ui_base_url=_ui_base(env.get("HRX_UI_BASE_URL", "")),
+            ui_frame_ancestors=_origins(",".join(env.get("HRX_UI_FRAME_ANCESTORS", "").split()),
+                                        "HRX_UI_FRAME_ANCESTORS"),
             cds_language=_language(env.get("HRX_CDS_LANGUAGE", "zh")),
             stack=running,
         )
@@ -149,6 +154,8 @@ class Settings:
             env["HRX_API_DB_ROLE"] = self.api_db_role
         if self.ui_base_url:
             env["HRX_UI_BASE_URL"] = self.ui_base_url
+        if self.ui_frame_ancestors:
+            env["HRX_UI_FRAME_ANCESTORS"] = " ".join(self.ui_frame_ancestors)
         if self.cds_language != "zh":
             env["HRX_CDS_LANGUAGE"] = self.cds_language
         return env
@@ -182,14 +189,15 @@ def _partitions(text: str) -> dict[str, int]:
     return partitions
 
 
-def _origins(text: str) -> tuple[str, ...]:
-    """HRX_CORS_ORIGINS: comma-separated origins (``https://his.example.cn``, a port if not the default); never
-    ``*``: an operator names each browser application that may call the API."""
+def _origins(text: str, name: str) -> tuple[str, ...]:
+    """HRX_CORS_ORIGINS (comma-separated), HRX_UI_FRAME_ANCESTORS (space-separated, given here comma-separated):
+    origins (``https://his.example.cn``, a port if not the default); never ``*``: an operator names each browser
+    application that may call the API or frame its pages."""
     origins = tuple(o.strip().rstrip("/") for o in text.split(",") if o.strip())
     for origin in origins:
         scheme, _, rest = origin.partition("://")
         if scheme not in ("http", "https") or not rest or "/" in rest or "*" in rest:
-            raise ValueError(f"HRX_CORS_ORIGINS: {origin!r} is not an origin such as https://his.example.cn "
+            raise ValueError(f"{name}: {origin!r} is not an origin such as https://his.example.cn "
                              "(scheme and host, a port if not the default; no path, no wildcard)")
     return origins
 

@@ -59,6 +59,8 @@ class Context:
     codes_lock: threading.Lock = field(default_factory=threading.Lock)
     #: Where the web UI answers (HRX_UI_BASE_URL), for the links of CDS cards; None: ``/ui`` beside the API.
     ui_base_url: str | None = None
+    #: Origins that may frame the web pages (HRX_UI_FRAME_ANCESTORS): the HIS embedding ``/ui/``.
+    ui_frame_ancestors: tuple[str, ...] = ()
     #: The language of CDS services and cards when Accept-Language names neither zh nor en (HRX_CDS_LANGUAGE).
     cds_language: str = "zh"
     #: Signs the HIS's launch tokens (exchange.api.launch). A token lives 5 minutes and is redeemed by the process
@@ -74,7 +76,9 @@ class _Api(FastAPI):
     so that the 500 of an unhandled error carries the headers too (``add_middleware`` would put them inside)."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        return SecurityHeaders(super().build_middleware_stack())
+        context = getattr(self.state, "context", None)
+        return SecurityHeaders(super().build_middleware_stack(),
+                               ui_frame_ancestors=context.ui_frame_ancestors if context is not None else ())
 
 
 def create_app(context: Context) -> FastAPI:

@@ -7,6 +7,10 @@ type, framed by another site or sent on as a referrer. The policy allows the API
 and start them from files, never inline; FastAPI's own ``/docs`` page, which loads from a CDN, is off.
 ``Strict-Transport-Security`` is sent on answers over TLS only: over plain HTTP a browser ignores it, and sending
 it there would claim a protection that is not in place.
+
+A hospital may embed the web pages in its HIS: ``HRX_UI_FRAME_ANCESTORS`` names the origins that may frame
+``/ui/`` (CSP ``frame-ancestors``, which supersedes ``X-Frame-Options``; that header, which can name no origin, is
+left off there). Everything else, the API included, stays unframeable.
 """
 from __future__ import annotations
 
@@ -27,19 +31,32 @@ HSTS = ("Strict-Transport-Security", "max-age=31536000")
 #: The web pages' static files (exchange/web) hold no patient data: a browser keeps them and revalidates each use
 #: (ETag, 304) instead of loading the chart library again on every page.
 STATIC_PREFIXES = ("/ui/assets/", "/ui/messages/")
+#: The web pages, which HRX_UI_FRAME_ANCESTORS may let a HIS frame.
+UI_PREFIX = "/ui/"
+CSP = dict(HEADERS)["Content-Security-Policy"]
+
+
+def framed_by(origins: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """:data:`HEADERS` for a page ``origins`` may frame: ``frame-ancestors <origins>``, no ``X-Frame-Options``."""
+    csp = CSP.replace("frame-ancestors 'none'", f"frame-ancestors {' '.join(origins)}")
+    return tuple((name, csp if name == "Content-Security-Policy" else value)
+                 for name, value in HEADERS if name != "X-Frame-Options")
 
 
 class SecurityHeaders:
-    """Sets :data:`HEADERS` (and :data:`HSTS` over TLS) on each HTTP answer, replacing a route's own value."""
+    """Sets :data:`HEADERS` (and :data:`HSTS` over TLS) on each HTTP answer, replacing a route's own value;
+    under ``/ui/`` the origins ``ui_frame_ancestors`` may frame the page."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, ui_frame_ancestors: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.ui_headers = framed_by(ui_frame_ancestors) if ui_frame_ancestors else HEADERS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        added = HEADERS + ((HSTS,) if scope.get("scheme") == "https" else ())
+        base = self.ui_headers if scope["path"].startswith(UI_PREFIX) else HEADERS
+        added = base + ((HSTS,) if scope.get("scheme") == "https" else ())
         if scope["path"].startswith(STATIC_PREFIXES):
             added += (("Cache-Control", "no-cache"),)
 
@@ -48,6 +65,8 @@ class SecurityHeaders:
                 headers = MutableHeaders(scope=message)
                 for name, value in added:
                     headers[name] = value
+                if base is not HEADERS and "X-Frame-Options" in headers:  # a route's own: would deny the frame
+                    del headers["X-Frame-Options"]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

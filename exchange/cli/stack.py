@@ -132,7 +132,7 @@ def serve(host: str | None, port: int | None, tls_cert: Path | None, tls_key: Pa
                       pseudonymizer=pseudonymizer, publisher=Publisher(bootstrap),
                       bootstrap=bootstrap, engine_group=settings.engine_group,
                       fhir_max_bytes=settings.fhir_max_bytes, cors_origins=settings.cors_origins,
-                      ui_base_url=settings.ui_base_url, cds_language=settings.cds_language,
+                      ui_base_url=settings.ui_base_url, ui_frame_ancestors=settings.ui_frame_ancestors, cds_language=settings.cds_language,
                       fhir_validate=settings.fhir_validate)
     # log_config=None: uvicorn logs through the root handlers, where the patient-data guard sits.
     uvicorn.run(create_app(context), host=settings.http_host, port=settings.http_port, access_log=False,

@@ -119,3 +119,29 @@ def test_every_route_answers_with_the_headers(book, database, broker,  # type: i
                 assert_secured(answer)
     finally:
         publisher.close()
+
+
+def test_only_the_web_pages_may_be_framed_and_only_by_the_configured_origins(book: CodeBook) -> None:
+    his, emr = "https://his.example.cn", "https://emr.example.cn:8443"
+    client = _client(book, ui_frame_ancestors=(his, emr))
+    for path in ("/ui/login", "/ui/operator", "/ui/assets/js/common.js", "/ui/nothing"):
+        answer = client.get(path)
+        policy = answer.headers["content-security-policy"]
+        assert f"frame-ancestors {his} {emr}" in policy and "'none'" not in policy.split("frame-ancestors")[1], path
+        assert "x-frame-options" not in answer.headers, path  # DENY would forbid the HIS's frame
+        assert policy.startswith("default-src 'self'") and answer.headers["x-content-type-options"] == "nosniff"
+    for path in ("/api/v1/reason-codes", "/docs", "/openapi.json", "/ui"):  # the API and the rest: as before
+        assert_secured(client.get(path, follow_redirects=False))
+    assert_secured(_client(book).get("/ui/login"))  # without the setting no page may be framed
+
+
+@pytest.mark.parametrize("value", ["*", "https://his.example.cn/ui", "his.example.cn", "https://*.example.cn"])
+def test_frame_ancestors_must_be_origins(value: str) -> None:
+    from exchange.config import Settings
+
+    with pytest.raises(ValueError, match="HRX_UI_FRAME_ANCESTORS"):
+        Settings.from_env({"HRX_UI_FRAME_ANCESTORS": f"https://ok.example.cn {value}"}, stack=False)
+    read = Settings.from_env({"HRX_UI_FRAME_ANCESTORS": " https://a.example.cn\thttps://b.example.cn:8443 "},
+                             stack=False)
+    assert read.ui_frame_ancestors == ("https://a.example.cn", "https://b.example.cn:8443")
+    assert read.to_env()["HRX_UI_FRAME_ANCESTORS"] == "https://a.example.cn https://b.example.cn:8443"

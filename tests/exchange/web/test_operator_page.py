@@ -17,10 +17,12 @@ from exchange.demo import lab_bundle
 from tests.exchange.web.test_pages import (  # noqa: F401 (fixtures)
     WANG, Demo, _post_bundle, browser, demo, log_in, no_critical_violations, page, ready, screenshot,
 )
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-NEW_CODE = "HZNEWGLU"  # a local code no mapping table of zj-hz-001 maps
+NEW_CODE = "HZNEWGLU"  # local codes no mapping table of zj-hz-001 maps
+OTHER_CODE = "HZNEWNA"
 GLUCOSE = "L0032"  # 葡萄糖(GLU), items.csv
 
 
@@ -39,20 +41,20 @@ def _unmapped(demo: Demo, token: str) -> set[tuple[str, str]]:
 
 def test_operator_adds_a_mapping_sees_coverage_and_trend_imports_a_list_and_downloads_a_table(
         page: Any, demo: Demo) -> None:
-    # a glucose result from Hangzhou under a local code no table maps: it waits in the unmapped queue
-    _post_bundle(demo, "zj-hz-001", lab_bundle(
-        resident_id=WANG, institution="zj-hz-001", report_id="HZ-GLU-1", code=NEW_CODE, display="葡萄糖",
-        observations=[{"code": NEW_CODE, "display": "葡萄糖", "value": 5.4, "unit": "mmol/L", "low": 3.9,
-                       "high": 6.1}], issued=(datetime.now(UTC) - timedelta(hours=3)).replace(microsecond=0)))
+    # results from Hangzhou under local codes no table maps: they wait in the unmapped queue
+    for report, code, display in (("HZ-GLU-1", NEW_CODE, "葡萄糖"), ("HZ-NA-1", OTHER_CODE, "钠")):
+        _post_bundle(demo, "zj-hz-001", lab_bundle(
+            resident_id=WANG, institution="zj-hz-001", report_id=report, code=code, display=display,
+            observations=[{"code": code, "display": display, "value": 5.4, "unit": "mmol/L"}],
+            issued=(datetime.now(UTC) - timedelta(hours=3)).replace(microsecond=0)))
     log_in(page, demo, "demo-operator", totp=True)
     page.wait_for_url("**/ui/operator")
     ready(page)
     token = _operator_token(demo)
+    wait_for(lambda: {("zj-hz-001", NEW_CODE), ("zj-hz-001", OTHER_CODE)} <= _unmapped(demo, token), timeout=60)
+    page.reload()  # the engine may have stored them after the page read the queue
+    ready(page)
     row = page.locator(f'#unmapped-rows tr[data-code="zj-hz-001|{NEW_CODE}"]')
-    if not row.count():  # the engine stored it after the page read the queue
-        page.reload()
-        ready(page)
-    assert ("zj-hz-001", NEW_CODE) in _unmapped(demo, token)
 
     # add the mapping from the row, by keyboard: the re-map runs to done and the code leaves the queue
     field = row.get_by_label(f"统一项目代码 ({NEW_CODE})", exact=True)
@@ -62,13 +64,13 @@ def test_operator_adds_a_mapping_sees_coverage_and_trend_imports_a_list_and_down
     assert "重新对照完成" in page.locator("#status").inner_text()
     assert ("zj-hz-001", NEW_CODE) not in _unmapped(demo, token)
 
-    # a mapping the table already has: refused, the reason in the user's language
-    other = page.locator("#unmapped-rows tr[data-code]").first
-    if other.count():
-        code = (other.get_attribute("data-code") or "").split("|", 1)
-        other.get_by_label(f"统一项目代码 ({code[1]})", exact=True).fill("NOSUCHITEM")
-        other.get_by_role("button", name="添加", exact=True).click()
-        page.locator("#status.status-error", has_text="请求有误").wait_for()
+    # an unknown unified item: refused, the reason in the user's language, the row still there to correct
+    other = page.locator(f'#unmapped-rows tr[data-code="zj-hz-001|{OTHER_CODE}"]')
+    other.get_by_label(f"统一项目代码 ({OTHER_CODE})", exact=True).fill("NOSUCHITEM")
+    other.get_by_role("button", name="添加", exact=True).click()
+    page.locator("#status.status-error", has_text="请求有误").wait_for()
+    assert "请求有误" in other.locator(".row-error").inner_text()  # beside the field too
+    assert other.get_by_role("button", name="添加", exact=True).is_enabled()
 
     # coverage against the targets per tier, as chart and table; the recognition rate over time as a line
     coverage = httpx.get(f"{demo.base}/api/v1/stats/coverage", headers={"Authorization": f"Bearer {token}"},
@@ -82,6 +84,21 @@ def test_operator_adds_a_mapping_sees_coverage_and_trend_imports_a_list_and_down
     assert int(page.locator("#series-chart").get_attribute("data-points") or 0) >= 1
     assert page.locator("#series-chart canvas").count() == 1
     assert "%" in (page.locator("#series-chart").get_attribute("aria-label") or "")
+
+    # what changed between two versions of a catalogue
+    diff = httpx.get(f"{demo.base}/api/v1/catalogues/jjj-lab/diff", params={"from": "2022", "to": "2025"},
+                     headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+    changes = len(diff["header"]) + len(diff["added"]) + len(diff["removed"]) + len(diff["changed"])
+    assert changes
+    versions = page.locator("#diff-form")
+    versions.get_by_label("目录", exact=True).select_option("jjj-lab")
+    versions.get_by_label("旧版本", exact=True).select_option("2022")
+    versions.get_by_label("新版本", exact=True).select_option("2025")
+    versions.get_by_role("button", name="比较", exact=True).click()
+    page.locator("#diff-rows tr[data-change]").first.wait_for()
+    assert page.locator("#diff-rows tr[data-change]").count() == changes
+    assert not re.search(r"\dT\d", page.locator("#diff-rows").inner_text())  # validity in Beijing time, not ISO
+    assert page.locator('.downloads[data-table="diff"] a[data-format="xlsx"]').count() == 1
 
     # a published list, dry run: every row that did not match is listed
     listed = "项目名称,有效天数\n钾,30\n葡萄糖,30\n不存在的项目甲,30\n"

@@ -134,9 +134,9 @@ async function coverage(scope) {
   node.setAttribute("aria-label", t("operator.coverage_chart", {
     rows: found.rows.map((r, i) => `${labels[i]} ${r.total}/${target(r) ?? "—"}`).join("; ") }));
   echarts.init(node, null, { renderer: "canvas" }).setOption({
-    animation: false, grid: { left: 48, right: 16, top: 32, bottom: 60 }, tooltip: { trigger: "axis" },
+    animation: false, grid: { left: 48, right: 16, top: 32, bottom: 8, containLabel: true }, tooltip: { trigger: "axis" },
     legend: { top: 0 },
-    xAxis: { type: "category", data: labels, axisLabel: { interval: 0 } },
+    xAxis: { type: "category", data: labels, axisLabel: { interval: 0, rotate: 35, fontSize: 11 } },
     yAxis: { type: "value", minInterval: 1 },
     series: [
       { type: "bar", name: t("operator.total"), data: found.rows.map((r) => r.total) },
@@ -209,6 +209,8 @@ function mappingForm(code) {
       }
     } catch (error) {
       announce(errorText(error), "error");
+      const shown = form.querySelector(".row-error") || form.appendChild(el("span", { class: "row-error", role: "alert" }));
+      shown.textContent = errorText(error);  // beside the field as well: the page's status line may be out of view
       form.querySelector("button").disabled = false;
       form.unified_code.focus();
     }
@@ -306,7 +308,9 @@ async function catalogueDiff(event) {
   const body = clear(byId("diff-rows"));
   const path = `/api/v1/catalogues/${encodeURIComponent(form.id.value)}/diff?${new URLSearchParams({
     from: form.from.value, to: form.to.value })}`;
-  const show = (v) => (v === null || v === undefined ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v));
+  const instant = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}/;  // validity bounds: shown in Beijing time, never as ISO
+  const show = (v) => (v === null || v === undefined ? "—" : typeof v === "object" ? JSON.stringify(v)
+    : instant.test(String(v)) ? beijingMinute(v) : String(v));
   const item = (i) => `${i.code} ${i.name_zh || ""}`.trim();
   try {
     const d = await api("GET", path);
