@@ -84,6 +84,8 @@ def test_operator_adds_a_mapping_sees_coverage_and_trend_imports_a_list_and_down
     assert int(page.locator("#series-chart").get_attribute("data-points") or 0) >= 1
     assert page.locator("#series-chart canvas").count() == 1
     assert "%" in (page.locator("#series-chart").get_attribute("aria-label") or "")
+    page.evaluate("document.getElementById('coverage-heading').scrollIntoView()")
+    screenshot(page, "operator-coverage")
 
     # what changed between two versions of a catalogue
     diff = httpx.get(f"{demo.base}/api/v1/catalogues/jjj-lab/diff", params={"from": "2022", "to": "2025"},
@@ -120,5 +122,6 @@ def test_operator_adds_a_mapping_sees_coverage_and_trend_imports_a_list_and_down
     assert answer.body().startswith(b"\xef\xbb\xbf")
     dead = page.request.get(f"{demo.base}/api/v1/dead-letters?format=xlsx")
     assert dead.status == 200 and dead.body()[:2] == b"PK"
-    screenshot(page, "operator-quality")
+    page.evaluate("document.getElementById('diff-heading').scrollIntoView()")
+    screenshot(page, "operator-catalogues")
     no_critical_violations(page, demo)

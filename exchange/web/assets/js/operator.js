@@ -134,7 +134,7 @@ async function coverage(scope) {
   node.setAttribute("aria-label", t("operator.coverage_chart", {
     rows: found.rows.map((r, i) => `${labels[i]} ${r.total}/${target(r) ?? "—"}`).join("; ") }));
   echarts.init(node, null, { renderer: "canvas" }).setOption({
-    animation: false, grid: { left: 48, right: 16, top: 32, bottom: 8, containLabel: true }, tooltip: { trigger: "axis" },
+    animation: false, grid: { left: 110, right: 16, top: 32, bottom: 8, containLabel: true }, tooltip: { trigger: "axis" },
     legend: { top: 0 },
     xAxis: { type: "category", data: labels, axisLabel: { interval: 0, rotate: 35, fontSize: 11 } },
     yAxis: { type: "value", minInterval: 1 },
@@ -312,17 +312,18 @@ async function catalogueDiff(event) {
   const show = (v) => (v === null || v === undefined ? "—" : typeof v === "object" ? JSON.stringify(v)
     : instant.test(String(v)) ? beijingMinute(v) : String(v));
   const item = (i) => `${i.code} ${i.name_zh || ""}`.trim();
+  const fieldName = (f) => (has(`diff_field.${f}`) ? t(`diff_field.${f}`) : f);
   try {
     const d = await api("GET", path);
     downloads("diff", path);
     for (const h of d.header) body.append(el("tr", { "data-change": "header" }, el("td", {}, t("diff.header")), el("td", {}, "—"),
-      el("td", { class: "mono" }, h.field), el("td", {}, show(h.old)), el("td", {}, show(h.new))));
+      el("td", {}, fieldName(h.field)), el("td", {}, show(h.old)), el("td", {}, show(h.new))));
     for (const i of d.added) body.append(el("tr", { "data-change": "added" }, el("td", {}, t("diff.added")), el("td", {}, item(i)),
       el("td", {}, "—"), el("td", {}, "—"), el("td", {}, "—")));
     for (const i of d.removed) body.append(el("tr", { "data-change": "removed" }, el("td", {}, t("diff.removed")), el("td", {}, item(i)),
       el("td", {}, "—"), el("td", {}, "—"), el("td", {}, "—")));
     for (const c of d.changed) body.append(el("tr", { "data-change": "changed" }, el("td", {}, t("diff.changed")), el("td", {}, item(c)),
-      el("td", { class: "mono" }, c.field), el("td", {}, show(c.old)), el("td", {}, show(c.new))));
+      el("td", {}, fieldName(c.field)), el("td", {}, show(c.old)), el("td", {}, show(c.new))));
     if (!body.children.length) body.append(el("tr", {}, el("td", { colspan: "5" }, t("diff.same"))));
   } catch (error) {
     downloads("diff", null);
