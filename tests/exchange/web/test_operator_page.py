@@ -4,6 +4,7 @@ followed to done, coverage and the recognition rate over time drawn, a catalogue
 that did not match, a table downloaded as CSV. Same browser, network guard and axe-core check as test_pages."""
 from __future__ import annotations
 
+import json
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,9 @@ import httpx
 import pyotp
 import pytest
 
+from adapters.publish import Publisher, Record
 from exchange.demo import lab_bundle
+from schemas.topics import TOPIC_LAB
 from tests.exchange.web.test_pages import (  # noqa: F401 (fixtures)
     WANG, Demo, _post_bundle, browser, demo, log_in, no_critical_violations, page, ready, screenshot,
 )
@@ -47,11 +50,19 @@ def test_operator_adds_a_mapping_sees_coverage_and_trend_imports_a_list_and_down
             resident_id=WANG, institution="zj-hz-001", report_id=report, code=code, display=display,
             observations=[{"code": code, "display": display, "value": 5.4, "unit": "mmol/L"}],
             issued=(datetime.now(UTC) - timedelta(hours=3)).replace(microsecond=0)))
+    # and an event the engine cannot read: a dead letter
+    publisher = Publisher(json.loads((demo.var / "stack.json").read_text("utf-8"))["kafka_bootstrap"])
+    try:
+        publisher.publish([Record(TOPIC_LAB, "zj-hz-001", b'{"not": "an event"}')])
+    finally:
+        publisher.close()
     log_in(page, demo, "demo-operator", totp=True)
     page.wait_for_url("**/ui/operator")
     ready(page)
     token = _operator_token(demo)
     wait_for(lambda: {("zj-hz-001", NEW_CODE), ("zj-hz-001", OTHER_CODE)} <= _unmapped(demo, token), timeout=60)
+    wait_for(lambda: httpx.get(f"{demo.base}/api/v1/dead-letters", headers={"Authorization": f"Bearer {token}"},
+                               timeout=30).json()["letters"], timeout=60)
     page.reload()  # the engine may have stored them after the page read the queue
     ready(page)
     row = page.locator(f'#unmapped-rows tr[data-code="zj-hz-001|{NEW_CODE}"]')
@@ -71,6 +82,18 @@ def test_operator_adds_a_mapping_sees_coverage_and_trend_imports_a_list_and_down
     page.locator("#status.status-error", has_text="请求有误").wait_for()
     assert "请求有误" in other.locator(".row-error").inner_text()  # beside the field too
     assert other.get_by_role("button", name="添加", exact=True).is_enabled()
+
+    # the dead letter with its error, by reason
+    dead = page.locator("#dead-rows tr", has_text="消息格式无效")
+    assert dead.count() == 1 and TOPIC_LAB in dead.inner_text()
+    letters = page.locator("#dead-form")
+    letters.get_by_label("原因", exact=True).select_option(label="与已存结果冲突")
+    letters.get_by_role("button", name="查询", exact=True).click()
+    page.locator("#dead-rows tr", has_text="无").wait_for()
+    assert "conflict" in (page.locator('.downloads[data-table="dead_letters"] a').first.get_attribute("href") or "")
+    letters.get_by_label("原因", exact=True).select_option(label="消息格式无效")
+    letters.get_by_role("button", name="查询", exact=True).click()
+    dead.wait_for()
 
     # coverage against the targets per tier, as chart and table; the recognition rate over time as a line
     coverage = httpx.get(f"{demo.base}/api/v1/stats/coverage", headers={"Authorization": f"Bearer {token}"},
