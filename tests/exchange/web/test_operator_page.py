@@ -148,3 +148,13 @@ def test_operator_adds_a_mapping_sees_coverage_and_trend_imports_a_list_and_down
     page.evaluate("document.getElementById('diff-heading').scrollIntoView()")
     screenshot(page, "operator-catalogues")
     no_critical_violations(page, demo)
+
+    # the same page in English, one click away: the new sections' texts come from en.json too
+    page.locator("#lang-switch").click()
+    ready(page)
+    assert page.locator("#coverage-heading").inner_text() == "Catalogue coverage against the 2025 / 2027 targets"
+    assert page.locator("#dead-heading").inner_text().startswith("Dead letters")
+    assert page.locator('.downloads[data-table="coverage"] a[data-format="xlsx"]').inner_text() == "Download Excel"
+    assert page.get_by_label(f"Unified item code ({OTHER_CODE})", exact=True).count() == 1
+    assert "Invalid event" in page.locator("#dead-rows").inner_text()
+    no_critical_violations(page, demo)
