@@ -25,7 +25,7 @@ from sqlalchemy import Connection
 from sqlalchemy import Engine as Database
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
-from exchange import collector
+from exchange import collector, metrics
 from schemas import events
 from adapters.publish import BrokerUnavailable
 from schemas.topics import RESULT_TOPICS, SCHEMA_OF_TOPIC
@@ -104,6 +104,7 @@ class ResultEngine:
         #: Set once the group coordinator assigned partitions to this consumer (joining takes seconds).
         self.ready = threading.Event()
         self._committed = False  # a batch was committed since the consumer was (re)created
+        self._lag_labels: set[tuple[str, str]] = set()  # the partitions whose lag gauge this engine set
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; broker or database outages are waited out, never skipped.
@@ -121,6 +122,7 @@ class ResultEngine:
                         backoff = 0.5
                     self.stats.errors += 1
                     self.stats.last_error = repr(exc)
+                    metrics.ENGINE_ERRORS.inc()
                     log.warning("engine: %s; resuming from the last committed offsets in %.1fs", exc, backoff)
                     stop.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
@@ -154,6 +156,7 @@ class ResultEngine:
                 if not self.ready.is_set() and consumer.assignment():
                     self.ready.set()
                 prepared = self.prepare(batch) if batch else None
+                self._note_lag(consumer)
                 if writing is not None and (prepared is not None or writing.done()):
                     consumer.commit(writing.result())
                     self._committed = True
@@ -170,6 +173,23 @@ class ResultEngine:
                 writer.shutdown(wait=True)
             self.ready.clear()
             consumer.close(autocommit=False)
+
+    def _note_lag(self, consumer: KafkaConsumer) -> None:
+        """Set the lag gauge of every partition this consumer owns from what its last fetch saw (the high
+        watermark of the fetch response: no request to the broker); drop the gauges of partitions it lost."""
+        owned = set()
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            try:
+                position = consumer.position(tp, timeout_ms=0) if end is not None else None
+            except (KafkaError, AssertionError):  # revoked meanwhile
+                continue
+            if position is not None:
+                owned.add((tp.topic, str(tp.partition)))
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
+        for labels in self._lag_labels - owned:
+            metrics.CONSUMER_LAG.remove(*labels)
+        self._lag_labels = owned
 
     def prepare(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> PreparedBatch:
         """Parse and validate one polled batch (no I/O)."""
@@ -200,6 +220,7 @@ class ResultEngine:
         content again is a redelivery and changes nothing. Dead letters are recorded and published after the
         results committed and before the offsets are: a crash in between finds them again on the replay, and the
         dead-letter table's UNIQUE origin keeps one row per consumed message."""
+        started = time.perf_counter()
         report, refused = self._store_isolating(prepared.good)
         failed = [(record.topic, record.partition, record.offset, record.value, error)
                   for record, error in prepared.bad]
@@ -218,6 +239,10 @@ class ResultEngine:
         conflicting = sum(1 for _, error in refused if not error.startswith(STORE_REFUSED))
         self.stats.duplicates += report.duplicates - conflicting  # a conflict is dead-lettered, not a duplicate
         self.stats.dead_letters += len(letters)
+        metrics.ENGINE_EVENTS.labels("stored").inc(report.stored)
+        metrics.ENGINE_EVENTS.labels("duplicate").inc(report.duplicates - conflicting)
+        metrics.ENGINE_EVENTS.labels("dead_letter").inc(len(letters))
+        metrics.ENGINE_BATCH_SECONDS.observe(time.perf_counter() - started)
         log.debug("engine: batch stored=%d duplicates=%d dead=%d", report.stored, report.duplicates, len(letters))
         return prepared.offsets
 

@@ -45,6 +45,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, e
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from adapters import metrics
 from adapters.dicom.admission import Admission, CallerDoor, CallerLimits
 from adapters.dicom.metadata import (
     STATUS_CANNOT_UNDERSTAND,
@@ -177,6 +178,12 @@ class StoreHandler:
     stats: ReceiverStats = field(default_factory=ReceiverStats)
 
     def __call__(self, event: evt.Event) -> Dataset | int:
+        status = self.store(event)
+        metrics.answered("dicom", status if isinstance(status, int) else int(status.Status))
+        return status
+
+    def store(self, event: evt.Event) -> Dataset | int:
+        """The C-STORE's status (a Dataset with an ErrorComment for a refusal)."""
         study_uid = None
         try:
             reason = self.refuse_while()
@@ -210,6 +217,7 @@ class StoreHandler:
             log.exception("C-STORE from %s failed unexpectedly", _peer(event))
             return _status(STATUS_CANNOT_UNDERSTAND, f"internal error: {type(exc).__name__}")
         if added:
+            metrics.SPOOL_INSTANCES.inc()
             self.stats.stored += 1
             self.stats.note(study_uid, "stored")
         else:

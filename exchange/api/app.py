@@ -81,6 +81,9 @@ def create_app(context: Context) -> FastAPI:
     app = _Api(title="HR Exchange", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                description="检查检验结果互认 — mutual recognition of lab and imaging results between hospitals.")
     app.state.context = context
+    from exchange.api.metrics import RequestMetrics  # imports this module's routes' dependencies
+
+    app.add_middleware(RequestMetrics)
     if context.cors_origins:  # exactly the configured origins; without them no answer allows another origin
         app.add_middleware(CORSMiddleware, allow_origins=list(context.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type", "Authorization"])
@@ -121,11 +124,11 @@ def create_app(context: Context) -> FastAPI:
 
 def api_routers() -> list[APIRouter]:
     """Every router of the API, in the order they are included (the access test walks the same list)."""
-    from exchange.api import (auth, codes, decisions, encounters, feedback, fhir, health, me, oversight, patients,
-                              recognition)
+    from exchange.api import (auth, codes, decisions, encounters, feedback, fhir, health, me, metrics, oversight,
+                              patients, recognition)
 
-    return [module.router for module in (fhir, recognition, health, codes, auth, encounters, decisions, feedback,
-                                         patients, me, oversight)]
+    return [module.router for module in (fhir, recognition, health, metrics, codes, auth, encounters, decisions,
+                                         feedback, patients, me, oversight)]
 
 
 def context_of(request: Request) -> Context:
