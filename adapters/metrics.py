@@ -73,7 +73,12 @@ def serve_metrics(port: int | None, host: str | None = None) -> int | None:
             raise ValueError(f"{METRICS_PORT_ENV} must be a port number, not {text!r}")
         port = int(text)
     address = host or os.environ.get(METRICS_HOST_ENV) or "127.0.0.1"
-    server, _ = start_http_server(port, addr=address)
+    try:
+        server, _ = start_http_server(port, addr=address)
+    except OSError as exc:  # e.g. the port of another process: metrics are not worth refusing results for
+        log.error("metrics: cannot serve on %s:%d (%s): this process runs without a metrics port", address, port,
+                  exc)
+        return None
     bound = int(server.server_port)
     log.info("metrics: Prometheus text format at http://%s:%d/metrics", address, bound)
     return bound

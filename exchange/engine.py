@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
@@ -244,6 +245,18 @@ class ResultEngine:
         metrics.ENGINE_EVENTS.labels("dead_letter").inc(len(letters))
         metrics.ENGINE_BATCH_SECONDS.observe(time.perf_counter() - started)
         log.debug("engine: batch stored=%d duplicates=%d dead=%d", report.stored, report.duplicates, len(letters))
+        for (topic, partition, offset, value, error), letter in zip(failed, letters):
+            log.warning("engine: dead-lettered %s[%d]@%d: %s", topic, partition, offset, letter["error"][:300],
+                        extra=_ids(value, topic=topic, partition=partition, offset=offset))
+        if log.isEnabledFor(logging.DEBUG):
+            repeated = {id(d) for d in report.repeated}
+            for d in prepared.good:
+                if id(d) not in repeated:
+                    log.debug("engine: stored %s v%s of %s", d.event["result_id"], d.event["version"],
+                              d.event["issuer"], extra={
+                                  "door": d.event["source"]["adapter"], "message_id": d.event["source"]["message_id"],
+                                  "event_id": d.event["event_id"], "topic": d.topic, "partition": d.partition,
+                                  "offset": d.offset})
         return prepared.offsets
 
     def _store_isolating(self, deliveries: Sequence[Delivery]) -> tuple[IngestReport, list[tuple[Delivery, str]]]:
@@ -271,6 +284,23 @@ class ResultEngine:
             setattr(first, name, getattr(first, name) + getattr(second, name))
         first.repeated += second.repeated
         return first, first_refused + second_refused
+
+
+def _ids(value: bytes | str | None, **origin: Any) -> dict[str, Any]:
+    """The log ids of a consumed message (door, message id and event id when it is a JSON object that has
+    them) and its origin."""
+    ids: dict[str, Any] = dict(origin)
+    try:
+        event = orjson.loads(value) if value else None
+    except orjson.JSONDecodeError:
+        return ids
+    if isinstance(event, dict):
+        source = event.get("source") if isinstance(event.get("source"), dict) else {}
+        for name, found in (("door", source.get("adapter")), ("message_id", source.get("message_id")),
+                            ("event_id", event.get("event_id"))):
+            if isinstance(found, str):
+                ids[name] = found[:256]
+    return ids
 
 
 #: The start of the error of a dead letter whose event the database refused to store.

@@ -185,6 +185,7 @@ class StoreHandler:
     def store(self, event: evt.Event) -> Dataset | int:
         """The C-STORE's status (a Dataset with an ErrorComment for a refusal)."""
         study_uid = None
+        ids: dict[str, str] = {"door": "dicom"}  # the study's and the instance's UIDs once decoded
         try:
             reason = self.refuse_while()
             if reason:
@@ -197,6 +198,7 @@ class StoreHandler:
             affected = event.request.AffectedSOPInstanceUID
             if affected and str(affected) != record.sop_instance_uid:
                 raise DicomError(STATUS_SOP_CLASS_MISMATCH, "SOPInstanceUID differs from the request's")
+            ids.update(message_id=record.study_instance_uid, instance=record.sop_instance_uid)
             record.calling_ae = str(event.assoc.requestor.ae_title).strip() or None
             record.peer_host = event.assoc.requestor.address
             del ds, encoded
@@ -204,18 +206,20 @@ class StoreHandler:
         except DicomError as exc:
             self.stats.failed += 1
             self.stats.note(study_uid, "failed")
-            log.warning("C-STORE from %s refused 0x%04X: %s", _peer(event), exc.status, exc.comment)
+            log.warning("C-STORE from %s refused 0x%04X: %s", _peer(event), exc.status, exc.comment, extra=ids)
             return _status(exc.status, exc.comment)
         except SpoolUnavailable as exc:
             self.stats.refused += 1
             self.stats.note(study_uid, "refused")
-            log.warning("C-STORE from %s refused 0xA700: %s", _peer(event), scrub(str(exc)))
+            log.warning("C-STORE from %s refused 0xA700: %s", _peer(event), scrub(str(exc)), extra=ids)
             return _status(STATUS_OUT_OF_RESOURCES, str(exc))
         except Exception as exc:
             self.stats.failed += 1
             self.stats.note(study_uid, "failed")
-            log.exception("C-STORE from %s failed unexpectedly", _peer(event))
+            log.exception("C-STORE from %s failed unexpectedly", _peer(event), extra=ids)
             return _status(STATUS_CANNOT_UNDERSTAND, f"internal error: {type(exc).__name__}")
+        log.debug("C-STORE from %s: %s", _peer(event), "spooled" if added else "a resend, spooled before",
+                  extra=ids)
         if added:
             metrics.SPOOL_INSTANCES.inc()
             self.stats.stored += 1

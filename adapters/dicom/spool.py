@@ -352,7 +352,8 @@ class StudyAssembler:
         self.spool.mark_published(state, version, event["status"], event["result_id"])
         self.stats.published += 1
         log.info("published study %s as %s v%d (%d instance(s), item %s)", state.study_uid, event["result_id"],
-                 version, len(records), event["item"]["unified_code"])
+                 version, len(records), event["item"]["unified_code"],
+                 extra={"door": "dicom", "message_id": event["source"]["message_id"], "event_id": event["event_id"]})
         return True
 
     def _reject(self, state: StudyState, error: str) -> None:

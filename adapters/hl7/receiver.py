@@ -154,7 +154,7 @@ class Hl7Receiver:
         where = f" at {outcome.error.location}" if outcome.error and outcome.error.location else ""
         log.log(level, "hl7 %s: control=%s %s%s%s: %s", peer or "-", scrub(outcome.control_id or "-"), outcome.code or "-",
                 " (duplicate, republished, stored ACK replayed)" if outcome.duplicate else "", where,
-                scrub(outcome.text))
+                scrub(outcome.text), extra={"door": "hl7v2", "message_id": outcome.control_id})
 
     def _refuse(self, header: Header | None, error: Hl7Error, codec: str) -> Outcome:
         code = ack_code(header, "reject" if error.reject else "error")

@@ -82,8 +82,10 @@ def create_app(context: Context) -> FastAPI:
                description="检查检验结果互认 — mutual recognition of lab and imaging results between hospitals.")
     app.state.context = context
     from exchange.api.metrics import RequestMetrics  # imports this module's routes' dependencies
+    from exchange.api.request_ids import RequestIds
 
     app.add_middleware(RequestMetrics)
+    app.add_middleware(RequestIds)  # outside the metrics: the id is known to everything inside
     if context.cors_origins:  # exactly the configured origins; without them no answer allows another origin
         app.add_middleware(CORSMiddleware, allow_origins=list(context.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type", "Authorization"])

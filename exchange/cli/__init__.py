@@ -61,11 +61,22 @@ SUMMARIES = {
 
 
 def _logging(verbose: bool) -> None:
-    """Configure logging (the only place that does): stderr, and the log guard on the root handlers."""
+    """Configure logging (the only place that does): stderr, as text or, with ``HRX_LOG_FORMAT=json``, one JSON
+    object per line (adapters.log_format); the log guard on the root handlers either way."""
+    import os
+
     from adapters.log_guard import install_log_guard
 
+    style = os.environ.get("HRX_LOG_FORMAT", "text").strip().lower() or "text"
+    if style not in ("text", "json"):
+        raise click.UsageError(f"HRX_LOG_FORMAT must be text or json, not {style!r}")
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
+    if style == "json":
+        from adapters.log_format import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     install_log_guard()
