@@ -75,7 +75,9 @@ def hl7(files: tuple[Path, ...], listen: str | None, institution: str, max_bytes
     tls = tls_context(tls_cert, tls_key, tls_ca, handshake_timeout) if listen else None
     pseudonymizer = runtime.pseudonymizer(settings)  # refuses to start (and creates nothing) without the key
     publisher = Publisher(runtime.require_bootstrap(settings), timeout_s=publish_timeout, client_id="hrx-hl7")
-    journal = AckJournal(settings.var_dir / "hl7-acks.db")
+    # The ACKs past the resend horizon are pruned when the journal opens, as `hrx purge` does (HRX_RETAIN_HL7_ACK_DAYS).
+    horizon = settings.retention.hl7_ack_days
+    journal = AckJournal(settings.var_dir / "hl7-acks.db", retention_days=36500 if horizon is None else horizon)
     if listen:
         start_metrics(metrics_port)
     try:
