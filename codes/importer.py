@@ -15,6 +15,7 @@ import io
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -130,6 +131,7 @@ def import_published(
     effective_from: date | None = None,
     default_valid_days: int = 30,
     name_zh: str | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Import a published list; returns the catalogue YAML text and every row not imported.
 
@@ -151,6 +153,8 @@ def import_published(
     seen: dict[str, int] = {}
     for row in reader:
         line = reader.line_num
+        if progress is not None:  # one per row read (a file of n lines has at most n rows)
+            progress(1)
         cells = [c.strip() for c in row]
         if not any(cells):
             continue

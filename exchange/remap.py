@@ -9,6 +9,7 @@ stored pseudonym stays.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,14 +70,16 @@ def remap_event(book: CodeBook, event: dict[str, Any]) -> dict[str, Any]:
     return new
 
 
-def remap(database: Database, book: CodeBook, *, everything: bool = False, batch: int = 500) -> RemapReport:
+def remap(database: Database, book: CodeBook, *, everything: bool = False, batch: int = 500,
+          progress: Callable[[int], None] | None = None) -> RemapReport:
     """Re-map stored results whose issuer's mapping table changed since they were stored (or all of them): lab
-    results against the issuer's lab table version, imaging results against its imaging table version."""
+    results against the issuer's lab table version, imaging results against its imaging table version.
+    ``progress`` is called with the results examined in each batch."""
     report = RemapReport()
     for issuer in sorted(book.institutions):
         for kind, current in (("lab", book.mapping_version(issuer)),
                               ("imaging", book.imaging_mapping_version(issuer))):
-            _remap_kind(database, book, issuer, kind, current, everything, batch, report)
+            _remap_kind(database, book, issuer, kind, current, everything, batch, report, progress)
     if report.changed:
         log.info("remap: %d of %d examined results re-mapped (%d codes newly mapped)", report.changed,
                  report.examined, report.newly_mapped)
@@ -84,7 +87,7 @@ def remap(database: Database, book: CodeBook, *, everything: bool = False, batch
 
 
 def _remap_kind(database: Database, book: CodeBook, issuer: str, kind: str, current: str | None, everything: bool,
-                batch: int, report: RemapReport) -> None:
+                batch: int, report: RemapReport, progress: Callable[[int], None] | None) -> None:
     """One issuer's results of one kind (``lab`` or ``imaging``), in batches of ``batch`` per transaction."""
     query = (select(Result.id, Result.event).where(Result.issuer == issuer, Result.kind == kind)
              .order_by(Result.id))
@@ -115,6 +118,8 @@ def _remap_kind(database: Database, book: CodeBook, issuer: str, kind: str, curr
                 if new.get("observations") is not None:
                     write.delete(conn, Observation.__table__, [{"result_pk": pk}])
                     write.insert(conn, Observation.__table__, observation_rows(pk, new))
+        if progress is not None and rows:
+            progress(len(rows))
         if len(rows) < batch:
             break
 

@@ -48,6 +48,10 @@ def codes_remap(everything: bool) -> None:
     from exchange import runtime
     from exchange.remap import remap
 
+    from exchange.progress import progress_bar
+
     settings = Settings.from_env()
-    report = remap(runtime.database(settings), runtime.codebook(settings), everything=everything)
+    database, book = runtime.database(settings), runtime.codebook(settings)
+    with progress_bar(0, "re-map", "result") as advance:
+        report = remap(database, book, everything=everything, progress=advance)
     click.echo(f"examined {report.examined}, re-mapped {report.changed}, newly mapped codes {report.newly_mapped}")

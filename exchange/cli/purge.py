@@ -22,7 +22,7 @@ def purge(apply_: bool, spools: tuple[Path, ...], hl7_journal: Path | None, no_s
     running it again removes nothing more."""
     from exchange import purge as retention
     from exchange import runtime
-    from exchange.cli.progress import progress_bar
+    from exchange.progress import progress_bar
     from exchange.config import Settings
 
     try:
