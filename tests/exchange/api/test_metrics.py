@@ -120,3 +120,19 @@ def test_health_reports_backlog_version_and_commit(api: tuple[TestClient, FakePu
     assert body["backlog"] == {"outbox": 0, "dead_letters": 0}
     assert body["version"] and body["commit"]
     assert body["pseudonym"]["key_id"]
+
+
+def test_the_request_id_is_answered_and_names_a_bundle_without_an_identifier(
+        api: tuple[TestClient, FakePublisher], principals: Principals) -> None:
+    client, publisher = api
+    source = principals.source(ISSUER)
+    given = client.post("/fhir", headers={**source, "X-Request-ID": "his-req-0042"}, json=BUNDLE)
+    assert given.status_code == 200 and given.headers["X-Request-ID"] == "his-req-0042"
+    assert {json.loads(r.value)["source"]["message_id"] for r in publisher.records} == {"BJXC-TEST-1-v0"}  # its own
+    publisher.records.clear()
+    anonymous = {k: v for k, v in BUNDLE.items() if k != "identifier"}
+    made = client.post("/fhir", headers={**source, "X-Request-ID": "not a token; " + RESIDENT_ID}, json=anonymous)
+    rid = made.headers["X-Request-ID"]
+    assert made.status_code == 200 and len(rid) == 32 and RESIDENT_ID not in rid  # replaced, not echoed
+    assert {json.loads(r.value)["source"]["message_id"] for r in publisher.records} == {rid}
+    assert client.get("/api/v1/health/live").headers["X-Request-ID"]  # every answer carries one
