@@ -100,6 +100,8 @@ def purge_hl7_journal(path: Path, days: float | None, *, dry_run: bool, now: dat
 
     if days is None:
         return Step(f"HL7 ACK journal {path}", "HRX_RETAIN_HL7_ACK_DAYS=keep")
+    if not path.exists():
+        return Step(f"HL7 ACK journal {path}", "none here")
     with progress(0, "HL7 ACKs") as advance:
         found = prune_acks(path, days, now=now.timestamp(), dry_run=dry_run, progress=advance)
     return Step(f"HL7 ACK journal {path}", f"ACKs older than {_days(days)}, the senders' resend horizon", found,

@@ -3,8 +3,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine as Database
+
+    from exchange.config import Settings
 
 
 @click.command()
@@ -21,7 +27,6 @@ def purge(apply_: bool, spools: tuple[Path, ...], hl7_journal: Path | None, no_s
     horizon (default: kept). Audit records are never removed before 3 years. Safe while the exchange runs;
     running it again removes nothing more."""
     from exchange import purge as retention
-    from exchange import runtime
     from exchange.progress import progress_bar
     from exchange.config import Settings
 
@@ -30,9 +35,29 @@ def purge(apply_: bool, spools: tuple[Path, ...], hl7_journal: Path | None, no_s
     except ValueError as exc:  # e.g. an audit retention below 3 years: refused before anything is touched
         click.echo(f"hrx purge: {exc}", err=True)
         sys.exit(2)
-    database = None if no_store else runtime.database(settings, upgrade=False)
+    database = None if no_store else _store(settings)
     dry_run = not apply_
     click.echo(f"hrx purge: {'dry run: nothing is removed (--apply removes)' if dry_run else 'removing'}", err=True)
     for step in retention.purge(database, settings.retention, var_dir=settings.var_dir, spools=spools,
                                 hl7_journal=hl7_journal, dry_run=dry_run, progress=progress_bar):
         click.echo(step.line(dry_run))
+
+
+def _store(settings: Settings) -> Database | None:
+    """The store to prune, at the migration this code ships; None (said) when there is no store here; exit 2
+    when it is at another migration (prune what the code understands, nothing else)."""
+    from sqlalchemy.engine import make_url
+
+    from exchange import operations, runtime
+
+    url = make_url(settings.effective_database_url)
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        click.echo(f"store: none at {url.database} (HRX_DATABASE_URL, HRX_VAR_DIR): only the doors' files", err=True)
+        return None
+    database = runtime.database(settings, upgrade=False)
+    found = operations.migrations(database)
+    if not found.at_head:
+        click.echo(f"hrx purge: the store is at migration {', '.join(found.current) or 'none'}, this code needs "
+                   f"{', '.join(found.head)}: run the migrations first", err=True)
+        sys.exit(2)
+    return database

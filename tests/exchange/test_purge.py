@@ -116,3 +116,16 @@ def test_hrx_purge_is_a_dry_run_unless_applied_and_refuses_a_short_audit_retenti
     assert "results: removed 0 result(s)" in again.output
     refused = runner.invoke(main, ["purge", "--apply"], env={**env, "HRX_RETAIN_AUDIT_DAYS": "100"})
     assert refused.exit_code == 2 and "3 years" in refused.output and "PIPL" in refused.output
+
+
+def test_hrx_purge_prunes_only_a_store_at_the_current_migration(tmp_path: Path) -> None:
+    from exchange.cli import main
+
+    var = tmp_path / "var"
+    runner = CliRunner()
+    nothing = runner.invoke(main, ["purge", "--apply"], env={"HRX_VAR_DIR": str(var)})
+    assert nothing.exit_code == 0 and "store: none at" in nothing.output and not (var / "hrx.db").exists()
+    connect(f"sqlite:///{var / 'hrx.db'}").dispose()
+    (var / "hrx.db").touch()  # a store no migration ran on
+    refused = runner.invoke(main, ["purge", "--apply"], env={"HRX_VAR_DIR": str(var)})
+    assert refused.exit_code == 2 and "run the migrations first" in refused.output
