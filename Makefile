@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-unit test-integration bench chaos fuzz clean
+.PHONY: run test test-unit test-integration system-packages bench chaos fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,15 +17,25 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/hrx up --demo
 
-test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q
+# Parallel workers for `make test` (the suite waits on brokers, databases and peers more than on the CPU); the
+# `serial` tests (the fault suite's short form: it restarts PostgreSQL) run alone afterwards.
+TEST_WORKERS ?= 3
+
+test: $(VENV)/.installed system-packages
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not serial"
+	$(BIN)/python -m pytest -q -p no:xdist -m serial
+
+# What the tests need from the operating system (tools/system-packages.txt: PostgreSQL, dcmtk, Orthanc, Chromium,
+# a CJK font): installed when run as root with apt-get, otherwise named, and `make test` stops before it starts.
+system-packages:
+	@tools/system-packages
 
 # The two tiers of `make test` (tests/fixtures/tiers.py): in-process tests, then those needing PostgreSQL,
 # a broker, DICOM peers or other processes.
 test-unit: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m unit
 
-test-integration: $(VENV)/.installed
+test-integration: $(VENV)/.installed system-packages
 	$(BIN)/python -m pytest -q -m integration
 
 bench: $(VENV)/.installed

@@ -1,6 +1,7 @@
 """``python -m bench [--quick] [NAME ...]``: run the benchmarks and write bench/results/<date>[-…].json and .md.
 
-NAME is any of: ingest, recognition, fhir, e2e, memory, mllp, dicom, csv (default: all, in priority order).
+NAME is any of: ingest, recognition, fhir, e2e, memory, mllp, dicom, csv, cds_hooks,
+scale_out (default: all, in priority order).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import orjson
 
 from bench.common import Outcome, code_version, machine, say, versions
 
-ORDER = ("ingest", "recognition", "fhir", "e2e", "memory", "mllp", "dicom", "csv")
+ORDER = ("ingest", "recognition", "fhir", "e2e", "memory", "mllp", "dicom", "csv", "cds_hooks", "scale_out")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -182,6 +182,7 @@ def run(quick: bool = False) -> Outcome:
                    HRX_PSEUDONYM_KEY=PSEUDONYM_KEY, HRX_VAR_DIR=str(tmp), HRX_HTTP_PORT=str(api_port),
                    HRX_ENGINE_GROUP="bench-e2e")
         hrx = [sys.executable, "-m", "exchange.cli"]
+        subprocess.run(hrx + ["migrate"], env=env, check=True, stdout=subprocess.DEVNULL)  # before serve/engine
         try:
             for args in (["serve", "--port", str(api_port)], ["engine"],
                          ["adapter", "hl7", "--listen", f"127.0.0.1:{hl7_port}", "--institution", "bj-chaoyang-001"]):
@@ -190,7 +191,7 @@ def run(quick: bool = False) -> Outcome:
             _wait_port(api_port)
             _wait_port(hl7_port)
             api = f"http://127.0.0.1:{api_port}"
-            clients = Clients(connect(db_url))  # `hrx serve` migrated the store before it listened
+            clients = Clients(connect(db_url))  # `hrx migrate` made its schema
             his = clients.his(REQUESTER)
             # warm-up: the engine joins its group; wait until one result is visible end to end
             warm = _load("fhir", _fhir_payloads(5, 90, clients), 5, api, hl7_port, 1, his)

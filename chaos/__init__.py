@@ -9,6 +9,10 @@ Scenarios (one module each):
 - ``postgres-restart`` (:mod:`chaos.postgres_restart`): the PostgreSQL server restarted mid-ingest;
 - ``spool-full`` (:mod:`chaos.spool_full`): the DICOM spool's file system full.
 
+Beside them, not in the scenario list (it restarts nothing shared): :mod:`chaos.scale_out`, the deployment's
+topology as processes (two APIs, three engines, both listeners, 12 partitions per results topic) with engines
+killed, restarted and added under a stream through every door; run by tests/chaos/test_scale_out.py.
+
 The rules each oracle checks are those of docs/rules.md, "Delivery". ``--short`` runs the small form that
 ``make test`` runs (tests/chaos/). The suite starts real processes on loopback ports, restarts the machine's
 PostgreSQL (``postgres-restart``) and mounts a small tmpfs (``spool-full``, as root): run it alone.

@@ -90,11 +90,15 @@ class EmbeddedBroker:
         self.stop()
 
 
-def ensure_topics(bootstrap: str, partitions: dict[str, int], timeout: float = 20.0) -> list[str]:
-    """Create each topic with its explicit partition count (replication 1 here); returns the ones created.
+def ensure_topics(bootstrap: str, partitions: dict[str, int], replication: int = 1,
+                  timeout: float = 20.0) -> list[str]:
+    """Create each topic with its explicit partition count and ``replication`` copies of each partition (from
+    configuration: 1 on a single or embedded broker, 3 on a real cluster); returns the ones created.
 
-    An existing topic with fewer partitions is reported, not silently accepted: ordering per patient and the
-    number of useful engine consumers both depend on it.
+    With several copies, ``min.insync.replicas`` is 2: a publish with ``acks=all`` is then acknowledged only
+    once two brokers hold it, so losing one broker loses nothing acknowledged (Kafka's documented pairing of
+    replication factor 3 with min.insync.replicas 2). An existing topic with fewer partitions is reported, not
+    silently accepted: ordering per patient and the number of useful engine consumers both depend on it.
     """
     created: list[str] = []
     try:
@@ -105,7 +109,8 @@ def ensure_topics(bootstrap: str, partitions: dict[str, int], timeout: float = 2
     try:
         for topic, count in partitions.items():
             try:
-                admin.create_topics([NewTopic(topic, count, 1)])
+                configs = {"min.insync.replicas": str(min(2, replication))} if replication > 1 else {}
+                admin.create_topics([NewTopic(topic, count, replication, topic_configs=configs)])
                 created.append(topic)
             except TopicAlreadyExistsError:
                 pass

@@ -94,7 +94,13 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     engine_group: str = ENGINE_GROUP
+    #: Partitions per topic (HRX_TOPIC_PARTITIONS, ``topic=count,…`` over the defaults of schemas/topics.py):
+    #: at most this many engine consumers share a topic's work.
     partitions: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PARTITIONS))
+    #: Copies of each topic's partitions kept by the Kafka cluster (HRX_TOPIC_REPLICATION_FACTOR): 3 on a real
+    #: cluster (with min.insync.replicas 2, an acknowledged publish survives the loss of one broker); the embedded
+    #: single broker of ``hrx up`` always uses 1.
+    topic_replication: int = 1
     fhir_max_bytes: int = FHIR_MAX_BYTES
     #: PostgreSQL: the role the API runs as, granted only SELECT and INSERT on the audit table by the migration
     #: that makes it append-only (HRX_API_DB_ROLE; see README, "Database roles").
@@ -104,6 +110,11 @@ class Settings:
     tls_key: Path | None = None
     #: Browser origins allowed to call the API across origins (HRX_CORS_ORIGINS); none by default.
     cors_origins: tuple[str, ...] = ()
+    #: Where the web UI answers, for the links of CDS Hooks cards (HRX_UI_BASE_URL); None: ``/ui`` of the API.
+    ui_base_url: str | None = None
+    #: The language of CDS Hooks cards when the client's Accept-Language names neither zh nor en
+    #: (HRX_CDS_LANGUAGE: zh or en).
+    cds_language: str = "zh"
     #: What ``hrx purge`` keeps, and for how long (HRX_RETAIN_*).
     retention: Retention = field(default_factory=Retention)
     #: The running ``hrx up`` whose stack file filled what the environment left open, if any.
@@ -142,11 +153,15 @@ class Settings:
             http_host=env.get("HRX_HTTP_HOST", "127.0.0.1"),
             http_port=int(env.get("HRX_HTTP_PORT", "8080")),
             engine_group=env.get("HRX_ENGINE_GROUP", ENGINE_GROUP),
-            fhir_max_bytes=_positive(env, "HRX_FHIR_MAX_BYTES", FHIR_MAX_BYTES),
+            partitions=_partitions(env.get("HRX_TOPIC_PARTITIONS", "")),
+            topic_replication=_positive(env, "HRX_TOPIC_REPLICATION_FACTOR", 1, "copies"),
+            fhir_max_bytes=_positive(env, "HRX_FHIR_MAX_BYTES", FHIR_MAX_BYTES, "bytes"),
             api_db_role=env.get("HRX_API_DB_ROLE") or None,
             tls_cert=Path(env["HRX_TLS_CERT"]) if env.get("HRX_TLS_CERT") else None,
             tls_key=Path(env["HRX_TLS_KEY"]) if env.get("HRX_TLS_KEY") else None,
             cors_origins=_origins(env.get("HRX_CORS_ORIGINS", "")),
+            ui_base_url=_ui_base(env.get("HRX_UI_BASE_URL", "")),
+            cds_language=_language(env.get("HRX_CDS_LANGUAGE", "zh")),
             retention=Retention.from_env(env),
             stack=running,
         )
@@ -178,27 +193,50 @@ class Settings:
             env["HRX_PSEUDONYM_KEY"] = self.pseudonym_key.decode()
         if self.codes_dir:
             env["HRX_CODES_DIR"] = str(self.codes_dir)
+        if self.partitions != DEFAULT_PARTITIONS:
+            env["HRX_TOPIC_PARTITIONS"] = ",".join(f"{t}={n}" for t, n in self.partitions.items())
+        if self.topic_replication != 1:
+            env["HRX_TOPIC_REPLICATION_FACTOR"] = str(self.topic_replication)
         if self.fhir_max_bytes != FHIR_MAX_BYTES:
             env["HRX_FHIR_MAX_BYTES"] = str(self.fhir_max_bytes)
         if self.api_db_role:
             env["HRX_API_DB_ROLE"] = self.api_db_role
+        if self.ui_base_url:
+            env["HRX_UI_BASE_URL"] = self.ui_base_url
+        if self.cds_language != "zh":
+            env["HRX_CDS_LANGUAGE"] = self.cds_language
         for name, variable in RETENTION_ENV.items():
             days = getattr(self.retention, name)
             env[variable] = "keep" if days is None else f"{days:g}"
         return env
 
 
-def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+def _positive(env: Mapping[str, str], name: str, default: int, unit: str) -> int:
     text = env.get(name)
     if not text:
         return default
     try:
         value = int(text)
     except ValueError:
-        raise ValueError(f"{name} must be a whole number of bytes, not {text!r}") from None
+        raise ValueError(f"{name} must be a whole number of {unit}, not {text!r}") from None
     if value <= 0:
         raise ValueError(f"{name} must be positive, not {value}")
     return value
+
+
+def _partitions(text: str) -> dict[str, int]:
+    """HRX_TOPIC_PARTITIONS: ``topic=count`` pairs, comma-separated, over the defaults; only the exchange's topics."""
+    partitions = dict(DEFAULT_PARTITIONS)
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        topic, _, count = item.partition("=")
+        topic = topic.strip()
+        if topic not in DEFAULT_PARTITIONS:
+            raise ValueError(f"HRX_TOPIC_PARTITIONS: {topic!r} is not a topic of the exchange "
+                             f"({', '.join(DEFAULT_PARTITIONS)})")
+        if not count.strip().isdigit() or int(count) < 1:
+            raise ValueError(f"HRX_TOPIC_PARTITIONS: {item!r}: use topic=count with a positive count")
+        partitions[topic] = int(count)
+    return partitions
 
 
 def _origins(text: str) -> tuple[str, ...]:
@@ -211,3 +249,21 @@ def _origins(text: str) -> tuple[str, ...]:
             raise ValueError(f"HRX_CORS_ORIGINS: {origin!r} is not an origin such as https://his.example.cn "
                              "(scheme and host, a port if not the default; no path, no wildcard)")
     return origins
+
+
+def _ui_base(text: str) -> str | None:
+    """HRX_UI_BASE_URL: the absolute http(s) URL of the web UI (CDS Hooks links are ``absolute``)."""
+    text = text.strip().rstrip("/")
+    if not text:
+        return None
+    scheme, _, rest = text.partition("://")
+    if scheme not in ("http", "https") or not rest:
+        raise ValueError(f"HRX_UI_BASE_URL: {text!r} is not an absolute http(s) URL such as https://hrx.example.cn/ui")
+    return text
+
+
+def _language(text: str) -> str:
+    text = text.strip().lower() or "zh"
+    if text not in ("zh", "en"):
+        raise ValueError(f"HRX_CDS_LANGUAGE must be zh or en, not {text!r}")
+    return text

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import KafkaError
+from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
 from sqlalchemy import Connection
 from sqlalchemy import Engine as Database
@@ -52,6 +52,8 @@ class EngineStats:
     duplicates: int = 0
     dead_letters: int = 0
     errors: int = 0
+    #: Stored batches whose offsets could not be committed because the group was rebalancing (replayed as no-ops).
+    uncommitted: int = 0
     last_error: str | None = None
     started_at: float = field(default_factory=time.time)
 
@@ -84,6 +86,25 @@ class PreparedBatch:
     good: list[Delivery] = field(default_factory=list)
     bad: list[tuple[ConsumerRecord, str]] = field(default_factory=list)
     offsets: dict[TopicPartition, OffsetAndMetadata] = field(default_factory=dict)
+
+
+def describe_partitions(partitions: Sequence[TopicPartition] | set[TopicPartition]) -> str:
+    """``hr.results.lab.v1 [0, 1, 2]; hr.results.imaging.v1 [5]``: partitions by topic, for the log."""
+    by_topic: dict[str, list[int]] = {}
+    for tp in partitions:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    return "; ".join(f"{topic} {sorted(parts)}" for topic, parts in sorted(by_topic.items())) or "none"
+
+
+class _LogAssignments(ConsumerRebalanceListener):
+    """Logs each rebalance of the group as this member sees it: which partitions it gave up and which it got."""
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if revoked:
+            log.info("engine: rebalance: %d partition(s) revoked: %s", len(revoked), describe_partitions(revoked))
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("engine: rebalance: %d partition(s) assigned: %s", len(assigned), describe_partitions(assigned))
 
 
 class ResultEngine:
@@ -130,7 +151,7 @@ class ResultEngine:
 
     def _consume(self, stop: threading.Event) -> None:
         consumer = KafkaConsumer(
-            *self.topics, bootstrap_servers=self.bootstrap, group_id=self.group, client_id="hrx-engine",
+            bootstrap_servers=self.bootstrap, group_id=self.group, client_id="hrx-engine",
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.max_poll_records,
             session_timeout_ms=self.session_timeout_ms, heartbeat_interval_ms=self.session_timeout_ms // 4,
             # kafka-python drops the connection ("Invalid frame length") on a response larger than
@@ -141,6 +162,7 @@ class ResultEngine:
             # framing, which the frame limit now exceeds.
             max_partition_fetch_bytes=FETCH_PARTITION_BYTES, fetch_max_bytes=FETCH_BYTES,
             receive_message_max_bytes=FETCH_BYTES + (1 << 20))
+        consumer.subscribe(list(self.topics), listener=_LogAssignments())
         log.info("engine: consuming %s in group %s from %s", ", ".join(self.topics), self.group, self.bootstrap)
         # PostgreSQL: two stages. While one batch is written (the server works; this process waits without
         # holding the GIL) the next one is polled and validated. Batches are written one at a time, in order,
@@ -159,16 +181,14 @@ class ResultEngine:
                 prepared = self.prepare(batch) if batch else None
                 self._note_lag(consumer)
                 if writing is not None and (prepared is not None or writing.done()):
-                    consumer.commit(writing.result())
-                    self._committed = True
+                    self._commit(consumer, writing.result())
                     writing = None
                 if prepared is not None and writer is None:
-                    consumer.commit(self.store(prepared))
-                    self._committed = True
+                    self._commit(consumer, self.store(prepared))
                 elif prepared is not None:
                     writing = writer.submit(self.store, prepared)
             if writing is not None:
-                consumer.commit(writing.result())
+                self._commit(consumer, writing.result())
         finally:
             if writer is not None:
                 writer.shutdown(wait=True)
@@ -191,6 +211,20 @@ class ResultEngine:
         for labels in self._lag_labels - owned:
             metrics.CONSUMER_LAG.remove(*labels)
         self._lag_labels = owned
+
+    def _commit(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """Commit a stored batch's offsets. When the group is rebalancing (a member joined, left or died) the
+        commit is refused: the batch stays stored and uncommitted, and whoever owns its partitions after the
+        rebalance resumes from the last committed offsets and replays it into no-ops. The next poll rejoins the
+        group under this member's id; a new consumer instead would be a new member and start another rebalance."""
+        try:
+            consumer.commit(offsets)
+        except (CommitFailedError, RebalanceInProgressError) as exc:
+            self.stats.uncommitted += 1
+            log.info("engine: a stored batch's offsets were not committed (%s); the group is rebalancing, and the "
+                     "partitions' next owner replays the batch as no-ops", type(exc).__name__)
+        else:
+            self._committed = True
 
     def prepare(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> PreparedBatch:
         """Parse and validate one polled batch (no I/O)."""

@@ -13,13 +13,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.config import Config
 from sqlalchemy import Engine as Database
 from sqlalchemy import func, select, text
 
-from exchange.store.db import MIGRATIONS
 from exchange.store.models import Decision, DeadLetter, Feedback
 
 #: Set by a deployment (the image build) to name the commit it runs; else read from git when run from a clone.
@@ -46,31 +42,6 @@ def store_backlog(database: Database) -> Backlog:
         feedback = conn.scalar(select(func.count()).select_from(Feedback).where(Feedback.published_at.is_(None)))
         dead = conn.scalar(select(func.count()).select_from(DeadLetter))
     return Backlog(int(decisions or 0), int(feedback or 0), int(dead or 0))
-
-
-@dataclass(frozen=True)
-class Migrations:
-    current: tuple[str, ...]
-    head: tuple[str, ...]
-
-    @property
-    def at_head(self) -> bool:
-        return set(self.current) == set(self.head)
-
-
-@functools.cache
-def head_revisions() -> tuple[str, ...]:
-    """The newest migration(s) this code ships (exchange/migrations)."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    return tuple(sorted(ScriptDirectory.from_config(config).get_heads()))
-
-
-def migrations(database: Database) -> Migrations:
-    """Which migration the store is at, and which this code expects."""
-    with database.connect() as conn:
-        current = MigrationContext.configure(conn).get_current_heads()
-    return Migrations(tuple(sorted(current)), head_revisions())
 
 
 def broker_reachable(bootstrap: str, timeout: float = 1.0) -> str | None:

@@ -19,7 +19,7 @@ from adapters.pseudonymize import (
     key_file_path,
     resolve_provider,
 )
-from exchange.store import connect, migrate
+from exchange.store import StoreNotMigrated, connect, migrate, require_current
 
 if TYPE_CHECKING:
     from codes import CodeBook
@@ -36,12 +36,38 @@ def codebook(settings: Settings) -> CodeBook:
     return book
 
 
-def database(settings: Settings, upgrade: bool = True) -> Database:
+def database(settings: Settings) -> Database:
+    """The configured store; SystemExit saying what to run when its schema is not at this code's revision.
+
+    Nothing here migrates: that is ``hrx migrate``'s step (:func:`migrated_database`), run once per deployment
+    before the processes start, so that several of them starting together never race on a migration.
+    """
     db = connect(settings.effective_database_url)
-    if upgrade:
-        migrate(db)
-    log.info("store: %s (%s), schema at the newest migration", db.url.render_as_string(hide_password=True),
-             db.dialect.name)
+    try:
+        found = require_current(db)
+    except StoreNotMigrated as exc:
+        db.dispose()
+        raise SystemExit(f"refusing to start: {exc}") from None
+    log.info("store: %s (%s), schema at revision %s", db.url.render_as_string(hide_password=True),
+             db.dialect.name, found.current)
+    return db
+
+
+def migrated_database(settings: Settings) -> Database:
+    """The configured store brought to the newest schema revision (``hrx migrate``; ``hrx up`` for its own
+    stack, once, before it starts its parts)."""
+    db = connect(settings.effective_database_url)
+    try:
+        before = migrate(db)
+    except StoreNotMigrated as exc:
+        db.dispose()
+        raise SystemExit(str(exc)) from None
+    where = db.url.render_as_string(hide_password=True)
+    if before.up_to_date:
+        log.info("store: %s (%s) already at schema revision %s", where, db.dialect.name, before.expected)
+    else:
+        log.info("store: %s (%s) migrated from schema revision %s to %s", where, db.dialect.name,
+                 before.current or "none (empty)", before.expected)
     return db
 
 

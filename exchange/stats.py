@@ -3,6 +3,8 @@
 recognition rate = accepted / (recognizable results presented − rejections whose reason does not count)
 savings (avoided cost) = sum of the prices of accepted (hence not repeated) items, at the requesting
 institution's provincial price.
+CDS Hooks override rate = cards overridden / cards presented through CDS Hooks (exchange.cds), overall and per
+reason code (DOMAIN §7: how often a reason-required soft stop is overridden, and why).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
-from exchange.store.models import Decision, Presentation
+from exchange.store.models import Decision, IssuedCard, Presentation
 
 
 def in_scope(book: Any, institution_id: str, scope: str | None) -> bool:
@@ -94,6 +96,7 @@ def statistics(conn: Connection, book: Any, scope: str | None, start: datetime, 
             if d.reason_code in reasons and not reasons[d.reason_code].counts_as_non_recognition:
                 excluded += 1
     denominator = presented["all"] - excluded
+    cds = cds_statistics(conn, book, requesters, start, end)
     return {
         "scope": scope or "national", "from": start.isoformat(), "to": end.isoformat(),
         "requesting_institutions": len(requesters),
@@ -107,4 +110,36 @@ def statistics(conn: Connection, book: Any, scope: str | None, start: datetime, 
         "avoided_cost_cny": float(avoided),
         "per_issuer": {k: dict(v) for k, v in sorted(per_issuer.items())},
         "per_item": {k: dict(v) for k, v in sorted(per_item.items())},
+        "cds": cds,
     }
+
+
+def _rate(count: int, of: int) -> float | None:
+    return round(count / of, 4) if of > 0 else None
+
+
+def cds_statistics(conn: Connection, book: Any, requesters: set[str], start: datetime, end: datetime
+                   ) -> dict[str, Any]:
+    """Cards issued through CDS Hooks to ``requesters`` over [start, end): how many were presented, accepted
+    and overridden, and the override rate overall and per reason code (``none``: overridden without a reason)."""
+    rows = conn.execute(
+        select(IssuedCard.requesting_institution, IssuedCard.outcome, IssuedCard.override_reason, func.count())
+        .where(IssuedCard.issued_at >= start, IssuedCard.issued_at < end)
+        .group_by(IssuedCard.requesting_institution, IssuedCard.outcome, IssuedCard.override_reason)).all()
+    presented = accepted = overridden = 0
+    by_reason: Counter[str] = Counter()
+    for requester, outcome, reason, count in rows:
+        if requester not in requesters:
+            continue
+        presented += count
+        if outcome == "accepted":
+            accepted += count
+        elif outcome == "overridden":
+            overridden += count
+            by_reason[reason or "none"] += count
+    reasons = book.reason_codes
+    return {"presented": presented, "accepted": accepted, "overridden": overridden,
+            "override_rate": _rate(overridden, presented),
+            "overridden_by_reason": {code: {"count": n, "rate": _rate(n, presented),
+                                            "reason_zh": reasons[code].zh if code in reasons else None}
+                                     for code, n in sorted(by_reason.items())}}

@@ -142,10 +142,15 @@ def up(settings: Settings, demo: bool = False, engines: int = 1, listeners: Sequ
             bootstrap = broker.bootstrap
             log.info("broker: embedded tansu at %s — memory-only storage: events not yet stored are lost if "
                      "this process stops; use Apache Kafka (docker/) for durability", bootstrap)
-        created = ensure_topics(bootstrap, settings.partitions)
+        replication = settings.topic_replication
+        if broker is not None and replication != 1:
+            log.warning("topics: HRX_TOPIC_REPLICATION_FACTOR=%d ignored: the embedded broker is a single node, "
+                        "its topics have 1 copy", replication)
+            replication = 1
+        created = ensure_topics(bootstrap, settings.partitions, replication)
         log.info("topics: %s (created now: %s)",
                  ", ".join(f"{t}×{n}" for t, n in settings.partitions.items()), ", ".join(created) or "none")
-        database = runtime.database(settings)
+        database = runtime.migrated_database(settings)  # once, before the engines and listeners start
         remapped = remap(database, book)  # mapping tables may have changed since the last start
         log.info("codes: %d stored result(s) re-evaluated against mapping tables, %d re-mapped",
                  remapped.examined, remapped.changed)
@@ -170,6 +175,7 @@ def up(settings: Settings, demo: bool = False, engines: int = 1, listeners: Sequ
         context = Context(book=book, database=database, pseudonymizer=pseudonymizer, publisher=publisher,
                           bootstrap=bootstrap, engine_group=settings.engine_group,
                           fhir_max_bytes=settings.fhir_max_bytes, cors_origins=settings.cors_origins,
+                          ui_base_url=settings.ui_base_url, cds_language=settings.cds_language,
                           # the demo's patients get their one-time codes in a file; a deployment plugs in its
                           # SMS gateway (exchange.auth.patient_codes.CodeSender)
                           code_sender=FileSender(settings.var_dir / "patient-codes.jsonl") if demo else None)

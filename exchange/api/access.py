@@ -14,7 +14,7 @@ identity the exchange accepts, and only from an authenticated ``his`` client.
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fastapi import Depends, Request
@@ -36,7 +36,6 @@ SESSION_COOKIE = "hrx_session"
 CSRF_HEADER = "X-CSRF-Token"
 ON_BEHALF_HEADER = "X-HRX-On-Behalf-Of"
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_PATIENT_PURPOSES = frozenset({"treatment", "order_check", "emergency"})
 
 _bearer = HTTPBearer(auto_error=False, description="a token from POST /api/v1/auth/token")
 
@@ -74,6 +73,10 @@ class AccessRule:
     roles: tuple[str, ...]
     purpose: str | None
     public: bool = False
+    #: A route whose request names the clinician in a standard's own field (CDS Hooks' ``context.userId``, the
+    #: clinician a card was issued to): a ``his`` client may leave out ``X-HRX-On-Behalf-Of``, and the route
+    #: then names the clinician with :func:`acting_for` before it reads or writes patient data.
+    clinician_in_body: bool = False
 
     def __call__(self, request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
                  ) -> Principal | None:
@@ -95,19 +98,32 @@ class AccessRule:
                            403)
         if self.purpose is not None and self.purpose not in roles()[principal.role].purposes:
             raise ApiError(None, f"role {principal.role} may not act for the purpose {self.purpose}", 403)
-        if principal.role == "his" and self.purpose in _PATIENT_PURPOSES:
+        # a HIS acting under a clinician's purposes (roles.yaml) acts for a named clinician
+        if principal.role == "his" and self.purpose in roles()["clinician"].purposes:
             clinician = request.headers.get(ON_BEHALF_HEADER, "").strip()
             if not clinician:
+                if self.clinician_in_body:
+                    return principal
                 raise ApiError(ON_BEHALF_HEADER, "a HIS names the clinician it acts for", 403)
-            principal = Principal(**{**principal.__dict__, "on_behalf_of": clinician[:64]})
+            principal = replace(principal, on_behalf_of=clinician[:64])
         return principal
 
 
-def require(*allowed: str, purpose: str | None = None) -> AccessRule:
+def require(*allowed: str, purpose: str | None = None, clinician_in_body: bool = False) -> AccessRule:
     unknown = [r for r in allowed if r not in roles()]
     if unknown or not allowed:
         raise ValueError(f"unknown roles {unknown}" if unknown else "a rule names at least one role")
-    return AccessRule(tuple(allowed), purpose)
+    return AccessRule(tuple(allowed), purpose, clinician_in_body=clinician_in_body)
+
+
+def acting_for(who: Principal, clinician: str | None, field: str) -> Principal:
+    """A ``his`` caller of a :attr:`AccessRule.clinician_in_body` route, acting for the clinician its header
+    named or else ``clinician`` (what the request's body names); 403 when neither names one."""
+    if who.role != "his" or who.on_behalf_of:
+        return who
+    if not clinician:
+        raise ApiError(field, f"a HIS names the clinician it acts for ({ON_BEHALF_HEADER} or {field})", 403)
+    return replace(who, on_behalf_of=clinician[:64])
 
 
 PUBLIC = AccessRule((), None, public=True)

@@ -51,6 +51,10 @@ class Context:
     recognition_memo: RecognitionMemo = field(default_factory=RecognitionMemo)
     code_sender: CodeSender | None = None  # delivers patients' one-time login codes (exchange.auth.patient_codes)
     login_failures: FailureThrottle = field(default_factory=FailureThrottle)  # per source address
+    #: Where the web UI answers (HRX_UI_BASE_URL), for the links of CDS cards; None: ``/ui`` beside the API.
+    ui_base_url: str | None = None
+    #: The language of CDS services and cards when Accept-Language names neither zh nor en (HRX_CDS_LANGUAGE).
+    cds_language: str = "zh"
 
     def pipeline(self) -> ResultPipeline:
         return ResultPipeline(self.book, self.pseudonymizer, self.publisher)
@@ -126,11 +130,11 @@ def create_app(context: Context) -> FastAPI:
 
 def api_routers() -> list[APIRouter]:
     """Every router of the API, in the order they are included (the access test walks the same list)."""
-    from exchange.api import (auth, codes, decisions, encounters, feedback, fhir, health, me, metrics, oversight,
-                              patients, recognition)
+    from exchange.api import (auth, cds_hooks, codes, decisions, encounters, feedback, fhir, health, me, metrics,
+                              oversight, patients, recognition)
 
     return [module.router for module in (fhir, recognition, health, metrics, codes, auth, encounters, decisions,
-                                         feedback, patients, me, oversight)]
+                                         feedback, patients, me, oversight, cds_hooks)]
 
 
 def context_of(request: Request) -> Context:

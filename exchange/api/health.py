@@ -21,6 +21,7 @@ from exchange.api.app import context_of
 from exchange.api.fields import ANSWER
 from exchange import operations
 from exchange.broker import consumer_lag
+from exchange.store.db import StoreNotMigrated, require_current
 from schemas.topics import RESULT_TOPICS
 
 router = APIRouter(prefix="/api/v1", tags=["operations"])
@@ -151,11 +152,10 @@ def ready(request: Request, _: None = Depends(PUBLIC)) -> JSONResponse:  # noqa:
     at_head = False
     if not store_error:
         try:
-            found = operations.migrations(context.database)
-            at_head = found.at_head
-            if not at_head:
-                missing.append(f"migrations: the store is at {', '.join(found.current) or 'no revision'}, this "
-                               f"code needs {', '.join(found.head)} (run the migrations)")
+            require_current(context.database)
+            at_head = True
+        except StoreNotMigrated as exc:
+            missing.append(f"migrations: {exc}")
         except Exception as exc:  # noqa: BLE001 - readiness reports every failure instead of raising
             missing.append(f"migrations: cannot be read: {exc}")
     broker_error = operations.broker_reachable(context.bootstrap)

@@ -31,6 +31,26 @@ class RejectedFor(BaseModel):
     counts_as_non_recognition: bool | None
 
 
+class OverriddenFor(BaseModel):
+    model_config = ANSWER
+
+    count: int
+    rate: float | None = Field(description="overridden for this reason / cards presented")
+    reason_zh: str | None = Field(description="null for `none` (no reason given) or a code the book no longer lists")
+
+
+class CdsFigures(BaseModel):
+    """Cards of the CDS Hooks services (order-select, order-sign, patient-view) and what clinicians did."""
+
+    model_config = ANSWER
+
+    presented: int = Field(description="cards issued")
+    accepted: int = Field(description="cards fed back as accepted")
+    overridden: int = Field(description="cards fed back as overridden")
+    override_rate: float | None = Field(description="overridden / presented; null when none was presented")
+    overridden_by_reason: dict[str, OverriddenFor] = Field(description="by reason code; `none`: without a reason")
+
+
 class Statistics(BaseModel):
     """docs/rules.md, "Reason codes": recognition rate = accepted / (presented − rejections whose reason does not
     count as non-recognition); avoided cost = the prices of accepted items at the requester's provincial price."""
@@ -50,6 +70,7 @@ class Statistics(BaseModel):
     avoided_cost_cny: float
     per_issuer: dict[str, Counts]
     per_item: dict[str, Counts]
+    cds: CdsFigures = Field(description="CDS Hooks: cards presented, accepted and overridden (override rates)")
 
 
 class AuditEntry(BaseModel):

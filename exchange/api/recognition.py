@@ -135,8 +135,10 @@ class _Entries:
         return entry
 
 
-def _evaluate(book: Any, stored: list[StoredResult], requester: str, at: datetime,
-              memo: RecognitionMemo | None = None) -> tuple[list[tuple[Answer, StoredResult]], list[str]]:
+def evaluate(book: Any, stored: list[StoredResult], requester: str, at: datetime,
+             memo: RecognitionMemo | None = None) -> tuple[list[tuple[Answer, StoredResult]], list[str]]:
+    """Every item of every stored result judged for ``requester`` at ``at``, and what could not be judged (the
+    check's and the CDS services' one evaluation)."""
     evaluated: list[tuple[Answer, StoredResult]] = []
     problems: list[str] = []
     answer_for = Recognizer(book, requester, at, memo).answer
@@ -225,7 +227,7 @@ def check(body: CheckRequest, request: Request,
         access = patient_read(conn, who, pseudonym)
         stored, withheld = withhold_blocked(conn, book, current_results(conn, pseudonym), pseudonym, who, access)
         purpose = "emergency" if access.break_glass else "order_check" if body.items else "treatment"
-        evaluated, problems = _evaluate(book, stored, body.requesting_institution, at, context.recognition_memo)
+        evaluated, problems = evaluate(book, stored, body.requesting_institution, at, context.recognition_memo)
         shown = _shown(evaluated, body.items)
         # The answer goes out only once the audit and presentation rows are committed with the read (a failed
         # write raises here and nothing is shown). PostgreSQL: the rows are sent first and travel while the

@@ -44,20 +44,14 @@ def purge(apply_: bool, spools: tuple[Path, ...], hl7_journal: Path | None, no_s
 
 
 def _store(settings: Settings) -> Database | None:
-    """The store to prune, at the migration this code ships; None (said) when there is no store here; exit 2
-    when it is at another migration (prune what the code understands, nothing else)."""
+    """The store to prune, at the schema revision this code expects (else the process stops saying what to run:
+    prune only what the code understands); None, said, when there is no store here."""
     from sqlalchemy.engine import make_url
 
-    from exchange import operations, runtime
+    from exchange import runtime
 
     url = make_url(settings.effective_database_url)
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
         click.echo(f"store: none at {url.database} (HRX_DATABASE_URL, HRX_VAR_DIR): only the doors' files", err=True)
         return None
-    database = runtime.database(settings, upgrade=False)
-    found = operations.migrations(database)
-    if not found.at_head:
-        click.echo(f"hrx purge: the store is at migration {', '.join(found.current) or 'none'}, this code needs "
-                   f"{', '.join(found.head)}: run the migrations first", err=True)
-        sys.exit(2)
-    return database
+    return runtime.database(settings)

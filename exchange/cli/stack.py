@@ -90,6 +90,7 @@ def engine(metrics_port: int | None) -> None:
     settings = Settings.from_env()
     own = runtime.pseudonymizer(settings)  # refuses to start without the exchange's key
     key_ids = KeyIds(own.key_id, frozenset(settings.accepted_key_ids))
+    database = runtime.database(settings)  # refuses a store not at this version's schema revision
     bootstrap = runtime.require_bootstrap(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -98,7 +99,7 @@ def engine(metrics_port: int | None) -> None:
     logging.getLogger("hrx.engine").info("engine: storing events under key id %s%s", key_ids.own,
                                          f" and {', '.join(sorted(key_ids.accepted))}" if key_ids.accepted else "")
     publisher = Publisher(bootstrap, client_id="hrx-engine")
-    worker = ResultEngine(bootstrap, runtime.database(settings), settings.engine_group, publisher,
+    worker = ResultEngine(bootstrap, database, settings.engine_group, publisher,
                           key_ids=key_ids)
     start_metrics(metrics_port)
     try:
@@ -126,12 +127,15 @@ def serve(host: str | None, port: int | None, tls_cert: Path | None, tls_key: Pa
                              tls_key=tls_key)
     tls = uvicorn_tls(settings)  # refused before anything starts
     pseudonymizer = runtime.pseudonymizer(settings)  # refuses to start without the exchange's key
+    database = runtime.database(settings)  # refuses a store not at this version's schema revision
     bootstrap = runtime.require_bootstrap(settings)
-    ensure_topics(bootstrap, settings.partitions)  # idempotent; existing topics keep their partitions
-    context = Context(book=runtime.codebook(settings), database=runtime.database(settings),
+    # idempotent; existing topics keep their partitions
+    ensure_topics(bootstrap, settings.partitions, settings.topic_replication)
+    context = Context(book=runtime.codebook(settings), database=database,
                       pseudonymizer=pseudonymizer, publisher=Publisher(bootstrap),
                       bootstrap=bootstrap, engine_group=settings.engine_group,
-                      fhir_max_bytes=settings.fhir_max_bytes, cors_origins=settings.cors_origins)
+                      fhir_max_bytes=settings.fhir_max_bytes, cors_origins=settings.cors_origins,
+                      ui_base_url=settings.ui_base_url, cds_language=settings.cds_language)
     # log_config=None: uvicorn logs through the root handlers, where the patient-data guard sits.
     uvicorn.run(create_app(context), host=settings.http_host, port=settings.http_port, access_log=False,
                 log_config=None, **tls)

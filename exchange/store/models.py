@@ -231,3 +231,32 @@ class AuditRecord(Base):
     seq: Mapped[int] = mapped_column(BigInteger)
     content_digest: Mapped[str] = mapped_column(String(64))
     chain_digest: Mapped[str] = mapped_column(String(64))
+
+
+class IssuedCard(Base):
+    """A CDS Hooks card the exchange answered a hook with (exchange.cds): which prior result it offered to whom,
+    for which draft order, so that the client's feedback on the card (by its ``uuid``) becomes that clinician's
+    decision on that result. ``outcome`` is set once, by the first feedback (a replay finds it set)."""
+
+    __tablename__ = "cds_cards"
+    __table_args__ = (Index("ix_cds_cards_requester_time", "requesting_institution", "issued_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    card_uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    service_id: Mapped[str] = mapped_column(String(64))
+    hook: Mapped[str] = mapped_column(String(32))
+    hook_instance: Mapped[str] = mapped_column(String(64))
+    requesting_institution: Mapped[str] = mapped_column(String(64))
+    clinician_id: Mapped[str] = mapped_column(String(64))
+    encounter_key: Mapped[str] = mapped_column(String(64))  # the hook's encounterId, else cds:<hookInstance>
+    patient: Mapped[str] = mapped_column(String(64))
+    result_issuer: Mapped[str] = mapped_column(String(64))
+    result_id: Mapped[str] = mapped_column(String(128))
+    result_version: Mapped[int] = mapped_column(Integer)
+    item_code: Mapped[str] = mapped_column(String(16))
+    order_id: Mapped[str | None] = mapped_column(String(64))  # the draft ServiceRequest's id (order hooks)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    outcome: Mapped[str | None] = mapped_column(String(16))  # accepted | overridden, once fed back
+    override_reason: Mapped[str | None] = mapped_column(String(2))  # the reason code of an override, if given
+    decision_id: Mapped[str | None] = mapped_column(String(36))  # the decision the feedback became, if any
+    outcome_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -79,3 +79,9 @@ def test_the_csv_benchmark_is_registered() -> None:
     from bench.__main__ import ORDER
 
     assert "csv" in ORDER
+
+
+def test_the_scale_out_benchmark_is_registered() -> None:
+    from bench.__main__ import ORDER
+
+    assert "scale_out" in ORDER

@@ -10,7 +10,7 @@ import pytest
 
 from chaos.__main__ import SCENARIOS, run_scenario
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 
 @pytest.mark.timeout(420)

@@ -209,3 +209,42 @@ def test_the_timelines_date_filters_are_beijing_dates(world, database, pseudonym
     day_before = world_api.get(url, params={"date_from": "2026-03-31", "date_to": "2026-03-31"},
                                headers=world_api.as_his("bj-a1")).json()
     assert day_before["results"] == []
+
+
+def _fhir_bundle(issuer: str, report_id: str, issued: str) -> dict[str, object]:
+    """A FHIR R4 collection Bundle as a hospital sends it: instants written in +08:00."""
+    patient = {"resourceType": "Patient", "id": "p",
+               "identifier": [{"system": "urn:oid:2.16.156.10011.1.3", "value": RESIDENT_ID}]}
+    org = {"resourceType": "Organization", "id": "o", "identifier": [{"system": "urn:hrx:institution", "value": issuer}]}
+    potassium = {"coding": [{"system": "http://loinc.org", "code": "2823-3"}]}
+    obs = {"resourceType": "Observation", "id": "k", "status": "final", "code": potassium,
+           "subject": {"reference": "Patient/p"}, "issued": issued,
+           "valueQuantity": {"value": 4.1, "unit": "mmol/L", "system": "http://unitsofmeasure.org", "code": "mmol/L"}}
+    report = {"resourceType": "DiagnosticReport", "id": "r", "status": "final", "code": potassium,
+              "identifier": [{"system": f"urn:hrx:report-id:{issuer}", "value": report_id}],
+              "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "LAB"}]}],
+              "subject": {"reference": "Patient/p"}, "performer": [{"reference": "Organization/o"}],
+              "effectiveDateTime": issued, "issued": issued, "result": [{"reference": "Observation/k"}]}
+    return {"resourceType": "Bundle", "type": "collection",
+            "entry": [{"fullUrl": f"http://{issuer}.example/fhir/{r['resourceType']}/{r['id']}", "resource": r}
+                      for r in (org, patient, report, obs)]}
+
+
+def test_a_bundle_issued_at_0700_beijing_time_is_judged_on_its_beijing_day(world, database, pseudonymizer,  # type: ignore[no-untyped-def]
+                                                                           world_api) -> None:
+    # The case the bug was found with: instants in +08:00 through the FHIR adapter, 07:00 on 2026-04-01 Beijing
+    # time (still 2026-03-31 in UTC) — the day after bj-b1's certificate ended, the first day of bj-c1's.
+    from adapters.fhir.reports import bundle_events
+
+    pipeline = ResultPipeline(world, pseudonymizer)
+    for issuer in ("bj-b1", "bj-c1"):
+        events = bundle_events(pipeline, _fhir_bundle(issuer, f"{issuer}-0700", "2026-04-01T07:00:00+08:00"))
+        with database.begin() as conn:
+            ingest(conn, [Delivery(event) for event in events])
+    for requester, issuer, expected in (("bj-c1", "bj-b1", "qc_not_met"), ("bj-b1", "bj-c1", "recognizable")):
+        answer = world_api.post("/api/v1/recognition/check", headers=world_api.as_his(requester), json={
+            "patient": {"resident_id": RESIDENT_ID}, "requesting_institution": requester,
+            "at": "2026-04-02T09:00:00+08:00"}).json()
+        [entry] = [e for e in answer["results"] if e["result"]["ref"].startswith(f"{issuer}/")]
+        assert entry["recognition"]["status"] == expected, entry["recognition"]["reasons"]
+        assert entry["result"]["reported_at"] == "2026-04-01T07:00:00+08:00"

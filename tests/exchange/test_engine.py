@@ -183,3 +183,30 @@ def test_hrx_engine_refuses_to_start_without_the_key(tmp_path) -> None:  # type:
     assert run.returncode == 1
     assert "HRX_PSEUDONYM_KEY_FILE" in run.stderr and "HRX_VAR_DIR" in run.stderr and "hrx keys init" in run.stderr
     assert not (tmp_path / "var").exists()
+
+
+class _RefusingCommits:
+    """A consumer whose group refuses commits with ``error`` (what kafka-python raises during a rebalance)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def commit(self, offsets) -> None:  # type: ignore[no-untyped-def]
+        raise self.error
+
+
+@pytest.mark.parametrize("error", ["RebalanceInProgressError", "CommitFailedError"])
+def test_a_commit_refused_by_a_rebalancing_group_keeps_the_consumer(error: str) -> None:
+    """The stored batch stays uncommitted (its partitions' next owner replays it as no-ops) and the consumer is
+    kept, so that its next poll rejoins the group as the same member; other broker errors still end it."""
+    from kafka import errors
+
+    from exchange.engine import ResultEngine
+
+    engine = ResultEngine("127.0.0.1:9", None, "unused", None)  # type: ignore[arg-type] - no I/O here
+    offsets = {TopicPartition(TOPIC_LAB, 0): None}
+    engine._commit(_RefusingCommits(getattr(errors, error)("rebalancing")), offsets)  # type: ignore[arg-type]
+    assert (engine.stats.uncommitted, engine.stats.errors) == (1, 0)
+    with pytest.raises(errors.KafkaConnectionError):
+        engine._commit(_RefusingCommits(errors.KafkaConnectionError("gone")), offsets)  # type: ignore[arg-type]
+    assert engine.stats.uncommitted == 1

@@ -93,6 +93,9 @@ def test_serve_answers_over_https_only(broker, tls_pair: TlsPair,  # type: ignor
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("HRX_")},
            "HRX_KAFKA_BOOTSTRAP": broker.bootstrap, "HRX_DATABASE_URL": f"sqlite:///{tmp_path / 'hrx.db'}",
            "HRX_PSEUDONYM_KEY": TEST_KEY.decode(), "HRX_VAR_DIR": str(tmp_path / "var")}
+    migrated = subprocess.run([sys.executable, "-m", "exchange.cli", "migrate"], env=env, capture_output=True,
+                              text=True, timeout=120)  # a deployment's first step: serve refuses a bare store
+    assert migrated.returncode == 0, migrated.stderr
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen([sys.executable, "-m", "exchange.cli", "serve", "--port", str(port),
                                 "--tls-cert", str(tls_pair.cert), "--tls-key", str(tls_pair.key)],

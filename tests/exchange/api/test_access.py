@@ -114,6 +114,20 @@ def _patient_login(w: World, h: dict[str, str]) -> httpx.Response:
     return w.client.post("/api/v1/patient/token", json={"patient": {"resident_id": RESIDENT_ID}, "code": code})
 
 
+def _cds_hook(w: World, h: dict[str, str]) -> httpx.Response:
+    return w.client.post("/cds-services/hrx-prior-results", headers=h, json={
+        "hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+        "context": {"userId": "Practitioner/dr-wang", "patientId": w.pseudonym}})
+
+
+def _cds_feedback(w: World, h: dict[str, str]) -> httpx.Response:
+    issued = _cds_hook(w, w.who.his(REQUESTER))
+    assert issued.status_code == 200 and issued.json()["cards"], issued.text
+    return w.client.post("/cds-services/hrx-prior-results/feedback", headers=h, json={"feedback": [{
+        "card": issued.json()["cards"][0]["uuid"], "outcome": "accepted",
+        "outcomeTimestamp": datetime.now(UTC).isoformat()}]})
+
+
 his_here: Who = lambda w: w.who.his(REQUESTER)  # noqa: E731
 his_elsewhere: Who = lambda w: w.who.his(ELSEWHERE, "dr-x")  # noqa: E731
 operator: Who = lambda w: w.who.operator()  # noqa: E731
@@ -187,6 +201,10 @@ CASES: dict[str, Case] = {
         lambda w: w.who.patient(w.pseudonym), his_here),  # another patient's block: 404, as if there were none
     "GET /api/v1/stats": Case(lambda w, h: w.client.get("/api/v1/stats", params={"scope": "11"}, headers=h),
                               operator, lambda w: w.who.auditor(), lambda w: w.who.operator(scope="31")),
+    "GET /cds-services": Case(lambda w, h: w.client.get("/cds-services", headers=h), any_role, public=True),
+    "POST /cds-services/{service_id}": Case(_cds_hook, his_here, operator, his_elsewhere),
+    # another institution's HIS is told no such card was issued (404), as for one never issued
+    "POST /cds-services/{service_id}/feedback": Case(_cds_feedback, his_here, lambda w: w.who.auditor()),
     "GET /api/v1/audit": Case(lambda w, h: w.client.get("/api/v1/audit", params={"patient": w.pseudonym}, headers=h),
                               lambda w: w.who.auditor(), operator),
 }
