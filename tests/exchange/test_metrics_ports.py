@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.hl7.mllp import MLLPClient
 from exchange.broker import EmbeddedBroker, free_port
+from exchange.store import connect, migrate
 from tests.adapters.hl7.hl7data import CHAOYANG, CHAOYANG_ID, fields
 from tests.fixtures.pseudonyms import TEST_KEY
 from tests.fixtures.waiting import wait_for
@@ -62,6 +63,9 @@ def test_engine_and_listener_serve_metrics_and_log_json_with_the_control_id(brok
     env = {**os.environ, "HRX_KAFKA_BOOTSTRAP": broker.bootstrap, "HRX_VAR_DIR": str(tmp_path / "var"),
            "HRX_DATABASE_URL": f"sqlite:///{tmp_path / 'hrx.db'}", "HRX_PSEUDONYM_KEY": TEST_KEY.decode(),
            "HRX_LOG_FORMAT": "json", "HRX_ENGINE_GROUP": "metrics-test", "PYTHONUNBUFFERED": "1"}
+    store = connect(env["HRX_DATABASE_URL"])
+    migrate(store)  # `hrx migrate`'s step: the engine refuses a store not at the current revision
+    store.dispose()
     engine_port, listener_port, mllp_port = free_port(), free_port(), free_port()
     engine = Process(["-v", "engine", "--metrics-port", str(engine_port)], env)
     listener = Process(["adapter", "hl7", "--listen", f"127.0.0.1:{mllp_port}", "--institution", "bj-chaoyang-001"],
