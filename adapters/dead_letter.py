@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from adapters import metrics
 from adapters.publish import Publisher, Record
 from schemas import events
 from schemas.topics import TOPIC_DEADLETTER
@@ -28,4 +29,7 @@ def publish_dead_letters(publisher: Publisher, letters: Iterable[dict[str, Any]]
     Raises :class:`adapters.publish.BrokerUnavailable` when any was not acknowledged; the caller keeps them
     and tries again.
     """
+    letters = list(letters)
     publisher.publish(Record(TOPIC_DEADLETTER, dead_letter_key(letter), events.encode(letter)) for letter in letters)
+    for letter in letters:  # counted once the broker acknowledged them
+        metrics.DEAD_LETTERS.labels(letter["origin"].get("adapter") or "engine").inc()

@@ -14,14 +14,16 @@ What cannot become an event is dead-lettered through ``adapters.dead_letter``.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from adapters import metrics
 from adapters.envelope import imaging_result_event, lab_result_event
 from adapters.pseudonymize import Pseudonymizer
-from adapters.publish import Publisher, Record
+from adapters.publish import BrokerUnavailable, Publisher, Record
 from codes import CodeBook, mapping
 from codes.bounds import out_of_bounds
 from schemas import events
@@ -116,9 +118,22 @@ def validate_event(schema: str, event: dict[str, Any], location: str | None = No
 
 def publish_events(publisher: Publisher, built: Sequence[dict[str, Any]]) -> None:
     """The publish step: each event to its schema's topic, keyed by the patient pseudonym (one patient's
-    events stay in order), returning once the broker acknowledged all of them."""
-    publisher.publish(
-        Record(TOPIC_OF_SCHEMA[e["schema"]], e["patient"]["pseudonym"], events.encode(e)) for e in built)
+    events stay in order), returning once the broker acknowledged all of them.
+
+    Counted per door (``source.adapter``): the time to the acknowledgement, the events acknowledged, and the
+    publishes refused (:mod:`adapters.metrics`)."""
+    if not built:
+        return
+    door = built[0]["source"]["adapter"]
+    started = time.perf_counter()
+    try:
+        publisher.publish(
+            Record(TOPIC_OF_SCHEMA[e["schema"]], e["patient"]["pseudonym"], events.encode(e)) for e in built)
+    except BrokerUnavailable:
+        metrics.PUBLISH_FAILURES.labels(door).inc()
+        raise
+    metrics.PUBLISH_SECONDS.labels(door).observe(time.perf_counter() - started)
+    metrics.RESULTS_ACKNOWLEDGED.labels(door).inc(len(built))
 
 
 @dataclass
@@ -136,6 +151,7 @@ class ResultPipeline:
     def lab_event(self, report: LabReport, adapter: str) -> dict[str, Any]:
         """Check, map, pseudonymize, envelope and validate: the ``hr.lab-result.v1`` event; AdapterError on bad
         input."""
+        metrics.RESULTS_RECEIVED.labels(adapter).inc()
         check_report(self.book, report, report.reported_at, report.collected_at)
         mapped = map_lab_report(self.book, report)
         patient = pseudonymize_patient(self.pseudonymizer, report.patient)
@@ -145,6 +161,7 @@ class ResultPipeline:
     def imaging_event(self, report: ImagingReport, adapter: str) -> dict[str, Any]:
         """Check, map, pseudonymize, envelope and validate: the ``hr.imaging-result.v1`` event; AdapterError on
         bad input."""
+        metrics.RESULTS_RECEIVED.labels(adapter).inc()
         check_report(self.book, report, report.reported_at, report.study.study_at)
         mapped = map_imaging_report(self.book, report)
         patient = pseudonymize_patient(self.pseudonymizer, report.patient)

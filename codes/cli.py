@@ -128,8 +128,14 @@ def import_cmd(ctx: click.Context, file: Path, tier: str, scope: str, catalogue_
     """Import a published list (CSV in GBK or UTF-8, or .xlsx) and report every row not matched. Exits 1 if any."""
     book = _load(ctx)
     eff = date.fromisoformat(effective_from) if effective_from else None
-    result = import_published(file, tier, scope, book, catalogue_id=catalogue_id, authority=authority, version=version,
-                              effective_from=eff, default_valid_days=valid_days, name_zh=name_zh)
+    from tqdm import tqdm
+
+    lines = len(file.read_bytes().splitlines())
+    # disable=None: a bar on a terminal only (stderr); the YAML goes to stdout
+    with tqdm(total=lines, desc="catalogue import", unit="row", file=sys.stderr, disable=None, leave=False) as bar:
+        result = import_published(file, tier, scope, book, catalogue_id=catalogue_id, authority=authority,
+                                  version=version, effective_from=eff, default_valid_days=valid_days,
+                                  name_zh=name_zh, progress=bar.update)
     if out is not None:
         out.write_text(result.yaml_text, encoding="utf-8")
         click.echo(f"已写入 {out}", err=True)

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -131,6 +132,7 @@ def import_published(
     effective_from: date | None = None,
     default_valid_days: int = 30,
     name_zh: str | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Import a published list; returns the catalogue YAML text and every row not imported.
 
@@ -153,6 +155,8 @@ def import_published(
     seen: dict[str, int] = {}
     for row in reader:
         line = reader.line_num
+        if progress is not None:  # one per row read (a file of n lines has at most n rows)
+            progress(1)
         cells = [c.strip() for c in row]
         if not any(cells):
             continue

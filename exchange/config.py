@@ -16,6 +16,64 @@ from exchange.stack_file import StackFile, read_stack_file
 from schemas.topics import DEFAULT_PARTITIONS
 
 ENGINE_GROUP = "hrx-engine"
+#: PIPL §56 (personal information protection impact assessments and records of processing) and the exchange's
+#: rule: audit records are kept at least three years. In days, a leap day included.
+AUDIT_MINIMUM_DAYS = 3 * 365 + 1
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long ``hrx purge`` keeps what it prunes (README, "Operations"); each from ``HRX_RETAIN_*`` in days.
+
+    None keeps forever. Results are kept by default: a horizon is a policy decision of the exchange's operator
+    (the recognition windows are far shorter, but patients read their own history).
+    """
+
+    #: DICOM spool instances of a study published this long ago (and not changed since): HRX_RETAIN_DICOM_SPOOL_DAYS.
+    #: Longer than a modality may still send instances of a study it finished.
+    dicom_spool_days: float | None = 30.0
+    #: HL7 ACK journal entries, past the senders' resend horizon: HRX_RETAIN_HL7_ACK_DAYS.
+    hl7_ack_days: float | None = 30.0
+    #: Dead letters resolved (their result stored since, at that version or a later one) this long ago:
+    #: HRX_RETAIN_DEAD_LETTERS_DAYS.
+    dead_letter_days: float | None = 90.0
+    #: Results whose current version was reported this long ago, every version and value: HRX_RETAIN_RESULTS_DAYS.
+    results_days: float | None = None
+    #: Audit records: HRX_RETAIN_AUDIT_DAYS, never below :data:`AUDIT_MINIMUM_DAYS`.
+    audit_days: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.audit_days is not None and self.audit_days < AUDIT_MINIMUM_DAYS:
+            raise ValueError(f"HRX_RETAIN_AUDIT_DAYS={self.audit_days:g} is shorter than the {AUDIT_MINIMUM_DAYS} "
+                             "days (3 years) audit records must be kept (PIPL §56): set at least "
+                             f"{AUDIT_MINIMUM_DAYS}, or leave it unset to keep them forever")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Retention:
+        defaults = cls()
+        return cls(**{name: _days(env, variable, getattr(defaults, name)) for name, variable in RETENTION_ENV.items()})
+
+
+#: Retention field → its environment variable.
+RETENTION_ENV = {"dicom_spool_days": "HRX_RETAIN_DICOM_SPOOL_DAYS", "hl7_ack_days": "HRX_RETAIN_HL7_ACK_DAYS",
+                 "dead_letter_days": "HRX_RETAIN_DEAD_LETTERS_DAYS", "results_days": "HRX_RETAIN_RESULTS_DAYS",
+                 "audit_days": "HRX_RETAIN_AUDIT_DAYS"}
+
+
+def _days(env: Mapping[str, str], name: str, default: float | None) -> float | None:
+    """A number of days (``keep`` or ``forever``: None); ValueError naming the variable otherwise."""
+    text = env.get(name, "").strip().lower()
+    if not text:
+        return default
+    if text in ("keep", "forever"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of days or 'keep', not {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{name} must be a number of days ≥ 0 or 'keep', not {text!r}")
+    return value
 #: ``POST /fhir`` refuses larger bodies before reading them (HRX_FHIR_MAX_BYTES).
 FHIR_MAX_BYTES = 8 * 1024 * 1024
 
@@ -64,6 +122,8 @@ class Settings:
     #: The language of CDS Hooks cards when the client's Accept-Language names neither zh nor en
     #: (HRX_CDS_LANGUAGE: zh or en).
     cds_language: str = "zh"
+    #: What ``hrx purge`` keeps, and for how long (HRX_RETAIN_*).
+    retention: Retention = field(default_factory=Retention)
     #: The running ``hrx up`` whose stack file filled what the environment left open, if any.
     stack: StackFile | None = None
 
@@ -112,6 +172,7 @@ class Settings:
             ui_frame_ancestors=_origins(",".join(env.get("HRX_UI_FRAME_ANCESTORS", "").split()),
                                         "HRX_UI_FRAME_ANCESTORS"),
             cds_language=_language(env.get("HRX_CDS_LANGUAGE", "zh")),
+            retention=Retention.from_env(env),
             stack=running,
         )
 
@@ -158,6 +219,9 @@ class Settings:
             env["HRX_UI_FRAME_ANCESTORS"] = " ".join(self.ui_frame_ancestors)
         if self.cds_language != "zh":
             env["HRX_CDS_LANGUAGE"] = self.cds_language
+        for name, variable in RETENTION_ENV.items():
+            days = getattr(self.retention, name)
+            env[variable] = "keep" if days is None else f"{days:g}"
         return env
 
 

@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
@@ -25,7 +26,7 @@ from sqlalchemy import Connection
 from sqlalchemy import Engine as Database
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
-from exchange import collector
+from exchange import collector, metrics
 from schemas import events
 from adapters.publish import BrokerUnavailable
 from schemas.topics import RESULT_TOPICS, SCHEMA_OF_TOPIC
@@ -125,6 +126,7 @@ class ResultEngine:
         #: Set once the group coordinator assigned partitions to this consumer (joining takes seconds).
         self.ready = threading.Event()
         self._committed = False  # a batch was committed since the consumer was (re)created
+        self._lag_labels: set[tuple[str, str]] = set()  # the partitions whose lag gauge this engine set
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; broker or database outages are waited out, never skipped.
@@ -142,6 +144,7 @@ class ResultEngine:
                         backoff = 0.5
                     self.stats.errors += 1
                     self.stats.last_error = repr(exc)
+                    metrics.ENGINE_ERRORS.inc()
                     log.warning("engine: %s; resuming from the last committed offsets in %.1fs", exc, backoff)
                     stop.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
@@ -176,6 +179,7 @@ class ResultEngine:
                 if not self.ready.is_set() and consumer.assignment():
                     self.ready.set()
                 prepared = self.prepare(batch) if batch else None
+                self._note_lag(consumer)
                 if writing is not None and (prepared is not None or writing.done()):
                     self._commit(consumer, writing.result())
                     writing = None
@@ -190,6 +194,23 @@ class ResultEngine:
                 writer.shutdown(wait=True)
             self.ready.clear()
             consumer.close(autocommit=False)
+
+    def _note_lag(self, consumer: KafkaConsumer) -> None:
+        """Set the lag gauge of every partition this consumer owns from what its last fetch saw (the high
+        watermark of the fetch response: no request to the broker); drop the gauges of partitions it lost."""
+        owned = set()
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            try:
+                position = consumer.position(tp, timeout_ms=0) if end is not None else None
+            except (KafkaError, AssertionError):  # revoked meanwhile
+                continue
+            if position is not None:
+                owned.add((tp.topic, str(tp.partition)))
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
+        for labels in self._lag_labels - owned:
+            metrics.CONSUMER_LAG.remove(*labels)
+        self._lag_labels = owned
 
     def _commit(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         """Commit a stored batch's offsets. When the group is rebalancing (a member joined, left or died) the
@@ -234,6 +255,7 @@ class ResultEngine:
         content again is a redelivery and changes nothing. Dead letters are recorded and published after the
         results committed and before the offsets are: a crash in between finds them again on the replay, and the
         dead-letter table's UNIQUE origin keeps one row per consumed message."""
+        started = time.perf_counter()
         report, refused = self._store_isolating(prepared.good)
         failed = [(record.topic, record.partition, record.offset, record.value, error)
                   for record, error in prepared.bad]
@@ -252,7 +274,23 @@ class ResultEngine:
         conflicting = sum(1 for _, error in refused if not error.startswith(STORE_REFUSED))
         self.stats.duplicates += report.duplicates - conflicting  # a conflict is dead-lettered, not a duplicate
         self.stats.dead_letters += len(letters)
+        metrics.ENGINE_EVENTS.labels("stored").inc(report.stored)
+        metrics.ENGINE_EVENTS.labels("duplicate").inc(report.duplicates - conflicting)
+        metrics.ENGINE_EVENTS.labels("dead_letter").inc(len(letters))
+        metrics.ENGINE_BATCH_SECONDS.observe(time.perf_counter() - started)
         log.debug("engine: batch stored=%d duplicates=%d dead=%d", report.stored, report.duplicates, len(letters))
+        for (topic, partition, offset, value, error), letter in zip(failed, letters):
+            log.warning("engine: dead-lettered %s[%d]@%d: %s", topic, partition, offset, letter["error"][:300],
+                        extra=_ids(value, topic=topic, partition=partition, offset=offset))
+        if log.isEnabledFor(logging.DEBUG):
+            repeated = {id(d) for d in report.repeated}
+            for d in prepared.good:
+                if id(d) not in repeated:
+                    log.debug("engine: stored %s v%s of %s", d.event["result_id"], d.event["version"],
+                              d.event["issuer"], extra={
+                                  "door": d.event["source"]["adapter"], "message_id": d.event["source"]["message_id"],
+                                  "event_id": d.event["event_id"], "topic": d.topic, "partition": d.partition,
+                                  "offset": d.offset})
         return prepared.offsets
 
     def _store_isolating(self, deliveries: Sequence[Delivery]) -> tuple[IngestReport, list[tuple[Delivery, str]]]:
@@ -280,6 +318,23 @@ class ResultEngine:
             setattr(first, name, getattr(first, name) + getattr(second, name))
         first.repeated += second.repeated
         return first, first_refused + second_refused
+
+
+def _ids(value: bytes | str | None, **origin: Any) -> dict[str, Any]:
+    """The log ids of a consumed message (door, message id and event id when it is a JSON object that has
+    them) and its origin."""
+    ids: dict[str, Any] = dict(origin)
+    try:
+        event = orjson.loads(value) if value else None
+    except orjson.JSONDecodeError:
+        return ids
+    if isinstance(event, dict):
+        source = event.get("source") if isinstance(event.get("source"), dict) else {}
+        for name, found in (("door", source.get("adapter")), ("message_id", source.get("message_id")),
+                            ("event_id", event.get("event_id"))):
+            if isinstance(found, str):
+                ids[name] = found[:256]
+    return ids
 
 
 #: The start of the error of a dead letter whose event the database refused to store.

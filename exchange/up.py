@@ -182,7 +182,8 @@ def up(settings: Settings, demo: bool = False, engines: int = 1, listeners: Sequ
         context = Context(book=book, database=database, pseudonymizer=pseudonymizer, publisher=publisher,
                           bootstrap=bootstrap, engine_group=settings.engine_group,
                           fhir_max_bytes=settings.fhir_max_bytes, cors_origins=settings.cors_origins,
-                          ui_base_url=settings.ui_base_url, ui_frame_ancestors=settings.ui_frame_ancestors, cds_language=settings.cds_language,
+                          ui_base_url=settings.ui_base_url, ui_frame_ancestors=settings.ui_frame_ancestors,
+                          cds_language=settings.cds_language,
                           fhir_validate=settings.fhir_validate,
                           # the demo's patients get their one-time codes in a file; a deployment plugs in its
                           # SMS gateway (exchange.auth.patient_codes.CodeSender)

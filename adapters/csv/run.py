@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapters import metrics
 from adapters.csv.decode import DELIMITER_NAMES, CsvFileError, Table, read_table
 from adapters.csv.profile import Profile
 from adapters.csv.reports import ReportGroup, ReportGrouper, build_reports
@@ -156,8 +157,20 @@ def import_file(path: Path | str, institution: str, profile: Profile, pipeline: 
     Every row is checked and every report built before anything is published (so that all rejections are
     known even when the broker is down); then the reports are published in batches of ``batch_reports``, in
     the order of their first line, each batch acknowledged before the next; dead letters go last. A
-    pipeline without a publisher, or ``dry_run``, checks only.
+    pipeline without a publisher, or ``dry_run``, checks only. The door's answers are counted per report
+    (:mod:`adapters.metrics`): ``published`` and ``refused``.
     """
+    summary = _import_file(path, institution, profile, pipeline, encoding=encoding, delimiter=delimiter,
+                           batch_reports=batch_reports, dry_run=dry_run, progress=progress)
+    if not summary.dry_run:
+        metrics.ANSWERS.labels("csv", "published").inc(summary.published_reports)
+        metrics.ANSWERS.labels("csv", "refused").inc(summary.rejected_reports)
+    return summary
+
+
+def _import_file(path: Path | str, institution: str, profile: Profile, pipeline: ResultPipeline, *,
+                 encoding: str | None, delimiter: str | None, batch_reports: int, dry_run: bool,
+                 progress: Progress | None) -> ImportSummary:
     path = Path(path)
     summary = ImportSummary(file=str(path), dry_run=dry_run or pipeline.publisher is None)
     try:

@@ -45,6 +45,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, e
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from adapters import metrics
 from adapters.dicom.admission import Admission, CallerDoor, CallerLimits
 from adapters.dicom.metadata import (
     STATUS_CANNOT_UNDERSTAND,
@@ -177,7 +178,14 @@ class StoreHandler:
     stats: ReceiverStats = field(default_factory=ReceiverStats)
 
     def __call__(self, event: evt.Event) -> Dataset | int:
+        status = self.store(event)
+        metrics.answered("dicom", status if isinstance(status, int) else int(status.Status))
+        return status
+
+    def store(self, event: evt.Event) -> Dataset | int:
+        """The C-STORE's status (a Dataset with an ErrorComment for a refusal)."""
         study_uid = None
+        ids: dict[str, str] = {"door": "dicom"}  # the study's and the instance's UIDs once decoded
         try:
             reason = self.refuse_while()
             if reason:
@@ -190,6 +198,7 @@ class StoreHandler:
             affected = event.request.AffectedSOPInstanceUID
             if affected and str(affected) != record.sop_instance_uid:
                 raise DicomError(STATUS_SOP_CLASS_MISMATCH, "SOPInstanceUID differs from the request's")
+            ids.update(message_id=record.study_instance_uid, instance=record.sop_instance_uid)
             record.calling_ae = str(event.assoc.requestor.ae_title).strip() or None
             record.peer_host = event.assoc.requestor.address
             del ds, encoded
@@ -197,19 +206,22 @@ class StoreHandler:
         except DicomError as exc:
             self.stats.failed += 1
             self.stats.note(study_uid, "failed")
-            log.warning("C-STORE from %s refused 0x%04X: %s", _peer(event), exc.status, exc.comment)
+            log.warning("C-STORE from %s refused 0x%04X: %s", _peer(event), exc.status, exc.comment, extra=ids)
             return _status(exc.status, exc.comment)
         except SpoolUnavailable as exc:
             self.stats.refused += 1
             self.stats.note(study_uid, "refused")
-            log.warning("C-STORE from %s refused 0xA700: %s", _peer(event), scrub(str(exc)))
+            log.warning("C-STORE from %s refused 0xA700: %s", _peer(event), scrub(str(exc)), extra=ids)
             return _status(STATUS_OUT_OF_RESOURCES, str(exc))
         except Exception as exc:
             self.stats.failed += 1
             self.stats.note(study_uid, "failed")
-            log.exception("C-STORE from %s failed unexpectedly", _peer(event))
+            log.exception("C-STORE from %s failed unexpectedly", _peer(event), extra=ids)
             return _status(STATUS_CANNOT_UNDERSTAND, f"internal error: {type(exc).__name__}")
+        log.debug("C-STORE from %s: %s", _peer(event), "spooled" if added else "a resend, spooled before",
+                  extra=ids)
         if added:
+            metrics.SPOOL_INSTANCES.inc()
             self.stats.stored += 1
             self.stats.note(study_uid, "stored")
         else:

@@ -99,6 +99,7 @@ class Spool:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            _add_published_at(self._db)
             # A restart retries every waiting study at once (the back-off belonged to the previous process).
             self._db.execute("UPDATE studies SET next_attempt = 0 WHERE dirty = 1 AND next_attempt > 0")
             if new:
@@ -209,8 +210,8 @@ class Spool:
         with self._lock:
             self._db.execute(
                 "UPDATE studies SET version = ?, status = ?, result_id = ?, attempts = 0, next_attempt = 0, "
-                "last_error = NULL, dirty = CASE WHEN changed_at = ? THEN 0 ELSE 1 END WHERE study_uid = ?",
-                (version, status, result_id, state.changed_at, state.study_uid))
+                "last_error = NULL, dirty = CASE WHEN changed_at = ? THEN 0 ELSE 1 END, published_at = ? "
+                "WHERE study_uid = ?", (version, status, result_id, state.changed_at, time.time(), state.study_uid))
 
     def mark_failed(self, state: StudyState, error: str, retry_in: float | None) -> None:
         """A failed publish: retry after ``retry_in`` seconds, or never (rejected) when None."""
@@ -252,6 +253,76 @@ class Spool:
                                  "excluded.value", (name, orjson.dumps(value).decode()))
             except sqlite3.Error as exc:
                 raise SpoolUnavailable(f"spool commit failed: {exc}") from exc
+
+
+def _add_published_at(db: sqlite3.Connection) -> None:
+    """Spools made before retention existed have no ``studies.published_at``: add it (NULL: the purge then
+    counts from the study's last change, which a publication follows)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(studies)")}
+    if "published_at" not in columns:
+        db.execute("ALTER TABLE studies ADD COLUMN published_at REAL")
+
+
+@dataclass
+class SpoolPurge:
+    """What :func:`purge_published` found (and, unless a dry run, removed)."""
+
+    spool: Path
+    studies: int = 0
+    instances: int = 0
+
+
+#: The studies a purge may remove: published, unchanged since, not waiting, and published before the cutoff.
+_PURGEABLE = ("version > 0 AND dirty = 0 AND rejected = 0 AND coalesce(published_at, changed_at) <= ?")
+
+
+def purge_published(directory: Path | str, older_than_days: float, *, now: float | None = None,
+                    dry_run: bool = True, progress: Callable[[int], None] | None = None) -> SpoolPurge:
+    """Remove the spooled instances (and the study's row) of every study published at least ``older_than_days``
+    ago and unchanged since; with ``dry_run``, only count them.
+
+    Safe beside the listener that owns the spool: each study goes in its own write transaction, which checks
+    the conditions again (an instance that arrived meanwhile made the study dirty: it stays). A study's
+    instances are all that a later version would be built from, so a study is removed whole; an instance of it
+    that arrives afterwards starts a new study, whose event under the same result id and version 1 the exchange
+    refuses as a conflict (dead-lettered, never silently merged): the grace period must exceed how long the
+    modalities may still send to a finished study. ``progress`` is called with 1 per study examined.
+    """
+    path = Path(directory) / "index.db"
+    found = SpoolPurge(Path(directory))
+    if not path.exists():
+        return found
+    cutoff = (time.time() if now is None else now) - older_than_days * 86400
+    db = sqlite3.connect(path, isolation_level=None, timeout=30)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        _add_published_at(db)
+        studies = [row[0] for row in db.execute(f"SELECT study_uid FROM studies WHERE {_PURGEABLE}", (cutoff,))]
+        for study_uid in studies:
+            if dry_run:
+                count = db.execute("SELECT count(*) FROM instances WHERE study_uid = ?", (study_uid,)).fetchone()[0]
+                found.studies, found.instances = found.studies + 1, found.instances + count
+            else:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    still = db.execute(f"SELECT 1 FROM studies WHERE study_uid = ? AND {_PURGEABLE}",
+                                       (study_uid, cutoff)).fetchone()
+                    if still:
+                        gone = db.execute("DELETE FROM instances WHERE study_uid = ?", (study_uid,)).rowcount
+                        db.execute("DELETE FROM studies WHERE study_uid = ?", (study_uid,))
+                        found.studies, found.instances = found.studies + 1, found.instances + gone
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+            if progress is not None:
+                progress(1)
+    except sqlite3.Error as exc:
+        raise SpoolUnavailable(f"spool {directory}: {exc}") from exc
+    finally:
+        db.close()
+    return found
 
 
 def read_state(directory: Path | str, name: str) -> Any:
@@ -352,7 +423,8 @@ class StudyAssembler:
         self.spool.mark_published(state, version, event["status"], event["result_id"])
         self.stats.published += 1
         log.info("published study %s as %s v%d (%d instance(s), item %s)", state.study_uid, event["result_id"],
-                 version, len(records), event["item"]["unified_code"])
+                 version, len(records), event["item"]["unified_code"],
+                 extra={"door": "dicom", "message_id": event["source"]["message_id"], "event_id": event["event_id"]})
         return True
 
     def _reject(self, state: StudyState, error: str) -> None:

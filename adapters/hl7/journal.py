@@ -22,12 +22,45 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+
+def prune_acks(path: Path, older_than_days: float, *, now: float | None = None, dry_run: bool = True,
+               batch: int = 5000, progress: Callable[[int], None] | None = None) -> int:
+    """Remove (or with ``dry_run`` count) the journaled ACKs older than ``older_than_days``: past the senders'
+    resend horizon, a resend is no longer expected and would only be processed again, which the store's natural
+    key absorbs. Report digests are kept (one bounded row per report: they guard against conflicting content).
+
+    Safe beside the listener that owns the journal (WAL; short write transactions of ``batch`` rows). Returns
+    how many were (or would be) removed; ``progress`` is called with the rows of each batch.
+    """
+    if not path.exists():
+        return 0
+    cutoff = (time.time() if now is None else now) - older_than_days * 86400
+    db = sqlite3.connect(path, isolation_level=None, timeout=30)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        if dry_run:
+            count = int(db.execute("SELECT count(*) FROM hl7_acks WHERE stored_at < ?", (cutoff,)).fetchone()[0])
+            if progress is not None:
+                progress(count)
+            return count
+        removed = 0
+        while True:
+            gone = db.execute("DELETE FROM hl7_acks WHERE rowid IN (SELECT rowid FROM hl7_acks WHERE stored_at < ? "
+                              "LIMIT ?)", (cutoff, batch)).rowcount
+            removed += gone
+            if progress is not None:
+                progress(gone)
+            if gone < batch:
+                return removed
+    finally:
+        db.close()
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from adapters import metrics
 from adapters.hl7.ack import ack_code, ack_wanted, build_ack
 from adapters.hl7.charset import decode, header_text, reply_codec
 from adapters.hl7.conflicts import content_digest, report_key
@@ -141,6 +142,8 @@ class Hl7Receiver:
             outcome = self.oversize(frame.payload, frame.size)
         else:
             outcome = self.handle(frame.payload, peer.host if peer else None)
+        if outcome.code:  # an ACK sent back is not itself acknowledged
+            metrics.answered("hl7v2", outcome.code)
         self._log(peer, outcome)
         return outcome.ack
 
@@ -151,7 +154,7 @@ class Hl7Receiver:
         where = f" at {outcome.error.location}" if outcome.error and outcome.error.location else ""
         log.log(level, "hl7 %s: control=%s %s%s%s: %s", peer or "-", scrub(outcome.control_id or "-"), outcome.code or "-",
                 " (duplicate, republished, stored ACK replayed)" if outcome.duplicate else "", where,
-                scrub(outcome.text))
+                scrub(outcome.text), extra={"door": "hl7v2", "message_id": outcome.control_id})
 
     def _refuse(self, header: Header | None, error: Hl7Error, codec: str) -> Outcome:
         code = ack_code(header, "reject" if error.reject else "error")

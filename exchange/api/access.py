@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from exchange import metrics
 from exchange.api.app import ApiError, context_of
 from exchange.auth import accounts, relationship
 from exchange.auth.credentials import token_digest
@@ -81,6 +82,14 @@ class AccessRule:
                  ) -> Principal | None:
         if self.public:
             return None
+        try:
+            return self._admit(request, credentials)
+        except ApiError as exc:
+            if exc.status in (401, 403):
+                metrics.REFUSALS.labels(str(exc.status)).inc()
+            raise
+
+    def _admit(self, request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
         principal = authenticate(request, credentials)
         if principal is None:
             raise ApiError(None, "authentication required: a bearer token or a session", 401)

@@ -98,6 +98,11 @@ def create_app(context: Context) -> FastAPI:
     app = _Api(title="HR Exchange", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                description="检查检验结果互认 — mutual recognition of lab and imaging results between hospitals.")
     app.state.context = context
+    from exchange.api.metrics import RequestMetrics  # imports this module's routes' dependencies
+    from exchange.api.request_ids import RequestIds
+
+    app.add_middleware(RequestMetrics)
+    app.add_middleware(RequestIds)  # outside the metrics: the id is known to everything inside
     if context.cors_origins:  # exactly the configured origins; without them no answer allows another origin
         app.add_middleware(CORSMiddleware, allow_origins=list(context.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type", "Authorization"])
@@ -142,11 +147,12 @@ def create_app(context: Context) -> FastAPI:
 def api_routers() -> list[APIRouter]:
     """Every router of the API, in the order they are included (the access test walks the same list)."""
     from exchange.api import (auth, catalogue_tools, cds_hooks, codes, decisions, encounters, feedback, fhir,
-                              fhir_check, fhir_search, health, launch, me, oversight, patients, quality, recognition)
+                              fhir_check, fhir_search, health, launch, me, metrics, oversight, patients, quality,
+                              recognition)
 
-    return [module.router for module in (fhir, fhir_search, fhir_check, recognition, health, codes, catalogue_tools,
-                                         auth, encounters, decisions, feedback, patients, me, oversight, quality,
-                                         cds_hooks, launch)]
+    return [module.router for module in (fhir, fhir_search, fhir_check, recognition, health, metrics, codes,
+                                         catalogue_tools, auth, encounters, decisions, feedback, patients, me, oversight,
+                                         quality, cds_hooks, launch)]
 
 
 def context_of(request: Request) -> Context:

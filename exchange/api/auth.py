@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Form, Request, Response
 from pydantic import BaseModel, Field
 
+from exchange import metrics
 from exchange.api.access import ANY_ROLE, PUBLIC, SESSION_COOKIE, require
 from exchange.api.app import ApiError, context_of
 from exchange.api.errors import AUTHENTICATED, Refusal, refusals
@@ -93,6 +96,18 @@ def _address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+@contextmanager
+def counted_login(grant: str) -> Iterator[None]:
+    """Count one login attempt of ``grant`` (exchange.metrics): ok, throttled (429: the address or the account
+    is locked out) or refused (any other refusal)."""
+    try:
+        yield
+    except ApiError as exc:
+        metrics.LOGINS.labels(grant, "throttled" if exc.status == 429 else "refused").inc()
+        raise
+    metrics.LOGINS.labels(grant, "ok").inc()
+
+
 def _throttled(request: Request) -> None:
     """429 for an address past the failed-login limit (exchange.auth.throttle), before any credential is read."""
     wait = context_of(request).login_failures.retry_after(_address(request))
@@ -118,6 +133,12 @@ def token(request: Request, grant_type: Literal["password", "client_credentials"
           totp: str | None = Form(None, max_length=16), client_id: str | None = Form(None, max_length=64),
           client_secret: str | None = Form(None, max_length=256),
           _: None = Depends(PUBLIC)) -> dict[str, Any]:  # noqa: B008
+    with counted_login(grant_type):
+        return _token(request, grant_type, username, password, totp, client_id, client_secret)
+
+
+def _token(request: Request, grant_type: str, username: str | None, password: str | None, totp: str | None,
+           client_id: str | None, client_secret: str | None) -> dict[str, Any]:
     database = context_of(request).database
     _throttled(request)
     try:
@@ -141,12 +162,13 @@ def token(request: Request, grant_type: Literal["password", "client_credentials"
              response_model=SessionAnswer, responses=_REFUSED)
 def login(body: LoginBody, request: Request, response: Response,
           _: None = Depends(PUBLIC)) -> dict[str, Any]:  # noqa: B008
-    _throttled(request)
-    try:
-        principal, issued = accounts.login(context_of(request).database, body.username, body.password, body.totp,
-                                           session_cookie=True)
-    except accounts.LoginRefused as exc:
-        raise _refused(request, exc) from None
+    with counted_login("session"):
+        _throttled(request)
+        try:
+            principal, issued = accounts.login(context_of(request).database, body.username, body.password,
+                                               body.totp, session_cookie=True)
+        except accounts.LoginRefused as exc:
+            raise _refused(request, exc) from None
     response.set_cookie(SESSION_COOKIE, issued.token, max_age=_seconds(issued.expires_at), httponly=True,
                         samesite="strict", secure=request.url.scheme == "https", path="/")
     return {"csrf_token": issued.csrf, "expires_in": _seconds(issued.expires_at), "principal": _view(principal)}
@@ -199,13 +221,14 @@ def patient_token(body: CodeLogin, request: Request, _: None = Depends(PUBLIC)) 
     context = context_of(request)
     if body.patient.resident_id is None:
         raise ApiError("patient.resident_id", "a patient logs in with their resident ID")
-    _throttled(request)
-    pseudonym = patient_pseudonym(context, body.patient)
-    try:
-        patient_codes.redeem_code(context.database, pseudonym, body.code)
-    except patient_codes.CodeRefused as exc:
-        context.login_failures.failed(_address(request))
-        raise ApiError("code", str(exc), 401) from None
+    with counted_login("patient_code"):
+        _throttled(request)
+        pseudonym = patient_pseudonym(context, body.patient)
+        try:
+            patient_codes.redeem_code(context.database, pseudonym, body.code)
+        except patient_codes.CodeRefused as exc:
+            context.login_failures.failed(_address(request))
+            raise ApiError("code", str(exc), 401) from None
     issued = accounts.issue_patient_token(context.database, pseudonym)
     return {"access_token": issued.token, "token_type": "bearer", "expires_in": _seconds(issued.expires_at),
             "role": "patient", "institution": None}

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field
 
-from exchange import audit
+from exchange import audit, metrics
 from exchange.api.access import require
 from exchange.api.app import ApiError, context_of
 from exchange.api.errors import AUTHENTICATED, refusals
@@ -95,5 +95,6 @@ def break_glass(body: BreakGlassBody, request: Request,
                          {"reason": body.reason.strip(), "until": until.astimezone(UTC).isoformat()})
     except relationship.RelationshipError as exc:
         raise ApiError(exc.field, str(exc), exc.status) from None
+    metrics.BREAK_GLASS_OPENS.inc()
     return {"patient": pseudonym, "expires_at": beijing_iso(until)}
 

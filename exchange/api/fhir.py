@@ -24,6 +24,7 @@ from adapters.publish import BrokerUnavailable
 from exchange.api.access import require
 from exchange.api.app import Context, context_of
 from exchange.api.fields import ANSWER
+from exchange.api.request_ids import request_id
 from exchange.auth.principal import Principal
 from exchange.conflicts import Conflict, check_against_store
 
@@ -165,12 +166,18 @@ def handle_bundle(context: Context, body: bytes | bytearray, institution: str | 
                                           code="transient"))
     if checked.conflicts:
         return conflict_outcome(checked.conflicts)
+    rid = request_id()
+    for b in built:  # the request id stands for the message id of a Bundle without an identifier
+        if rid and b.event["source"]["message_id"] is None:
+            b.event["source"]["message_id"] = rid
     try:
         pipeline.publish([b.event for b in built])
     except BrokerUnavailable as exc:
         log.warning("POST /fhir refused: %s", exc)
         return _outcome(503, AdapterError("the message broker is unavailable; nothing was accepted, retry later",
                                           code="transient"))
+    log.info("POST /fhir: %d report(s) of %s acknowledged by the broker", len(built), institution,
+             extra={"door": "fhir", "message_id": built[0].event["source"]["message_id"] if built else None})
     entries = []
     for b in built:
         e = b.event

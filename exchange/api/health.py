@@ -1,4 +1,12 @@
-"""``GET /api/v1/health``: broker, store and consumer lag, each with its own verdict; the pseudonym key id."""
+"""Health for operators and orchestrators, all open like a probe must be (no patient data in any of them):
+
+- ``GET /api/v1/health/live`` (liveness): the process answers HTTP. Nothing else is checked, so an orchestrator
+  restarts the process only when it is stuck, never because PostgreSQL or Kafka is away.
+- ``GET /api/v1/health/ready`` (readiness): the store answers, its migrations are at the revision this code
+  expects, the broker accepts connections, the pseudonym key is loaded; 503 naming each part missing.
+- ``GET /api/v1/health``: broker, store and consumer lag, each with its own verdict; the pseudonym key id, the
+  outbox backlog, the dead letters kept, the version and commit.
+"""
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -11,7 +19,9 @@ from sqlalchemy import text
 from exchange.api.access import PUBLIC
 from exchange.api.app import context_of
 from exchange.api.fields import ANSWER
+from exchange import operations
 from exchange.broker import consumer_lag
+from exchange.store.db import StoreNotMigrated, require_current
 from schemas.topics import RESULT_TOPICS
 
 router = APIRouter(prefix="/api/v1", tags=["operations"])
@@ -55,10 +65,21 @@ class PseudonymHealth(BaseModel):
                                     "events must carry this id")
 
 
+class BacklogHealth(BaseModel):
+    model_config = ANSWER
+
+    outbox: int = Field(description="decisions and feedback stored but not yet published")
+    dead_letters: int = Field(description="dead letters kept in the store")
+
+
 class Health(BaseModel):
     """Each part's own verdict; the status is `ok` only when the store and the broker both answer."""
 
     model_config = ANSWER
+
+    version: str
+    commit: str = Field(description="the commit this process runs (HRX_COMMIT, else git), or `unknown`")
+    backlog: BacklogHealth = Field(None, description="present when the store answered")
 
     codes: CodesHealth
     pseudonym: PseudonymHealth
@@ -73,12 +94,15 @@ class Health(BaseModel):
                                             503: {"model": Health, "description": "degraded: see which part failed"}})
 def health(request: Request, _: None = Depends(PUBLIC)) -> JSONResponse:  # noqa: B008 - probes need no login
     context = context_of(request)
-    report: dict[str, Any] = {"codes": {"ok": True, "version": context.book.version},
+    report: dict[str, Any] = {"version": operations.version(), "commit": operations.commit(),
+                              "codes": {"ok": True, "version": context.book.version},
                               "pseudonym": {"key_id": context.pseudonymizer.key_id}}  # what adapters must match
     try:
         with context.database.connect() as conn:
             conn.execute(text("SELECT 1"))
         report["store"] = {"ok": True, "dialect": context.database.dialect.name}
+        backlog = operations.store_backlog(context.database)
+        report["backlog"] = {"outbox": backlog.outbox, "dead_letters": backlog.dead_letters}
     except Exception as exc:  # noqa: BLE001 - health reports every failure instead of raising
         report["store"] = {"ok": False, "error": str(exc)}
     try:
@@ -90,3 +114,56 @@ def health(request: Request, _: None = Depends(PUBLIC)) -> JSONResponse:  # noqa
     ok = report["store"]["ok"] and report["broker"]["ok"]
     report["status"] = "ok" if ok else "degraded"
     return JSONResponse(report, status_code=200 if ok else 503)
+
+
+class Live(BaseModel):
+    model_config = ANSWER
+
+    status: Literal["ok"]
+
+
+@router.get("/health/live", summary="Liveness: the process answers (nothing else is checked)", response_model=Live)
+def live(_: None = Depends(PUBLIC)) -> dict[str, str]:  # noqa: B008 - probes need no login
+    return {"status": "ok"}
+
+
+class Readiness(BaseModel):
+    """Ready only when every part is; ``missing`` names what is not, one sentence per part."""
+
+    model_config = ANSWER
+
+    status: Literal["ready", "not ready"]
+    store: bool
+    migrations: bool = Field(description="the store is at the migration revision this code ships")
+    broker: bool
+    pseudonym_key: bool
+    missing: list[str]
+
+
+@router.get("/health/ready", summary="Readiness: store, migrations at head, broker, pseudonym key",
+            response_model=None, responses={200: {"model": Readiness, "description": "ready to take traffic"},
+                                            503: {"model": Readiness, "description": "something is missing"}})
+def ready(request: Request, _: None = Depends(PUBLIC)) -> JSONResponse:  # noqa: B008 - probes need no login
+    context = context_of(request)
+    missing: list[str] = []
+    store_error = operations.store_answers(context.database)
+    if store_error:
+        missing.append(f"store: {store_error}")
+    at_head = False
+    if not store_error:
+        try:
+            require_current(context.database)
+            at_head = True
+        except StoreNotMigrated as exc:
+            missing.append(f"migrations: {exc}")
+        except Exception as exc:  # noqa: BLE001 - readiness reports every failure instead of raising
+            missing.append(f"migrations: cannot be read: {exc}")
+    broker_error = operations.broker_reachable(context.bootstrap)
+    if broker_error:
+        missing.append(f"broker: {broker_error}")
+    key = bool(getattr(context.pseudonymizer, "key_id", None))
+    if not key:
+        missing.append("pseudonym key: none loaded (HRX_PSEUDONYM_KEY_FILE)")
+    answer = {"status": "not ready" if missing else "ready", "store": not store_error, "migrations": at_head,
+              "broker": not broker_error, "pseudonym_key": key, "missing": missing}
+    return JSONResponse(answer, status_code=503 if missing else 200)

@@ -52,6 +52,7 @@ SUMMARIES = {
     "clients": "Hospital systems' client credentials: add, rotate, revoke, list.",
     "codes": "Stored results against the code book: unmapped codes, re-map.",
     "audit": "The audit trail: verify its hash chain, print its head digest.",
+    "purge": "Apply the retention policies (HRX_RETAIN_*): a dry run unless --apply.",
     "catalogue": "Validate, diff, import and report coverage of catalogues.",
     "fhir": "Publish FHIR R4 Bundles from files.",
     "hl7": "HL7 v2 ORU^R01: MLLP listener or files.",
@@ -62,11 +63,22 @@ SUMMARIES = {
 
 
 def _logging(verbose: bool) -> None:
-    """Configure logging (the only place that does): stderr, and the log guard on the root handlers."""
+    """Configure logging (the only place that does): stderr, as text or, with ``HRX_LOG_FORMAT=json``, one JSON
+    object per line (adapters.log_format); the log guard on the root handlers either way."""
+    import os
+
     from adapters.log_guard import install_log_guard
 
+    style = os.environ.get("HRX_LOG_FORMAT", "text").strip().lower() or "text"
+    if style not in ("text", "json"):
+        raise click.UsageError(f"HRX_LOG_FORMAT must be text or json, not {style!r}")
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
+    if style == "json":
+        from adapters.log_format import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     install_log_guard()
@@ -81,6 +93,7 @@ def _logging(verbose: bool) -> None:
     "keys": "exchange.cli.keys:keys_group",
     "codes": "exchange.cli.codes:codes_group",
     "audit": "exchange.cli.audit:audit_group",
+    "purge": "exchange.cli.purge:purge",
     "catalogue": "codes.cli:catalogue",
     "users": "exchange.cli.access:users_group",
     "clients": "exchange.cli.access:clients_group",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from exchange.cli.doors import allow_list, door_options, tls_context
+from exchange.cli.doors import allow_list, door_options, metrics_port_option, start_metrics, tls_context
 from exchange.config import Settings
 
 if TYPE_CHECKING:
@@ -113,6 +113,7 @@ def _options(func):  # type: ignore[no-untyped-def]
 @click.option("--dimse-timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
               help="seconds to wait for the rest of a DIMSE message")
 @door_options
+@metrics_port_option
 @_options
 def dicom_scp(ae_title: str, port: int, allow_ae: tuple[str, ...], spool: Path | None, broker_grace: float,
               max_pending_studies: int, retrieve_ae: str | None, retrieve_host: str | None,
@@ -120,7 +121,7 @@ def dicom_scp(ae_title: str, port: int, allow_ae: tuple[str, ...], spool: Path |
               network_timeout: float, acse_timeout: float, dimse_timeout: float, institution: str, host: str,
               stable_seconds: float, max_associations: int, max_pdu: int, patient_id_is_resident_id: bool,
               wado_rs: str | None, allow_file: Path | None, tls_cert: Path | None, tls_key: Path | None,
-              tls_ca: Path | None) -> None:
+              tls_ca: Path | None, metrics_port: int | None) -> None:
     """C-ECHO/C-STORE SCP: spool instances durably, publish each study once it is stable.
 
     The door: --allow (and --allow-ae) name the calling AE titles bound to --institution; --tls-cert serves
@@ -145,6 +146,7 @@ def dicom_scp(ae_title: str, port: int, allow_ae: tuple[str, ...], spool: Path |
     retrieval = Retrieval(retrieve_ae, retrieve_host, retrieve_port, wado_rs)
     stop = _stop_event()
     receiver = DicomReceiver(config, store, pipeline, institution, retrieval, bootstrap).start()
+    start_metrics(metrics_port)
     try:
         while not stop.wait(60):
             click.echo(f"dicom-scp: {receiver.handler.stats.stored} stored, {receiver.handler.stats.duplicates} "

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from exchange.cli.doors import allow_list, door_options, tls_context
+from exchange.cli.doors import (allow_list, door_options, metrics_port_option, start_metrics,
+                                 tls_context)
 
 if TYPE_CHECKING:
     from adapters.hl7 import Hl7Receiver
@@ -51,9 +52,11 @@ def _default_max_bytes() -> int:
 @click.option("--handshake-timeout", type=click.FloatRange(1, 600), default=30.0, show_default=True,
               help="with --tls-cert: seconds a TLS handshake may take")
 @door_options
+@metrics_port_option
 def hl7(files: tuple[Path, ...], listen: str | None, institution: str, max_bytes: int, max_connections: int,
         publish_timeout: float, facilities: tuple[str, ...], processing_ids: tuple[str, ...], handshake_timeout: float,
-        allow_file: Path | None, tls_cert: Path | None, tls_key: Path | None, tls_ca: Path | None) -> None:
+        allow_file: Path | None, tls_cert: Path | None, tls_key: Path | None, tls_ca: Path | None,
+        metrics_port: int | None) -> None:
     """HL7 v2 ORU^R01: an MLLP listener (--listen HOST:PORT) or FILES (batches). Exit 1 if any message was refused.
 
     The listener's door (--allow, --tls-*) applies to --listen only: files are not checked against it.
@@ -72,7 +75,11 @@ def hl7(files: tuple[Path, ...], listen: str | None, institution: str, max_bytes
     tls = tls_context(tls_cert, tls_key, tls_ca, handshake_timeout) if listen else None
     pseudonymizer = runtime.pseudonymizer(settings)  # refuses to start (and creates nothing) without the key
     publisher = Publisher(runtime.require_bootstrap(settings), timeout_s=publish_timeout, client_id="hrx-hl7")
-    journal = AckJournal(settings.var_dir / "hl7-acks.db")
+    # The ACKs past the resend horizon are pruned when the journal opens, as `hrx purge` does (HRX_RETAIN_HL7_ACK_DAYS).
+    horizon = settings.retention.hl7_ack_days
+    journal = AckJournal(settings.var_dir / "hl7-acks.db", retention_days=36500 if horizon is None else horizon)
+    if listen:
+        start_metrics(metrics_port)
     try:
         receiver = Hl7Receiver(institution, book, pseudonymizer, publisher, journal, processing_ids=processing_ids,
                                facilities=facilities, max_bytes=max_bytes, door=door)

@@ -46,8 +46,18 @@ def codes_unmapped(institution: str | None, as_json: bool) -> None:
 def codes_remap(everything: bool) -> None:
     """Re-map stored results whose issuer's mapping table changed (also done by `hrx up` at start)."""
     from exchange import runtime
-    from exchange.remap import remap
+    from exchange.progress import progress_bar
+    from exchange.remap import RemapReport, pending, remap
 
     settings = Settings.from_env()
-    report = remap(runtime.database(settings), runtime.codebook(settings), everything=everything)
+    database, book = runtime.database(settings), runtime.codebook(settings)
+    with progress_bar(pending(database, book, everything=everything), "re-map", "result") as advance:
+        shown = 0
+
+        def batch_done(so_far: RemapReport) -> None:
+            nonlocal shown
+            advance(so_far.examined - shown)
+            shown = so_far.examined
+
+        report = remap(database, book, everything=everything, progress=batch_done)
     click.echo(f"examined {report.examined}, re-mapped {report.changed}, newly mapped codes {report.newly_mapped}")

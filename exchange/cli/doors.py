@@ -64,3 +64,20 @@ def tls_context(cert: Path | None, key: Path | None, ca: Path | None, handshake_
         return server_context(cert, key, ca, handshake_timeout=handshake_timeout)
     except TlsConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--tls-cert") from None
+
+
+def metrics_port_option(command: F) -> F:
+    """``--metrics-port`` (or ``HRX_METRICS_PORT``): serve this process's metrics in the Prometheus text format on
+    ``HRX_METRICS_HOST`` (default 127.0.0.1) at that port; none by default. Shared by the engine and the
+    listeners (the API serves ``/metrics`` itself)."""
+    return click.option("--metrics-port", type=click.IntRange(0, 65535), envvar="HRX_METRICS_PORT",
+                        show_envvar=True, help="serve /metrics on this port (HRX_METRICS_HOST, default 127.0.0.1; "
+                                               "0: a free port, logged)")(command)
+
+
+def start_metrics(port: int | None) -> None:
+    """Start the metrics port of ``--metrics-port``, if one was given."""
+    if port is not None:
+        from adapters.metrics import serve_metrics
+
+        serve_metrics(port)

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import click
 
+from exchange.cli.doors import metrics_port_option, start_metrics
 from exchange.config import Settings
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -79,7 +80,8 @@ def up(demo: bool, codes_dir: Path | None, host: str | None, port: int | None, t
 
 
 @click.command()
-def engine() -> None:
+@metrics_port_option
+def engine(metrics_port: int | None) -> None:
     """Run one engine consumer (Kafka result topics → store) until SIGTERM/SIGINT."""
     from exchange import runtime
     from exchange.engine import KeyIds, ResultEngine
@@ -99,6 +101,7 @@ def engine() -> None:
     publisher = Publisher(bootstrap, client_id="hrx-engine")
     worker = ResultEngine(bootstrap, database, settings.engine_group, publisher,
                           key_ids=key_ids)
+    start_metrics(metrics_port)
     try:
         worker.run(stop)
     finally:
@@ -132,7 +135,8 @@ def serve(host: str | None, port: int | None, tls_cert: Path | None, tls_key: Pa
                       pseudonymizer=pseudonymizer, publisher=Publisher(bootstrap),
                       bootstrap=bootstrap, engine_group=settings.engine_group,
                       fhir_max_bytes=settings.fhir_max_bytes, cors_origins=settings.cors_origins,
-                      ui_base_url=settings.ui_base_url, ui_frame_ancestors=settings.ui_frame_ancestors, cds_language=settings.cds_language,
+                      ui_base_url=settings.ui_base_url, ui_frame_ancestors=settings.ui_frame_ancestors,
+                      cds_language=settings.cds_language,
                       fhir_validate=settings.fhir_validate)
     # log_config=None: uvicorn logs through the root handlers, where the patient-data guard sits.
     uvicorn.run(create_app(context), host=settings.http_host, port=settings.http_port, access_log=False,

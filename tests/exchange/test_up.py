@@ -77,6 +77,10 @@ def test_up_demo_serves_and_stops_cleanly(database_url: str, tmp_path: Path) -> 
         assert docs.status_code == 200 and "/ui/assets/vendor/swagger-ui/" in docs.text and "//" not in docs.text
         log = "".join(lines)
         assert "memory-only" in log and "engine: 1 consumer process" in log
+        assert "demo: the check answers 8 of the demo patient's 8 demo reports" in log
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text  # the demo went through POST /fhir
+        bundles = int(re.search(r"demo: (\d+) of \1 Bundle\(s\) accepted", log).group(1))  # type: ignore[union-attr]
+        assert f'hrx_door_answers_total{{answer="200",door="fhir"}} {float(bundles)}' in scraped
         patient_line = next(line for line in lines if "the demo patient: resident ID" in line)
         # only the curl and the demo patient's login show the (synthetic) resident ID
         assert body["patient"]["resident_id"] not in log.replace(data_line, "").replace(patient_line, "")

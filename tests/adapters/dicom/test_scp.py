@@ -7,6 +7,7 @@ import uuid
 import pydicom
 import pynetdicom
 import pytest
+from prometheus_client import REGISTRY
 from pynetdicom import AE
 from sqlalchemy import func, select
 
@@ -66,6 +67,8 @@ def test_unusable_data_sets_get_failure_statuses_and_publish_nothing(  # type: i
         tmp_path, dcmtk, book, pseudonymizer, start_receiver, monkeypatch) -> None:
     publisher = FakePublisher()
     receiver = start_receiver(ResultPipeline(book, pseudonymizer, publisher), stable_seconds=0)
+    answered = {code: REGISTRY.get_sample_value("hrx_door_answers_total", {"door": "dicom", "answer": code}) or 0
+                for code in ("0xC000", "0xC010", "0xA900")}
     good = dd.ct_study(tmp_path / "ct", slices=2, with_report=False)
     no_study = pydicom.dcmread(good.files[1])
     del no_study.StudyInstanceUID
@@ -89,6 +92,9 @@ def test_unusable_data_sets_get_failure_statuses_and_publish_nothing(  # type: i
     assert [s.Status for s in statuses] == [0xC000, 0xC000, 0xC010]
     assert "truncated" in statuses[0].ErrorComment and "no resident ID" in statuses[2].ErrorComment
     assert receiver.handler.stats.failed == 5 and receiver.handler.stats.stored == 0
+    # each answer counted under its status word (adapters/metrics.py): 2 × 0xC000, 2 × 0xC010, 1 × 0xA900
+    assert {code: (REGISTRY.get_sample_value("hrx_door_answers_total", {"door": "dicom", "answer": code}) or 0)
+            - before for code, before in answered.items()} == {"0xC000": 2, "0xC010": 2, "0xA900": 1}
     assert receiver.spool.counts()["instances"] == 0
     receiver.assembler.assemble_once()
     assert publisher.records == []

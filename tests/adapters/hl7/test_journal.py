@@ -128,3 +128,31 @@ def test_concurrent_record_reports_share_commits(tmp_path) -> None:  # type: ign
         assert journal.report_count() == 200 and journal._queued_reports == [] and journal._commit is None
     finally:
         journal.close()
+
+
+def test_acks_past_the_resend_horizon_are_pruned_beside_the_running_journal_and_reports_are_kept(
+        tmp_path: Path) -> None:
+    """``hrx purge`` (prune_acks) beside a listener's open journal: a dry run counts, the run removes the ACKs
+    older than the horizon only, a second run removes nothing; report digests stay."""
+    from time import time
+
+    from adapters.hl7.journal import prune_acks
+
+    journal = AckJournal(tmp_path / "acks.db")
+    try:
+        for n in range(5):
+            journal.put(("LIS", "BJCY", f"C{n}"), "d", "AA", b"MSH|ack")
+        journal.record_reports({("bj-chaoyang-001", "R1", 1): StoredReport("0" * 64, "sm3-test")})
+        journal.flush()
+        now = time()
+        with sqlite3.connect(journal.path) as db:  # three of them journaled 40 days ago
+            db.execute("UPDATE hl7_acks SET stored_at = ? WHERE control_id IN ('C0', 'C1', 'C2')", (now - 40 * 86400,))
+        assert prune_acks(journal.path, 30, now=now, dry_run=True) == 3 and journal.count() == 5
+        seen: list[int] = []
+        assert prune_acks(journal.path, 30, now=now, dry_run=False, batch=2, progress=seen.append) == 3
+        assert sum(seen) == 3 and journal.count() == 2 and journal.report_count() == 1
+        assert journal.get(("LIS", "BJCY", "C4")) is not None and journal.get(("LIS", "BJCY", "C0")) is None
+        assert prune_acks(journal.path, 30, now=now, dry_run=False) == 0
+    finally:
+        journal.close()
+    assert prune_acks(tmp_path / "none.db", 30, dry_run=False) == 0

@@ -229,6 +229,12 @@ CASES: dict[str, Case] = {
         _fhir_read(kind, version=True), his_here, operator, his_elsewhere)
        for kind in ("DiagnosticReport", "ImagingStudy", "Observation")},
     "GET /api/v1/health": Case(lambda w, h: w.client.get("/api/v1/health", headers=h), any_role, public=True),
+    "GET /api/v1/health/live": Case(lambda w, h: w.client.get("/api/v1/health/live", headers=h), any_role,
+                                    public=True),
+    "GET /api/v1/health/ready": Case(lambda w, h: w.client.get("/api/v1/health/ready", headers=h), any_role,
+                                     public=True),
+    # Open: no metric carries patient data (exchange/metrics.py; tests/exchange/api/test_metrics.py checks it)
+    "GET /metrics": Case(lambda w, h: w.client.get("/metrics", headers=h), any_role, public=True),
     "GET /api/v1/catalogues": Case(lambda w, h: w.client.get("/api/v1/catalogues", headers=h), patient_role),
     "GET /api/v1/catalogues/{catalogue_id}": Case(
         lambda w, h: w.client.get("/api/v1/catalogues/jjj-lab", headers=h), lambda w: w.who.auditor()),
@@ -355,9 +361,9 @@ def test_every_route_is_walked_with_every_kind_of_caller(world: World) -> None:
         anonymous = case.call(world, {})
         world.client.cookies.clear()
         if case.public:
-            # /health answers 503 here (no broker): that is its answer, not a refusal of the caller
-            if anonymous.status_code in (401, 403) or not (200 <= anonymous.status_code < 300 or
-                                                            name == "GET /api/v1/health"):
+            # /health and /health/ready answer 503 here (no broker): their answer, not a refusal of the caller
+            if anonymous.status_code in (401, 403) or not (200 <= anonymous.status_code < 300 or name in (
+                    "GET /api/v1/health", "GET /api/v1/health/ready")):
                 problems.append(f"{name}: public, yet {anonymous.status_code} to an anonymous caller")
             continue
         if anonymous.status_code != 401:
