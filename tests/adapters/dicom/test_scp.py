@@ -82,6 +82,7 @@ def test_unusable_data_sets_get_failure_statuses_and_publish_nothing(  # type: i
     assert "Bad DICOM file" in out
     monkeypatch.setattr(pynetdicom._config, "STORE_SEND_CHUNKED_DATASET", True)
     ae = AE(ae_title="RAWSCU")
+    ae.dimse_timeout = 120  # statuses, not speed: a loaded CI host once took over pynetdicom's default 30 s
     ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1")
     assoc = ae.associate("127.0.0.1", receiver.port, ae_title="HRX")
     assert assoc.is_established
