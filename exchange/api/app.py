@@ -1,7 +1,8 @@
 """Application factory and the shared context every route uses."""
 from __future__ import annotations
 
-import secrets
+import hashlib
+import hmac
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -37,6 +38,10 @@ class ApiError(Exception):
         self.field, self.message, self.status = field, message, status
 
 
+#: The label the launch-token key is derived under (Context.launch_key).
+_LAUNCH_KEY_LABEL = b"hrx launch-token key v1"
+
+
 @dataclass
 class Context:
     """What the routes share: the code book, the store, the pseudonymizer and the publisher."""
@@ -63,9 +68,13 @@ class Context:
     ui_frame_ancestors: tuple[str, ...] = ()
     #: The language of CDS services and cards when Accept-Language names neither zh nor en (HRX_CDS_LANGUAGE).
     cds_language: str = "zh"
-    #: Signs the HIS's launch tokens (exchange.api.launch). A token lives 5 minutes and is redeemed by the process
-    #: that issued it, so a key per process suffices; API replicas behind one address would share one.
-    launch_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+
+    @property
+    def launch_key(self) -> bytes:
+        """Signs the HIS's launch tokens (exchange.api.launch). Derived from the pseudonym key under a label of its
+        own (HMAC-SHA256 as a key-derivation function, so neither key tells anything of the other): every API
+        replica redeems a token any of them issued, and no second secret is deployed."""
+        return hmac.new(self.pseudonymizer.key, _LAUNCH_KEY_LABEL, hashlib.sha256).digest()
 
     def pipeline(self) -> ResultPipeline:
         return ResultPipeline(self.book, self.pseudonymizer, self.publisher)

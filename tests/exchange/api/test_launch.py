@@ -95,3 +95,17 @@ def test_a_his_launches_only_for_an_enabled_clinician_of_its_own_institution(api
 
     accounts.disable_user(principals.database, "dr-wang")  # disabled between launch and redemption
     assert api.post("/api/v1/launch/session", json={"token": token}).status_code == 401
+
+
+def test_another_api_replica_redeems_the_token_and_the_key_is_not_the_pseudonym_key(  # type: ignore[no-untyped-def]
+        api: TestClient, book, database, pseudonymizer) -> None:
+    # Two `hrx serve` behind one address share the store and the pseudonym key, not a process: the launch key is
+    # derived from the pseudonym key, so the replica that did not issue the token redeems it.
+    token = _launch(api)["token"]
+    replica = Context(book=book, database=database, pseudonymizer=pseudonymizer, publisher=FakePublisher(),
+                      bootstrap="127.0.0.1:9", engine_group="g")  # type: ignore[arg-type]
+    assert replica.launch_key == api.context.launch_key != pseudonymizer.key  # type: ignore[attr-defined]
+    with TestClient(create_app(replica)) as other:
+        redeemed = other.post("/api/v1/launch/session", json={"token": token})
+        assert redeemed.status_code == 200, redeemed.text
+        assert other.post("/api/v1/launch/session", json={"token": token}).status_code == 401  # still once
