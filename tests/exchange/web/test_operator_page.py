@@ -137,6 +137,21 @@ def test_operator_adds_a_mapping_sees_coverage_and_trend_imports_a_list_and_down
     assert page.locator("#import-rows tr").count() == 1
     assert "未匹配 1 行" in page.locator("#import-summary").inner_text()
 
+    # drill-down: one issuer's figures (the API's issuer=), then all again
+    headers = {"Authorization": f"Bearer {token}"}
+    everything = httpx.get(f"{demo.base}/api/v1/stats", headers=headers, timeout=30).json()
+    issuer = max(everything["per_issuer"], key=lambda i: everything["per_issuer"][i]["presented"])
+    narrowed = httpx.get(f"{demo.base}/api/v1/stats", params={"issuer": issuer}, headers=headers, timeout=30).json()
+    page.locator(f'#issuer-rows button[data-drill="issuer"][data-id="{issuer}"]').click()
+    page.locator('#drill button[data-undrill="issuer"]').wait_for()
+    assert "只看出具机构" in page.locator("#drill").inner_text()
+    assert page.locator("#issuer-rows tr").count() == len(narrowed["per_issuer"]) == 1
+    assert page.locator(".kpi").first.locator(".kpi-value").inner_text() == str(narrowed["presented"])
+    page.locator('#drill button[data-undrill="issuer"]').click()
+    page.locator('#drill button[data-undrill="issuer"]').wait_for(state="detached")
+    page.locator("#issuer-rows tr").nth(len(everything["per_issuer"]) - 1).wait_for()
+    assert page.locator(".kpi").first.locator(".kpi-value").inner_text() == str(everything["presented"])
+
     # a table as CSV: UTF-8 with a BOM (Excel shows Chinese), fetched with the page's session cookie
     link = page.locator('.downloads[data-table="per_issuer"] a[data-format="csv"]')
     assert link.get_attribute("aria-label") == "按出具机构：下载 CSV"

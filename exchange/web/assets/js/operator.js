@@ -11,6 +11,8 @@ const byId = (id) => document.getElementById(id);
 const BEIJING = "T00:00:00+08:00";
 const institutions = new Map();
 const items = new Map();
+/** The drill-down: statistics of one issuer and/or one item (the API's ``issuer=`` and ``item=``). */
+const drill = { issuer: null, item: null };
 
 async function names(issuers, codes) {
   await Promise.all([
@@ -27,11 +29,28 @@ function kpi(label, value) {
   return el("div", { class: "kpi card" }, el("div", { class: "kpi-label" }, label), el("div", { class: "kpi-value" }, value));
 }
 
-function countRows(body, counts, map) {
+function countRows(body, counts, map, kind) {
   clear(body);
   for (const [id, c] of Object.entries(counts).sort((a, b) => (b[1].presented || 0) - (a[1].presented || 0))) {
-    body.append(el("tr", {}, el("th", { scope: "row" }, named(map, id)), el("td", {}, String(c.presented || 0)),
+    const name = named(map, id);
+    const open = el("button", { type: "button", class: "link", "data-drill": kind, "data-id": id,
+      "aria-label": t("operator.drill_into", { name }) }, name);
+    open.addEventListener("click", () => { drill[kind] = id; stats(); });
+    body.append(el("tr", {}, el("th", { scope: "row" }, open), el("td", {}, String(c.presented || 0)),
       el("td", {}, String(c.accepted || 0)), el("td", {}, String(c.rejected || 0))));
+  }
+}
+
+/** What the figures are narrowed to, each with a button that widens them again. */
+function showDrill() {
+  const box = clear(byId("drill"));
+  for (const [kind, map] of [["issuer", institutions], ["item", items]]) {
+    if (!drill[kind]) continue;
+    const name = named(map, drill[kind]);
+    const widen = el("button", { type: "button", "data-undrill": kind, "aria-label": t("operator.drill_clear_of", { name }) },
+      t("operator.drill_clear"));
+    widen.addEventListener("click", () => { drill[kind] = null; stats(); });
+    box.append(el("span", { class: "drill" }, t(kind === "issuer" ? "operator.drill_issuer" : "operator.drill_item", { name }), " ", widen));
   }
 }
 
@@ -42,6 +61,7 @@ function statsParams() {
   if (form.scope.value.trim()) params.set("scope", form.scope.value.trim());
   if (form.from.value) params.set("from", form.from.value + BEIJING);
   if (form.to.value) params.set("to", form.to.value + BEIJING);
+  for (const kind of ["issuer", "item"]) if (drill[kind]) params.set(kind, drill[kind]);
   return params;
 }
 
@@ -73,8 +93,9 @@ async function stats(event) {
     kpis.append(kpi(t("operator.presented"), String(s.presented)), kpi(t("operator.accepted"), String(s.accepted)),
       kpi(t("operator.rejected"), String(s.rejected)), kpi(t("operator.rate"), rate), kpi(t("operator.avoided"), cost),
       kpi(t("operator.period"), `${beijingMinute(s.from)} – ${beijingMinute(s.to)}`));
-    countRows(byId("issuer-rows"), s.per_issuer, institutions);
-    countRows(byId("item-rows"), s.per_item, items);
+    countRows(byId("issuer-rows"), s.per_issuer, institutions, "issuer");
+    countRows(byId("item-rows"), s.per_item, items, "item");
+    showDrill();
     const issuers = byId("o-issuer");
     if (!issuers.options.length) {
       for (const id of Object.keys(s.per_issuer)) issuers.append(el("option", { value: id }, named(institutions, id)));
