@@ -6,6 +6,10 @@ child processes, an embedded tansu broker, a fresh PostgreSQL database. This pro
 poller asks ``POST /api/v1/recognition/check`` for that patient every few milliseconds until the result
 shows: latency = first answer holding it − start of its send. There is no baseline process to compare with:
 the ratio printed is achieved rate / target rate.
+
+First, closed loop, the API process's own cost: CPU seconds of the ``hrx serve`` process (``/proc/PID/stat``)
+per ``POST /fhir`` and per check. One API process runs its Python under one lock, so the FHIR door's rate on
+one process is bounded by about 1 / (CPU per POST), less what the checks of the poller take from it.
 """
 from __future__ import annotations
 
@@ -77,6 +81,59 @@ def _fhir_payloads(n: int, tag: int, clients: Clients) -> list[tuple[bytes, str 
                 entry["resource"]["identifier"][0]["value"] = rid
         out.append((orjson.dumps(bundle), rid if sampled else None, clients.source(issuer_of(bundle))))
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (proc(5): ``utime`` and ``stime``, fields 14 and 15 of
+    ``/proc/PID/stat``, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _serve_cost(api: str, serve_pid: int, payloads: list[tuple[bytes, str | None, dict[str, str] | None]],
+                his: dict[str, str], senders: int = 4) -> dict[str, Any]:
+    """The API process's CPU per ``POST /fhir`` (``senders`` threads, each sending as soon as it is answered) and
+    per check (one per sampled patient, once the last of them is visible), with the closed-loop rate."""
+    slots = iter(payloads)
+    lock = threading.Lock()
+    errors = [0]
+
+    def sender() -> None:
+        while True:
+            with lock:
+                item = next(slots, None)
+            if item is None:
+                return
+            body, _, headers = item
+            if _post(f"{api}/fhir", body, "application/fhir+json", headers)[0] != 200:
+                errors[0] += 1
+
+    def check(rid: str) -> bool:
+        status, body = _post(f"{api}/api/v1/recognition/check", orjson.dumps(
+            {"patient": {"resident_id": rid}, "requesting_institution": REQUESTER, "encounter_id": f"E2E-{rid}"}),
+            "application/json", his)
+        return status == 200 and bool(orjson.loads(body)["results"])
+
+    cpu0, started = cpu_seconds(serve_pid), time.perf_counter()
+    threads = [threading.Thread(target=sender) for _ in range(senders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    cpu1, sent_s = cpu_seconds(serve_pid), time.perf_counter() - started
+    sampled = [rid for _, rid, _ in payloads if rid]
+    deadline = time.monotonic() + 120
+    while not check(sampled[-1]):  # the engine has stored the last one: every check below finds its result
+        if time.monotonic() > deadline:
+            raise RuntimeError("the closed-loop results never became visible")
+        time.sleep(0.05)
+    cpu2 = cpu_seconds(serve_pid)
+    found = sum(check(rid) for rid in sampled)
+    cpu3 = cpu_seconds(serve_pid)
+    return {"posts": len(payloads), "senders": senders, "closed_loop_per_s": round(len(payloads) / sent_s, 1),
+            "serve_cpu_ms_per_post": round(1000 * (cpu1 - cpu0) / len(payloads), 2),
+            "checks": len(sampled), "checks_with_result": found,
+            "serve_cpu_ms_per_check": round(1000 * (cpu3 - cpu2) / len(sampled), 2), "errors": errors[0]}
 
 
 def _hl7_payloads(n: int, tag: int, clients: Clients) -> list[tuple[bytes, str | None, dict[str, str] | None]]:
@@ -171,7 +228,7 @@ def run(quick: bool = False) -> Outcome:
 
     seconds = 5 if quick else 15
     out = Outcome("e2e", "End to end: FHIR / HL7 in → answer from the check endpoint (p50/p95 latency)")
-    out.sizes = {"seconds_per_rate": seconds, "rates": [100, 1000], "sample_every": SAMPLE_EVERY,
+    out.sizes = {"closed_loop_posts": 300 if quick else 2000, "seconds_per_rate": seconds, "rates": [100, 1000], "sample_every": SAMPLE_EVERY,
                  "poll_interval_ms": POLL_S * 1000, "results_per_message": 1}
     tmp = Path(tempfile.mkdtemp(prefix="hrx-bench-e2e-"))
     children: list[subprocess.Popen[bytes]] = []
@@ -197,6 +254,10 @@ def run(quick: bool = False) -> Outcome:
             warm = _load("fhir", _fhir_payloads(5, 90, clients), 5, api, hl7_port, 1, his)
             if not warm["latency"]["n"]:
                 raise RuntimeError(f"warm-up result never became visible: {warm}")
+            cost = _serve_cost(api, children[0].pid, _fhir_payloads(300 if quick else 2000, 80, clients), his)
+            out.figures["serve_cost"] = cost
+            say(f"e2e: closed loop {cost['closed_loop_per_s']}/s | serve CPU per POST /fhir "
+                f"{cost['serve_cpu_ms_per_post']} ms, per check {cost['serve_cpu_ms_per_check']} ms")
             for source, make in (("fhir", _fhir_payloads), ("hl7", _hl7_payloads)):
                 for k, rate in enumerate((100, 1000)):
                     n = int(rate * seconds)
