@@ -76,7 +76,8 @@ class CodeLogin(BaseModel):
     code: str = Field(min_length=1, max_length=16)
 
 
-def _view(principal: Principal) -> dict[str, Any]:
+def principal_view(principal: Principal) -> dict[str, Any]:
+    """What a signed-in caller may know of itself (``PrincipalView``): never a credential."""
     return {"id": principal.id, "role": principal.role, "name": principal.name, "institution": principal.institution,
             "department": principal.department, "scope": principal.scope}
 
@@ -88,11 +89,12 @@ def _seconds(until: datetime) -> int:
 def _refused(request: Request, exc: accounts.LoginRefused) -> ApiError:
     if exc.locked_until is not None:
         return ApiError(None, f"locked until {exc.locked_until.isoformat()} after repeated failures", 429)
-    context_of(request).login_failures.failed(_address(request))
+    context_of(request).login_failures.failed(client_address(request))
     return ApiError(None, str(exc), 401)
 
 
-def _address(request: Request) -> str:
+def client_address(request: Request) -> str:
+    """The peer address failed logins are counted against (exchange.auth.throttle)."""
     return request.client.host if request.client else "unknown"
 
 
@@ -108,9 +110,9 @@ def counted_login(grant: str) -> Iterator[None]:
     metrics.LOGINS.labels(grant, "ok").inc()
 
 
-def _throttled(request: Request) -> None:
+def refuse_if_throttled(request: Request) -> None:
     """429 for an address past the failed-login limit (exchange.auth.throttle), before any credential is read."""
-    wait = context_of(request).login_failures.retry_after(_address(request))
+    wait = context_of(request).login_failures.retry_after(client_address(request))
     if wait is not None:
         raise ApiError(None, f"too many failed logins from this address: retry in {int(wait) + 1} s", 429)
 
@@ -140,7 +142,7 @@ def token(request: Request, grant_type: Literal["password", "client_credentials"
 def _token(request: Request, grant_type: str, username: str | None, password: str | None, totp: str | None,
            client_id: str | None, client_secret: str | None) -> dict[str, Any]:
     database = context_of(request).database
-    _throttled(request)
+    refuse_if_throttled(request)
     try:
         if grant_type == "password":
             if not username or not password:
@@ -163,7 +165,7 @@ def _token(request: Request, grant_type: str, username: str | None, password: st
 def login(body: LoginBody, request: Request, response: Response,
           _: None = Depends(PUBLIC)) -> dict[str, Any]:  # noqa: B008
     with counted_login("session"):
-        _throttled(request)
+        refuse_if_throttled(request)
         try:
             principal, issued = accounts.login(context_of(request).database, body.username, body.password,
                                                body.totp, session_cookie=True)
@@ -171,7 +173,7 @@ def login(body: LoginBody, request: Request, response: Response,
             raise _refused(request, exc) from None
     response.set_cookie(SESSION_COOKIE, issued.token, max_age=_seconds(issued.expires_at), httponly=True,
                         samesite="strict", secure=request.url.scheme == "https", path="/")
-    return {"csrf_token": issued.csrf, "expires_in": _seconds(issued.expires_at), "principal": _view(principal)}
+    return {"csrf_token": issued.csrf, "expires_in": _seconds(issued.expires_at), "principal": principal_view(principal)}
 
 
 class Done(BaseModel):
@@ -195,7 +197,7 @@ def logout(request: Request, response: Response,
 @router.get("/auth/me", summary="Who the token or session stands for", response_model=PrincipalView,
             responses=AUTHENTICATED)
 def me(who: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:  # noqa: B008
-    return _view(who)
+    return principal_view(who)
 
 
 @router.post("/patient/code", status_code=202, summary="Send a patient a one-time login code",
@@ -222,12 +224,12 @@ def patient_token(body: CodeLogin, request: Request, _: None = Depends(PUBLIC)) 
     if body.patient.resident_id is None:
         raise ApiError("patient.resident_id", "a patient logs in with their resident ID")
     with counted_login("patient_code"):
-        _throttled(request)
+        refuse_if_throttled(request)
         pseudonym = patient_pseudonym(context, body.patient)
         try:
             patient_codes.redeem_code(context.database, pseudonym, body.code)
         except patient_codes.CodeRefused as exc:
-            context.login_failures.failed(_address(request))
+            context.login_failures.failed(client_address(request))
             raise ApiError("code", str(exc), 401) from None
     issued = accounts.issue_patient_token(context.database, pseudonym)
     return {"access_token": issued.token, "token_type": "bearer", "expires_in": _seconds(issued.expires_at),

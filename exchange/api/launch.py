@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from exchange import audit
 from exchange.api.access import PUBLIC, SESSION_COOKIE, require
 from exchange.api.app import ApiError, context_of
-from exchange.api.auth import PrincipalView, _address, _throttled, _view
+from exchange.api.auth import PrincipalView, client_address, principal_view, refuse_if_throttled
 from exchange.api.errors import AUTHENTICATED, Refusal, refusals
 from exchange.api.fields import ANSWER, Pseudonym
 from exchange.api.recognition import PatientRef, patient_pseudonym
@@ -142,12 +142,12 @@ def redeem(body: RedeemBody, request: Request, response: Response,
            _: None = Depends(PUBLIC)) -> dict[str, Any]:  # noqa: B008
     """Once per token, within its lifetime; sets the session cookie as ``POST /api/v1/auth/login`` does."""
     context = context_of(request)
-    _throttled(request)
+    refuse_if_throttled(request)
     now = datetime.now(UTC)
     try:
         claims = verify(context.launch_key, body.token, now)
     except ValueError as exc:
-        context.login_failures.failed(_address(request))
+        context.login_failures.failed(client_address(request))
         raise ApiError("token", str(exc), 401) from None
     expires = datetime.fromtimestamp(claims["exp"], UTC)
     if not accounts.mark_used(context.database, body.token, claims["sub"], expires):
@@ -162,5 +162,5 @@ def redeem(body: RedeemBody, request: Request, response: Response,
     response.set_cookie(SESSION_COOKIE, issued.token, max_age=int((issued.expires_at - now).total_seconds()),
                         httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/")
     return {"csrf_token": issued.csrf, "expires_in": int((issued.expires_at - now).total_seconds()),
-            "principal": _view(principal),
+            "principal": principal_view(principal),
             "context": {"patient": claims["pat"], "encounter_id": claims["enc"], "institution": claims["inst"]}}
