@@ -303,6 +303,7 @@ async function feedback(event) {
   if (event) event.preventDefault();
   const issuer = byId("o-issuer").value;
   const body = clear(byId("feedback-rows"));
+  downloads("feedback", null);
   if (!issuer) return;
   try {
     const path = `/api/v1/feedback?issuer=${encodeURIComponent(issuer)}`;
@@ -316,7 +317,6 @@ async function feedback(event) {
     }
     if (!found.feedback.length) body.append(el("tr", {}, el("td", { colspan: "6" }, t("operator.none"))));
   } catch (error) {
-    downloads("feedback", null);
     announce(errorText(error), "error");
   }
 }
