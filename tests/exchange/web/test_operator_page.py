@@ -179,7 +179,7 @@ def test_operator_adds_a_mapping_sees_coverage_and_trend_imports_a_list_and_down
     with page.expect_download() as started:
         page.get_by_role("link", name="互认目录版本：下载 Excel", exact=True).click()
     assert started.value.suggested_filename == "catalogues.xlsx"
-    sheet = load_workbook(Path(started.value.path())).active
+    sheet = load_workbook(io.BytesIO(Path(started.value.path()).read_bytes())).active
     rows = list(sheet.values)
     assert rows[0][:6] == ("id", "name_zh", "tier", "scope", "authority", "version")
     assert [(r[0], r[5]) for r in rows[1:]] == [(c["id"], c["version"]) for c in listed]
