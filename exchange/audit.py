@@ -3,6 +3,7 @@ transaction as the read, so a read that is not recorded did not happen (PIPL §5
 Records are only ever appended, each chained to the one before (exchange.audit_chain; docs/rules.md, "Privacy")."""
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -49,10 +50,19 @@ def record(conn: Connection, actor: Actor, action: str, patient: str | None, det
 
 
 def trail(conn: Connection, patient: str | None = None, limit: int = 500, *, principal: str | None = None,
-          institution: str | None = None, break_glass_only: bool = False) -> list[dict[str, Any]]:
+          institution: str | None = None, break_glass_only: bool = False, start: datetime | None = None,
+          end: datetime | None = None, institutions: Collection[str] | None = None) -> list[dict[str, Any]]:
     """Records, break-glass reads first, then newest first: of a patient, of a principal (as the reader or as
-    the clinician a system read for) and/or of an institution."""
+    the clinician a system read for) and/or of an institution; made at ``start`` or later and before ``end``
+    (zoned instants), by one of ``institutions`` when given (a scoped auditor's). Every condition is applied in
+    the query, so ``limit`` counts records that meet them all."""
     query = select(AuditRecord)
+    if institutions is not None:
+        query = query.where(AuditRecord.institution.in_(sorted(institutions)))
+    if start is not None:
+        query = query.where(AuditRecord.at >= start)
+    if end is not None:
+        query = query.where(AuditRecord.at < end)
     if patient is not None:
         query = query.where(AuditRecord.patient == patient)
     if principal is not None:

@@ -156,7 +156,14 @@ def import_catalogue(request: Request, file: UploadFile = File(description="the 
     the version is checked as ``hrx catalogue validate`` checks a file (a period overlapping another version of
     the id is refused: close the older version first) and written into the exchange's code directory, which is
     loaded again. Refused (nothing written): 422 with every unmatched row unless ``allow_unmatched``, 409 for
-    the shipped demo data or a version already there."""
+    the shipped demo data or a version already there.
+
+    With ``format=csv|xlsx`` (or the Accept header) the same request answers the unmatched rows as a file
+    (``line``, ``name``, ``reason``) instead of the JSON report. Why the same POST and no separate download route:
+    the rows are the outcome of matching one uploaded file, which the exchange does not keep (the list is staged
+    in a temporary directory and dropped); a GET would need the upload stored under an id, with its lifetime and
+    access to manage. Sent again with ``dry_run=true`` and a format, the upload is matched again by the same
+    rules and nothing is written, so the file equals the JSON answer's ``unmatched``."""
     context = context_of(request)
     if tier not in TIERS:
         raise ApiError("tier", f"must be one of {', '.join(TIERS)}")

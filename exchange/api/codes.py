@@ -152,14 +152,22 @@ def _catalogue_summary(catalogue: Any, at: datetime) -> dict[str, Any]:
             "in_force": catalogue.in_force(at), "all_items": catalogue.all_items, "item_count": len(catalogue.items)}
 
 
+#: The columns of the catalogue versions as a table: :class:`CatalogueSummary`'s fields, in its order.
+CATALOGUE_COLUMNS = tuple(CatalogueSummary.model_fields)
+
+
 @router.get("/catalogues", summary="Every catalogue version, with whether it is in force at `at`",
-            response_model=CatalogueList, responses=refusals(422))
+            response_model=CatalogueList, responses={**refusals(422), **TABLE_RESPONSES})
 def catalogues(request: Request, tier: str | None = None, at: AwareDatetime | None = None,
-               _: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:  # noqa: B008
+               format: TableFormat | None = Query(None, description="`csv`/`xlsx`: one row per version"),  # noqa: A002
+               _: Principal = Depends(require(*ANY_ROLE))) -> Any:  # noqa: B008
+    """As a table (CSV, Excel): the answer's ``catalogues``, one row per version, in its order."""
     book = context_of(request).book
     moment = at or datetime.now(UTC)
     rows = [_catalogue_summary(c, moment) for c in book.catalogues if tier is None or c.tier == tier]
-    return {"at": moment.isoformat(), "codes_version": book.version, "catalogues": rows}
+    table = Table("catalogues", CATALOGUE_COLUMNS, rows)
+    return answer_table(request, format, table,
+                        lambda: {"at": moment.isoformat(), "codes_version": book.version, "catalogues": rows})
 
 
 @router.get("/catalogues/{catalogue_id}", summary="One catalogue with its items (the version in force at `at`)",

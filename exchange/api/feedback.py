@@ -5,7 +5,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
@@ -16,6 +16,7 @@ from exchange.api.access import patient_read, require, same_institution, within_
 from exchange.api.app import ApiError, context_of
 from exchange.api.errors import AUTHENTICATED, refusals
 from exchange.api.fields import ANSWER, Timestamp
+from exchange.api.tables import TABLE_RESPONSES, Table, TableFormat, answer_table
 from exchange.auth.principal import Principal
 from exchange.decisions import find_result, result_ref
 from exchange.store.models import Feedback
@@ -57,6 +58,8 @@ class FeedbackView(BaseModel):
     status: Literal["open", "acknowledged", "resolved"]
     created_at: Timestamp
     updated_at: Timestamp
+    age_days: int = Field(description="whole days since the report was made, at the time of the answer (as "
+                          "`oldest_unresolved_days` of GET /api/v1/feedback-summary)")
     published: bool = Field(description="the current status has reached the issuer's topic")
 
 
@@ -67,12 +70,13 @@ class FeedbackList(BaseModel):
     feedback: list[FeedbackView] = Field(description="newest first")
 
 
-def _as_dict(f: Feedback) -> dict[str, Any]:
+def _as_dict(f: Feedback, now: datetime | None = None) -> dict[str, Any]:
+    created = f.created_at if f.created_at.tzinfo else f.created_at.replace(tzinfo=UTC)
     return {"feedback_id": f.feedback_id, "result": {"ref": result_ref(f.result_issuer, f.result_id),
             "version": f.result_version}, "kind": f.kind, "note": f.note,
             "reporter_institution": f.reporter_institution, "reporter_id": f.reporter_id, "status": f.status,
             "created_at": beijing_iso(f.created_at), "updated_at": beijing_iso(f.updated_at),
-            "published": f.published_at is not None}
+            "age_days": ((now or datetime.now(UTC)) - created).days, "published": f.published_at is not None}
 
 
 @router.post("/feedback", status_code=201, summary="Report a problem with a result to its issuer",
@@ -102,11 +106,18 @@ def post_feedback(body: FeedbackBody, request: Request,
     return _as_dict(Feedback(**row))
 
 
+#: The columns of the list as a table: a report per row, its result's reference and version side by side.
+FEEDBACK_COLUMNS = ("feedback_id", "result_ref", "result_version", "kind", "status", "age_days", "created_at",
+                    "updated_at", "reporter_institution", "reporter_id", "note", "published")
+
+
 @router.get("/feedback", summary="Feedback per issuer, filterable by status", response_model=FeedbackList,
-            responses=refusals(422))
+            responses={**refusals(422), **TABLE_RESPONSES})
 def list_feedback(request: Request, issuer: str, status: str | None = None,
-                  who: Principal = Depends(require("his", "source", "operator"))) -> dict[str, Any]:  # noqa: B008
-    """The issuer's own systems, or an operator whose scope covers the issuer."""
+                  format: TableFormat | None = Query(None, description="`csv`/`xlsx`: a row per report"),  # noqa: A002
+                  who: Principal = Depends(require("his", "source", "operator"))) -> Any:  # noqa: B008
+    """The issuer's own systems, or an operator whose scope covers the issuer. As a table (CSV, Excel): the
+    answer's reports in its order, ``result`` written as ``result_ref`` and ``result_version``."""
     context = context_of(request)
     if issuer not in context.book.institutions:
         raise ApiError("issuer", f"unknown institution {issuer!r}")
@@ -121,7 +132,11 @@ def list_feedback(request: Request, issuer: str, status: str | None = None,
         query = query.where(Feedback.status == status)
     with context.database.connect() as conn:
         rows = Session(conn).scalars(query).all()
-    return {"issuer": issuer, "feedback": [_as_dict(f) for f in rows]}
+    now = datetime.now(UTC)
+    listed = [_as_dict(f, now) for f in rows]
+    flat = [{**f, "result_ref": f["result"]["ref"], "result_version": f["result"]["version"]} for f in listed]
+    table = Table(f"feedback-{issuer}", FEEDBACK_COLUMNS, flat)
+    return answer_table(request, format, table, lambda: {"issuer": issuer, "feedback": listed})
 
 
 @router.post("/feedback/{feedback_id}/status", summary="The issuer acknowledges or resolves a report",

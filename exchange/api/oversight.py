@@ -1,13 +1,13 @@
 """Operator views: regulator statistics and the audit trail of a patient's data."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Any, Literal
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, WithJsonSchema
 
-from codes.calendar import BEIJING, beijing_date
+from codes.calendar import BEIJING, beijing_date, beijing_midnight
 from codes.targets import coverage_targets
 from codes.tools import coverage
 from exchange import audit
@@ -286,25 +286,67 @@ def stats_timeseries(request: Request, scope: str | None = _SCOPE,
     return answer_table(request, format, table, lambda: body)
 
 
-@router.get("/audit", summary="The audit: by patient, principal or institution, break-glass reads first",
+#: A bound of a period as the auditor gives it: a Beijing calendar date, or an instant with its UTC offset.
+DayOrMoment = Annotated[str, WithJsonSchema({"anyOf": [{"type": "string", "format": "date"},
+                                                      {"type": "string", "format": "date-time"}]})]
+
+
+def _bound(name: str, text: str | None, *, end: bool) -> datetime | None:
+    """The instant a period bound stands for, as a half-open ``[start, end)`` bound. A bare date is that Beijing
+    day (Asia/Shanghai): as ``since`` its first instant, as ``until`` the first instant of the next day, so that
+    the day is inside the period whatever the reader's own zone. An instant must carry its offset (a naive one is
+    ambiguous); as ``until`` it is included: records are stored to the microsecond on both stores, so
+    ``< until + 1 µs`` is ``≤ until``."""
+    if text is None:
+        return None
+    try:
+        if len(text) == 10:  # YYYY-MM-DD: fromisoformat would also read it as a naive midnight
+            day = date.fromisoformat(text)
+            bound = beijing_midnight(day + timedelta(days=1) if end else day)
+        else:
+            instant = datetime.fromisoformat(text)
+            if instant.tzinfo is None:
+                raise ApiError(name, f"{text!r} has no UTC offset: give one (+08:00 for Beijing time) or a bare "
+                                     "date")
+            bound = instant + timedelta(microseconds=1) if end else instant
+        bound.astimezone(UTC)  # as the store will write it: the years 1 and 9999 overflow there
+    except (ValueError, OverflowError):
+        raise ApiError(name, f"{text!r} is neither a date (2026-12-01) nor an instant with its offset "
+                             "(2026-12-01T08:00:00+08:00)") from None
+    return bound
+
+
+@router.get("/audit", summary="The audit: by patient, principal, institution and period, break-glass reads first",
             response_model=AuditTrail, responses=refusals(422))
 def audit_trail(request: Request, patient: str | None = Query(None, pattern="^[0-9a-f]{64}$"),
                 principal: str | None = Query(None, max_length=64, description="an account or client id"),
                 institution: str | None = Query(None, max_length=64),
+                since: DayOrMoment | None = Query(None, max_length=40, description="records made then or later: "
+                                                  "a date (from the start of that Beijing day) or an instant with "
+                                                  "its offset"),
+                until: DayOrMoment | None = Query(None, max_length=40, description="records made then or earlier: "
+                                                  "a date (to the end of that Beijing day) or an instant with its "
+                                                  "offset"),
                 break_glass: bool = Query(False, description="only break-glass reads (the review queue)"),
                 limit: int = Query(500, ge=1, le=5000),
                 who: Principal = Depends(require("auditor", purpose="audit"))) -> dict[str, Any]:  # noqa: B008
-    """Records of reads by institutions inside the auditor's scope (all of them for a national auditor); the
-    listing is itself audited."""
+    """Records of reads by institutions inside the auditor's scope (all of them for a national auditor) in the
+    period ``since`` – ``until`` (both included; a bare date is a whole Beijing day); the listing is itself
+    audited."""
     context = context_of(request)
     if institution is not None:
         within_scope(who, context.book, institution, "institution")
+    start, end = _bound("since", since, end=False), _bound("until", until, end=True)
+    if start is not None and end is not None and start >= end:
+        raise ApiError("since", "since must not be after until")
+    # A scoped auditor's institutions go into the query (not a filter of its answer): the limit then counts
+    # records the auditor may see, and no period or page comes back short.
+    scoped = None if who.scope in (None, "national") else [
+        i for i in context.book.institutions if in_scope(context.book, i, who.scope)]
     with context.database.begin() as conn:
-        records = [r for r in audit.trail(conn, patient, limit, principal=principal, institution=institution,
-                                          break_glass_only=break_glass)
-                   if who.scope in (None, "national") or (r["institution"] is not None
-                                                          and in_scope(context.book, r["institution"], who.scope))]
+        records = audit.trail(conn, patient, limit, principal=principal, institution=institution,
+                              break_glass_only=break_glass, start=start, end=end, institutions=scoped)
         audit.record(conn, who.actor("audit"), "audit.read", patient,
                      {"records": len(records), "principal": principal, "institution": institution,
-                      "break_glass": break_glass})
+                      "break_glass": break_glass, "since": since, "until": until})
     return {"patient": patient, "records": records}

@@ -8,6 +8,12 @@ and start them from files, never inline; FastAPI's own ``/docs`` page, which loa
 ``Strict-Transport-Security`` is sent on answers over TLS only: over plain HTTP a browser ignores it, and sending
 it there would claim a protection that is not in place.
 
+The API reference is the one page that shows images from ``data:`` URLs: Swagger UI's stylesheet draws icons
+(a select's arrow, ...) as inline SVG and PNG. ``/docs`` alone gets ``img-src 'self' data:`` (:data:`DOCS_CSP`).
+A browser applies the policy of the page to everything the page loads, never the policy sent with a script or a
+stylesheet, so the document is the only answer that needs it: Swagger UI's own files under
+``/ui/assets/vendor/`` and every ``/ui/`` page keep ``default-src 'self'`` for images too.
+
 A hospital may embed the web pages in its HIS: ``HRX_UI_FRAME_ANCESTORS`` names the origins that may frame
 ``/ui/`` (CSP ``frame-ancestors``, which supersedes ``X-Frame-Options``; that header, which can name no origin, is
 left off there). Everything else, the API included, stays unframeable.
@@ -34,6 +40,10 @@ STATIC_PREFIXES = ("/ui/assets/", "/ui/messages/")
 #: The web pages, which HRX_UI_FRAME_ANCESTORS may let a HIS frame.
 UI_PREFIX = "/ui/"
 CSP = dict(HEADERS)["Content-Security-Policy"]
+#: The API reference (Swagger UI), whose icons are ``data:`` images.
+DOCS_PATH = "/docs"
+DOCS_CSP = CSP.replace("default-src 'self';", "default-src 'self'; img-src 'self' data:;")
+DOCS_HEADERS = tuple((name, DOCS_CSP if name == "Content-Security-Policy" else value) for name, value in HEADERS)
 
 
 def framed_by(origins: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -55,9 +65,11 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        base = self.ui_headers if scope["path"].startswith(UI_PREFIX) else HEADERS
+        path = scope["path"]
+        base = self.ui_headers if path.startswith(UI_PREFIX) else DOCS_HEADERS if path == DOCS_PATH else HEADERS
+        framable = not any(name == "X-Frame-Options" for name, _ in base)
         added = base + ((HSTS,) if scope.get("scheme") == "https" else ())
-        if scope["path"].startswith(STATIC_PREFIXES):
+        if path.startswith(STATIC_PREFIXES):
             added += (("Cache-Control", "no-cache"),)
 
         async def send_with_headers(message: Message) -> None:
@@ -65,7 +77,7 @@ class SecurityHeaders:
                 headers = MutableHeaders(scope=message)
                 for name, value in added:
                     headers[name] = value
-                if base is not HEADERS and "X-Frame-Options" in headers:  # a route's own: would deny the frame
+                if framable and "X-Frame-Options" in headers:  # a route's own: would deny the frame
                     del headers["X-Frame-Options"]
             await send(message)
 

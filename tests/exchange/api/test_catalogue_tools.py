@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from openpyxl import load_workbook
 from sqlalchemy import Engine, select
 
 from codes import default_codes_dir, load_codebook
@@ -107,10 +108,46 @@ def test_a_dry_run_reports_every_row_not_matched_for_csv_and_excel(desk: Desk) -
             == codes
     assert answers[0].json()["unmatched"] == answers[1].json()["unmatched"]
     assert sorted(p.name for p in (desk.codes / "catalogues").iterdir()) == before
+    unmatched = answers[0].json()["unmatched"]
     table = desk.client.post("/api/v1/catalogues/import", params={**params, "format": "csv"}, headers=desk.operator,
                              files={"file": ("list.csv", text.encode("utf-8"), "text/csv")})
-    assert [r["line"] for r in csv.DictReader(io.StringIO(table.content.decode("utf-8-sig")))] == \
-        ["1", "3", "7", "8", "9"]
+    assert table.status_code == 200 and table.headers["content-type"] == "text/csv; charset=utf-8"
+    assert table.headers["content-disposition"] == 'attachment; filename="province-330000-2026-unmatched.csv"'
+    reader = csv.reader(io.StringIO(table.content.decode("utf-8-sig")))
+    assert next(reader) == ["line", "name", "reason"]
+    assert list(reader) == [[str(u["line"]), u["name"], u["reason"]] for u in unmatched]
+    excel = desk.client.post("/api/v1/catalogues/import", params={**params, "format": "xlsx"}, headers=desk.operator,
+                             files={"file": ("list.xlsx", _xlsx(rows), "application/octet-stream")})
+    assert excel.headers["content-type"] == "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    values = list(load_workbook(io.BytesIO(excel.content)).active.values)
+    assert values == [("line", "name", "reason")] + [(u["line"], u["name"], u["reason"]) for u in unmatched]
+    assert sorted(p.name for p in (desk.codes / "catalogues").iterdir()) == before  # a download writes nothing
+
+
+def _text(value: object) -> str:
+    """A JSON value as the CSV writes it (no formula-like text in these rows)."""
+    return "" if value is None else ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def test_catalogue_versions_as_csv_and_excel_with_the_rows_of_the_json_answer(desk: Desk) -> None:
+    columns = ["id", "name_zh", "tier", "scope", "authority", "version", "effective_from", "effective_to",
+               "in_force", "all_items", "item_count"]
+    at = {"at": "2026-06-01T00:00:00+08:00"}
+    listed = desk.client.get("/api/v1/catalogues", params=at, headers=desk.operator).json()["catalogues"]
+    assert len(listed) == len(desk.context.book.catalogues) and {c["in_force"] for c in listed} == {True, False}
+    as_csv = desk.client.get("/api/v1/catalogues", params={**at, "format": "csv"}, headers=desk.operator)
+    assert as_csv.status_code == 200 and as_csv.headers["content-type"] == "text/csv; charset=utf-8"
+    assert as_csv.headers["content-disposition"] == 'attachment; filename="catalogues.csv"'
+    assert as_csv.content.startswith(b"\xef\xbb\xbf")
+    reader = csv.reader(io.StringIO(as_csv.content.decode("utf-8-sig")))
+    assert next(reader) == columns
+    assert list(reader) == [[_text(c[k]) for k in columns] for c in listed]
+    as_xlsx = desk.client.get("/api/v1/catalogues", params={**at, "tier": "alliance"},
+                              headers={**desk.operator, "Accept": "application/vnd.openxmlformats-officedocument."
+                                                                  "spreadsheetml.sheet"})
+    values = list(load_workbook(io.BytesIO(as_xlsx.content)).active.values)
+    alliances = [c for c in listed if c["tier"] == "alliance"]
+    assert alliances and values == [tuple(columns)] + [tuple(c[k] for k in columns) for c in alliances]
 
 
 def test_an_import_writes_the_new_version_only_when_every_row_matched_or_allowed(desk: Desk) -> None:

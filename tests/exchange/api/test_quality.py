@@ -313,3 +313,55 @@ def test_feedback_per_issuer_with_the_oldest_unresolved(desk: Desk) -> None:
     assert exported.headers["content-type"].startswith("application/vnd.openxmlformats")
     assert desk.client.get("/api/v1/feedback-summary", params={"scope": "31"},
                            headers=desk.who.operator(scope="11")).status_code == 403
+
+
+def _text(value: object) -> str:
+    """A JSON value as the CSV writes it (no formula-like text in these rows)."""
+    return "" if value is None else ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def test_one_issuers_feedback_as_csv_and_excel_with_the_rows_of_the_json_answer(desk: Desk) -> None:
+    from openpyxl import load_workbook
+
+    from exchange.store.models import Feedback
+
+    now = datetime.now(UTC)
+    columns = ["feedback_id", "result_ref", "result_version", "kind", "status", "age_days", "created_at",
+               "updated_at", "reporter_institution", "reporter_id", "note", "published"]
+    with desk.context.database.begin() as conn:
+        conn.execute(insert(Feedback), [
+            {"feedback_id": str(uuid.uuid4()), "result_issuer": issuer, "result_id": f"R{days}", "result_version": 2,
+             "patient": "a" * 64, "kind": kind, "note": note, "reporter_institution": OTHER, "reporter_id": reporter,
+             "status": status, "created_at": now - timedelta(days=days, hours=1), "updated_at": now,
+             "published_at": now}  # published: the outbox relay would change an unpublished one between reads
+            for issuer, kind, note, reporter, status, days in (
+                (ISSUER, "report_problem", "单位错误", "dr-li", "open", 3),
+                (ISSUER, "image_problem", "图像缺失，见附件", None, "resolved", 12),
+                (ISSUER, "report_problem", "参考范围有误", "dr-zhao", "acknowledged", 0),
+                (OTHER, "report_problem", "another issuer's", None, "open", 1))])
+    operator = desk.who.operator(scope="11")
+    body = desk.client.get("/api/v1/feedback", params={"issuer": ISSUER}, headers=operator).json()
+    assert [(f["status"], f["age_days"]) for f in body["feedback"]] == [("acknowledged", 0), ("open", 3),
+                                                                        ("resolved", 12)]  # newest first
+    expected = [{**f, "result_ref": f["result"]["ref"], "result_version": f["result"]["version"]}
+                for f in body["feedback"]]
+    assert expected[1]["result_ref"] == f"{ISSUER}/R3" and expected[1]["result_version"] == 2
+
+    as_csv = desk.client.get("/api/v1/feedback", params={"issuer": ISSUER, "format": "csv"}, headers=operator)
+    assert as_csv.status_code == 200 and as_csv.headers["content-type"] == "text/csv; charset=utf-8"
+    assert as_csv.headers["content-disposition"] == f'attachment; filename="feedback-{ISSUER}.csv"'
+    reader = csv.reader(io.StringIO(as_csv.content.decode("utf-8-sig")))
+    assert next(reader) == columns
+    assert list(reader) == [[_text(f[c]) for c in columns] for f in expected]
+
+    as_xlsx = desk.client.get("/api/v1/feedback", params={"issuer": ISSUER, "format": "xlsx"}, headers=operator)
+    assert as_xlsx.headers["content-type"] == "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    values = list(load_workbook(io.BytesIO(as_xlsx.content)).active.values)
+    assert values[0] == tuple(columns)
+    assert values[1:] == [tuple(f[c] for c in columns) for f in expected]  # numbers and booleans stay themselves
+
+    opened = desk.client.get("/api/v1/feedback", params={"issuer": ISSUER, "status": "open", "format": "csv"},
+                             headers=operator)
+    assert [r["status"] for r in csv.DictReader(io.StringIO(opened.content.decode("utf-8-sig")))] == ["open"]
+    assert desk.client.get("/api/v1/feedback", params={"issuer": OTHER, "format": "csv"},
+                           headers=operator).status_code == 403  # Shanghai: outside a Beijing operator's scope

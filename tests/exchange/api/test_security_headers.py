@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from adapters.publish import Publisher
 from codes import CodeBook
 from exchange.api import Context, create_app
-from exchange.api.security_headers import HEADERS, HSTS
+from exchange.api.security_headers import DOCS_HEADERS, HEADERS, HSTS
 from tests.fakes import FakePublisher
 
 FOREIGN = "https://elsewhere.example"
@@ -29,9 +29,10 @@ def _client(book: CodeBook, *, https: bool = False, **context: Any) -> TestClien
                       raise_server_exceptions=False)
 
 
-def assert_secured(response: httpx.Response, *, tls: bool = False) -> None:
+def assert_secured(response: httpx.Response, *, tls: bool = False,
+                   expected: tuple[tuple[str, str], ...] = HEADERS) -> None:
     where = f"{response.request.method} {response.request.url.path} → {response.status_code}"
-    for name, value in HEADERS:
+    for name, value in expected:
         assert response.headers.get(name) == value, f"{where}: {name} is {response.headers.get(name)!r}"
     assert response.headers.get(HSTS[0]) == (HSTS[1] if tls else None), where
     assert "access-control-allow-origin" not in response.headers, where
@@ -74,12 +75,33 @@ def test_no_page_loads_anything_from_elsewhere(book: CodeBook) -> None:
     client = _client(book)
     assert client.get("/redoc").status_code == 404
     docs = client.get("/docs")
-    assert_secured(docs)
+    assert_secured(docs, expected=DOCS_HEADERS)
     sources = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
     assert sources and all(s.startswith("/ui/assets/") for s in sources), sources
     assert all(client.get(s).status_code == 200 for s in sources)
     assert "<script>" not in docs.text and "style=" not in docs.text
     assert client.get("/openapi.json").json()["info"]["title"] == "HR Exchange"
+
+
+def _directives(policy: str) -> dict[str, str]:
+    return {d.strip().split(" ", 1)[0]: d.strip() for d in policy.split(";") if d.strip()}
+
+
+@pytest.mark.parametrize("frame_ancestors", [(), ("https://his.example.cn",)])
+def test_only_the_api_reference_may_show_data_images(book: CodeBook, frame_ancestors: tuple[str, ...]) -> None:
+    """Swagger UI's icons are ``data:`` images: /docs alone allows them, and nothing else beyond the strict policy;
+    the web pages, their assets and the API keep ``default-src 'self'`` for images (no ``img-src`` of their own)."""
+    client = _client(book, ui_frame_ancestors=frame_ancestors)
+    docs = _directives(client.get("/docs").headers["content-security-policy"])
+    strict = _directives(dict(HEADERS)["Content-Security-Policy"])
+    assert docs.pop("img-src") == "img-src 'self' data:"
+    assert docs == strict
+    for path in ("/ui/login", "/ui/operator", "/ui/auditor", "/ui/assets/js/common.js",
+                 "/ui/assets/vendor/swagger-ui/swagger-ui.css", "/ui/messages/en.json", "/docs/", "/docsx",
+                 "/openapi.json", "/api/v1/reason-codes"):
+        policy = client.get(path, follow_redirects=False).headers["content-security-policy"]
+        assert "data:" not in policy and "img-src" not in _directives(policy), (path, policy)
+        assert _directives(policy)["default-src"] == "default-src 'self'", path
 
 
 def test_no_cross_origin_answer_by_default(book: CodeBook) -> None:
@@ -130,8 +152,9 @@ def test_only_the_web_pages_may_be_framed_and_only_by_the_configured_origins(boo
         assert f"frame-ancestors {his} {emr}" in policy and "'none'" not in policy.split("frame-ancestors")[1], path
         assert "x-frame-options" not in answer.headers, path  # DENY would forbid the HIS's frame
         assert policy.startswith("default-src 'self'") and answer.headers["x-content-type-options"] == "nosniff"
-    for path in ("/api/v1/reason-codes", "/docs", "/openapi.json", "/ui"):  # the API and the rest: as before
+    for path in ("/api/v1/reason-codes", "/openapi.json", "/ui"):  # the API and the rest: as before
         assert_secured(client.get(path, follow_redirects=False))
+    assert_secured(client.get("/docs"), expected=DOCS_HEADERS)
     assert_secured(_client(book).get("/ui/login"))  # without the setting no page may be framed
 
 

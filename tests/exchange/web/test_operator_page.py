@@ -1,18 +1,23 @@
 """The operator page's data-quality and catalogue tools in a real browser against ``hrx up --demo`` (its own
 stack, so that this module stands alone under xdist): a mapping added from the unmapped queue and its re-map
 followed to done, coverage and the recognition rate over time drawn, a catalogue import dry run listing the rows
-that did not match, a table downloaded as CSV. Same browser, network guard and axe-core check as test_pages."""
+that did not match (and downloading them as CSV), tables downloaded as CSV and Excel. Same browser, network guard
+and axe-core check as test_pages."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pyotp
 import pytest
+from openpyxl import load_workbook
 
 from adapters.publish import Publisher, Record
 from exchange.demo import lab_bundle
@@ -136,6 +141,15 @@ def test_operator_adds_a_mapping_sees_coverage_and_trend_imports_a_list_and_down
     page.locator("#import-rows tr", has_text="不存在的项目甲").wait_for()
     assert page.locator("#import-rows tr").count() == 1
     assert "未匹配 1 行" in page.locator("#import-summary").inner_text()
+    shown = [[c.inner_text() for c in row.locator("td").all()] for row in page.locator("#import-rows tr").all()]
+    # ... and downloaded as a file: the same list posted again, the API's answer saved under the name it gives
+    with page.expect_download() as started:
+        page.get_by_role("button", name="未匹配的行：下载 CSV", exact=True).click()
+    unmatched = started.value
+    assert re.fullmatch(r"city-1101-.+-unmatched\.csv", unmatched.suggested_filename), unmatched.suggested_filename
+    data = Path(unmatched.path()).read_bytes()
+    assert data.startswith(b"\xef\xbb\xbf")
+    assert list(csv.reader(io.StringIO(data.decode("utf-8-sig")))) == [["line", "name", "reason"], *shown]
 
     # drill-down: one issuer's figures (the API's issuer=), then all again
     headers = {"Authorization": f"Bearer {token}"}
@@ -160,6 +174,22 @@ def test_operator_adds_a_mapping_sees_coverage_and_trend_imports_a_list_and_down
     assert answer.body().startswith(b"\xef\xbb\xbf")
     dead = page.request.get(f"{demo.base}/api/v1/dead-letters?format=xlsx")
     assert dead.status == 200 and dead.body()[:2] == b"PK"
+    # the catalogue versions as Excel, by the page's link: the rows of the API's list
+    listed = httpx.get(f"{demo.base}/api/v1/catalogues", headers=headers, timeout=30).json()["catalogues"]
+    with page.expect_download() as started:
+        page.get_by_role("link", name="互认目录版本：下载 Excel", exact=True).click()
+    assert started.value.suggested_filename == "catalogues.xlsx"
+    sheet = load_workbook(io.BytesIO(Path(started.value.path()).read_bytes())).active
+    rows = list(sheet.values)
+    assert rows[0][:6] == ("id", "name_zh", "tier", "scope", "authority", "version")
+    assert [(r[0], r[5]) for r in rows[1:]] == [(c["id"], c["version"]) for c in listed]
+    # one issuer's feedback reports, downloadable beside them
+    issuer = page.locator("#o-issuer").input_value()
+    feedback = page.locator('.downloads[data-table="feedback"] a[data-format="csv"]')
+    assert feedback.get_attribute("aria-label") == "按出具机构查看反馈：下载 CSV"
+    assert f"issuer={issuer}" in (feedback.get_attribute("href") or "")
+    answer = page.request.get(f"{demo.base}{feedback.get_attribute('href')}")
+    assert answer.status == 200 and answer.body().decode("utf-8-sig").startswith("feedback_id,result_ref,")
     page.evaluate("document.getElementById('diff-heading').scrollIntoView()")
     screenshot(page, "operator-catalogues")
     no_critical_violations(page, demo)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pyotp
@@ -26,6 +26,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from adapters.fhir import INSTITUTION_SYSTEM, RESIDENT_ID_SYSTEMS
+from codes.calendar import BEIJING
 from exchange.broker import free_port
 from exchange.demo import lab_bundle
 from exchange.store.models import Decision, Feedback
@@ -359,6 +360,22 @@ def auditor_finds_the_break_glass_access(page: Any, demo: Demo) -> None:
     assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", first)
     no_critical_violations(page, demo)
     screenshot(page, "auditor")
+
+    # the period is searched by the API (since/until, Beijing days), not filtered in the page
+    today = datetime.now(BEIJING).date()
+    form = page.locator("#audit-form")
+    for days, found in ((0, rows.count()), (1, 0), (-1, None)):
+        day = (today + timedelta(days=days)).isoformat()
+        form.get_by_label("起始日期", exact=True).fill(day)
+        form.get_by_label("截止日期", exact=True).fill(day)
+        with page.expect_response(lambda r: "/api/v1/audit?" in r.url) as answered:
+            form.get_by_role("button", name="查询", exact=True).click()
+        asked = parse_qs(urlsplit(answered.value.url).query)
+        assert (asked["since"], asked["until"], asked["break_glass"]) == ([day], [day], ["true"])
+        records = answered.value.json()["records"]
+        page.locator("#status", has_text=f"找到 {len(records)} 条记录").wait_for()
+        assert rows.count() == len(records) and (found is None or len(records) == found), (day, len(records))
+        assert all(r["at"].startswith(day) for r in records)  # the API's Beijing time: +08:00
 
 
 def patient_sees_the_break_glass_access_in_their_log(page: Any, demo: Demo) -> None:

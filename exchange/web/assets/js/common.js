@@ -65,9 +65,9 @@ export class ApiError extends Error {
 
 const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 
-/** Call the JSON API: the session cookie goes along; writes carry the CSRF token, or a patient's bearer token.
- * ``body``: a JSON value, or FormData for a file upload. */
-export async function api(method, path, body) {
+/** The request to the API: the session cookie goes along; writes carry the CSRF token, or a patient's bearer
+ * token. ``body``: a JSON value, or FormData for a file upload. */
+function request(method, path, body) {
   const headers = { Accept: "application/json" };
   const form = body instanceof FormData;  // a file upload: the browser writes the multipart boundary
   if (body !== undefined && !form) headers["Content-Type"] = "application/json";
@@ -75,13 +75,39 @@ export async function api(method, path, body) {
   if (UNSAFE.has(method) && csrf) headers["X-CSRF-Token"] = csrf;
   const bearer = sessionStorage.getItem("hrx.bearer");
   if (bearer) headers.Authorization = `Bearer ${bearer}`;
-  const response = await fetch(path, {
+  return fetch(path, {
     method, headers, credentials: "same-origin", body: body === undefined || form ? body : JSON.stringify(body),
   });
+}
+
+async function refusal(response) {
   const text = await response.text();
-  const data = text ? JSON.parse(text) : null;
-  if (!response.ok) throw new ApiError(response.status, (data && data.error) || response.statusText, data && data.field);
-  return data;
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (_) { /* not JSON: the status says enough */ }
+  return new ApiError(response.status, (data && data.error) || response.statusText, data && data.field);
+}
+
+/** Call the JSON API (see ``request``). */
+export async function api(method, path, body) {
+  const response = await request(method, path, body);
+  if (!response.ok) throw await refusal(response);
+  const text = await response.text();
+  return text ? JSON.parse(text) : null;
+}
+
+/** Call the API for a table as a file (a ``path`` with ``format=csv|xlsx``) and hand it to the browser as a
+ * download, under the name the API gives it. For a table a link cannot fetch: the answer to a POST (the
+ * catalogue import's unmatched rows), or a call that needs a patient's bearer token. */
+export async function downloadFile(method, path, body) {
+  const response = await request(method, path, body);
+  if (!response.ok) throw await refusal(response);
+  const named = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "");
+  const url = URL.createObjectURL(await response.blob());
+  const link = el("a", { href: url, download: named ? named[1] : "", hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);  // after the browser has taken the file
 }
 
 /** The signed-in principal, or a trip to the login page. */

@@ -3,8 +3,8 @@
 // the recognition rate over time; data quality (the unmapped codes with a form that adds a mapping and follows the
 // re-map, dead letters, feedback per issuer); the catalogue versions, the diff of two, a dry-run import. Every
 // table downloads as CSV or Excel (the API's ?format=, authenticated by the session cookie).
-import { announce, api, beijingMinute, clear, codesUnder, el, errorText, has, header, lang, loadMessages,
-  requireSession, t } from "./common.js";
+import { announce, api, beijingMinute, clear, codesUnder, downloadFile, el, errorText, has, header, lang,
+  loadMessages, requireSession, t } from "./common.js";
 import { loadECharts } from "./trend.js";
 
 const byId = (id) => document.getElementById(id);
@@ -65,18 +65,24 @@ function statsParams() {
   return params;
 }
 
-/** CSV and Excel links for the table ``name`` (a .downloads[data-table] beside it): the API's own export. */
+const FORMATS = [["csv", "CSV", "operator.download_csv"], ["xlsx", "Excel", "operator.download_xlsx"]];
+
+/** The download box of the table ``name`` (a .downloads[data-table] beside it), emptied; and what its links are
+ * named after: the heading its data-heading names, else its section's. */
+function downloadBox(name) {
+  const box = clear(document.querySelector(`.downloads[data-table="${name}"]`));
+  const heading = box.dataset.heading ? byId(box.dataset.heading) : box.closest("section")?.querySelector("h2");
+  return [box, heading ? heading.textContent : ""];
+}
+
+/** CSV and Excel links for the table ``name``: the API's own export of ``path`` (?format=). */
 function downloads(name, path) {
-  const box = document.querySelector(`.downloads[data-table="${name}"]`);
-  clear(box);
+  const [box, table] = downloadBox(name);
   if (!path) return;
-  const section = box.closest("section");
-  const heading = section ? section.querySelector("h2").textContent : "";
   const join = path.includes("?") ? "&" : "?";
-  for (const [format, label] of [["csv", "CSV"], ["xlsx", "Excel"]]) {
+  for (const [format, label, key] of FORMATS) {
     box.append(el("a", { href: `${path}${join}format=${format}`, download: "", "data-format": format,
-      "aria-label": t("operator.download_of", { table: heading, format: label }) },
-    t(format === "csv" ? "operator.download_csv" : "operator.download_xlsx")));
+      "aria-label": t("operator.download_of", { table, format: label }) }, t(key)));
   }
 }
 
@@ -297,13 +303,15 @@ async function feedback(event) {
   if (event) event.preventDefault();
   const issuer = byId("o-issuer").value;
   const body = clear(byId("feedback-rows"));
+  downloads("feedback", null);
   if (!issuer) return;
   try {
-    const found = await api("GET", `/api/v1/feedback?issuer=${encodeURIComponent(issuer)}`);
+    const path = `/api/v1/feedback?issuer=${encodeURIComponent(issuer)}`;
+    const found = await api("GET", path);
+    downloads("feedback", path);
     for (const f of found.feedback) {
-      const days = Math.floor((Date.now() - Date.parse(f.created_at)) / 86400000);
       body.append(el("tr", {}, el("td", { class: "nowrap" }, beijingMinute(f.created_at)),
-        el("td", {}, t("operator.days", { n: days })),
+        el("td", {}, t("operator.days", { n: f.age_days })),
         el("td", {}, t(`feedback.${f.kind}`)), el("td", {}, has(`feedback_status.${f.status}`) ? t(`feedback_status.${f.status}`) : f.status),
         el("td", {}, f.reporter_institution), el("td", { class: "reason" }, f.note)));
     }
@@ -358,11 +366,13 @@ async function importDryRun(event) {
   const body = clear(byId("import-rows"));
   const summary = byId("import-summary");
   summary.textContent = "";
-  const data = new FormData();
-  data.append("file", form.file.files[0]);
+  const file = form.file.files[0];
+  const upload = () => { const data = new FormData(); data.append("file", file); return data; };
   const params = new URLSearchParams({ tier: form.tier.value, scope: form.scope.value.trim(), dry_run: "true" });
+  unmatchedDownloads(null);
   try {
-    const found = await api("POST", `/api/v1/catalogues/import?${params}`, data);
+    const found = await api("POST", `/api/v1/catalogues/import?${params}`, upload());
+    if (found.unmatched.length) unmatchedDownloads(`/api/v1/catalogues/import?${params}`, upload);
     summary.textContent = t("import.summary", { id: found.id, version: found.version, items: found.items,
       unmatched: found.unmatched.length });
     for (const r of found.unmatched) {
@@ -374,9 +384,32 @@ async function importDryRun(event) {
   }
 }
 
+/** CSV and Excel buttons for the dry run's unmatched rows: the API answers them to the same POST with ?format=
+ * (it keeps no upload to link to), so each button sends the list again and saves the answer. */
+function unmatchedDownloads(path, upload) {
+  const [box, table] = downloadBox("import_unmatched");
+  if (!path) return;
+  for (const [format, label, key] of FORMATS) {
+    const button = el("button", { type: "button", class: "link", "data-format": format,
+      "aria-label": t("operator.download_of", { table, format: label }) }, t(key));
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        await downloadFile("POST", `${path}&format=${format}`, upload());
+      } catch (error) {
+        announce(errorText(error), "error");
+      } finally {
+        button.disabled = false;
+      }
+    });
+    box.append(button);
+  }
+}
+
 async function catalogues() {
   const body = clear(byId("catalogue-rows"));
   const list = await api("GET", "/api/v1/catalogues");
+  downloads("catalogues", "/api/v1/catalogues");
   versions.clear();
   for (const c of list.catalogues) versions.set(c.id, [...(versions.get(c.id) || []), c.version]);
   const ids = clear(byId("c-id"));
