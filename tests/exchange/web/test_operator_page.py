@@ -20,6 +20,7 @@ import pytest
 from openpyxl import load_workbook
 
 from adapters.publish import Publisher, Record
+from codes.calendar import BEIJING
 from exchange.demo import lab_bundle
 from schemas.topics import TOPIC_LAB
 from tests.exchange.web.test_pages import (  # noqa: F401 (fixtures)
@@ -165,6 +166,20 @@ def test_operator_adds_a_mapping_sees_coverage_and_trend_imports_a_list_and_down
     page.locator('#drill button[data-undrill="issuer"]').wait_for(state="detached")
     page.locator("#issuer-rows tr").nth(len(everything["per_issuer"]) - 1).wait_for()
     assert page.locator(".kpi").first.locator(".kpi-value").inner_text() == str(everything["presented"])
+
+    # a period ending today (Beijing): today's presentations are in it, to the next Beijing midnight (the API's
+    # ``to`` is exclusive)
+    today = datetime.now(BEIJING).date()
+    page.locator("#o-to").fill(today.isoformat())
+    page.locator("#stats-form").get_by_role("button").click()
+    link = page.locator('.downloads[data-table="per_issuer"] a[data-format="csv"]')
+    wait_for(lambda: f"to={today + timedelta(days=1)}T00%3A00%3A00%2B08%3A00" in (link.get_attribute("href") or ""),
+             timeout=30)
+    until_today = httpx.get(f"{demo.base}/api/v1/stats", headers=headers, timeout=30, params={
+        "to": f"{today + timedelta(days=1)}T00:00:00+08:00"}).json()
+    assert until_today["presented"] == everything["presented"] > 0
+    wait_for(lambda: page.locator(".kpi").first.locator(".kpi-value").inner_text() == str(everything["presented"]),
+             timeout=30)
 
     # a table as CSV: UTF-8 with a BOM (Excel shows Chinese), fetched with the page's session cookie
     link = page.locator('.downloads[data-table="per_issuer"] a[data-format="csv"]')

@@ -9,6 +9,13 @@ import { loadECharts } from "./trend.js";
 
 const byId = (id) => document.getElementById(id);
 const BEIJING = "T00:00:00+08:00";
+
+/** The calendar day after ``day`` (YYYY-MM-DD). The API's ``to`` is exclusive and the form's end date is the
+ * last day shown, so the period ends at the next Beijing midnight. */
+function dayAfter(day) {
+  const [y, m, d] = day.split("-").map(Number);
+  return new Date(Date.UTC(y, m - 1, d + 1)).toISOString().slice(0, 10);
+}
 const institutions = new Map();
 const items = new Map();
 /** The drill-down: statistics of one issuer and/or one item (the API's ``issuer=`` and ``item=``). */
@@ -60,7 +67,7 @@ function statsParams() {
   const params = new URLSearchParams();
   if (form.scope.value.trim()) params.set("scope", form.scope.value.trim());
   if (form.from.value) params.set("from", form.from.value + BEIJING);
-  if (form.to.value) params.set("to", form.to.value + BEIJING);
+  if (form.to.value) params.set("to", dayAfter(form.to.value) + BEIJING);
   for (const kind of ["issuer", "item"]) if (drill[kind]) params.set(kind, drill[kind]);
   return params;
 }
@@ -270,7 +277,7 @@ async function deadLetters(event) {
   const params = new URLSearchParams();
   if (form.reason.value) params.set("reason", form.reason.value);
   if (form.from.value) params.set("from", form.from.value + BEIJING);
-  if (form.to.value) params.set("to", form.to.value + BEIJING);
+  if (form.to.value) params.set("to", dayAfter(form.to.value) + BEIJING);
   downloads("dead_letters", `/api/v1/dead-letters?${params}`);
   const body = clear(byId("dead-rows"));
   try {
