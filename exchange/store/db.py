@@ -7,6 +7,7 @@ started beside a new one would quietly run against a schema it does not know).
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +65,11 @@ class Revisions:
         return self.current == self.expected
 
 
+#: Alembic runs a migration through process-wide proxies (``alembic.op``, ``alembic.context``): two upgrades at
+#: once in one process would run each other's steps on the wrong connection. One at a time, whatever the store.
+_UPGRADING = threading.Lock()
+
+
 def _config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
@@ -94,7 +100,7 @@ def migrate(engine: Engine, to: str = "head") -> Revisions:
     if before.current is not None and before.current not in _known():
         raise StoreNotMigrated(_newer(engine, before))
     config = _config()
-    with engine.begin() as connection:
+    with _UPGRADING, engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, to)
     return before

@@ -89,3 +89,23 @@ def test_serve_and_engine_refuse_an_older_or_a_newer_revision(database_url: str,
         assert _schema(database_url)[0] == "0099"
     finally:
         engine.dispose()
+
+
+def test_stores_migrated_from_threads_at_once_each_reach_the_head(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Alembic's ``op`` and ``context`` are process-wide: upgrades started together in threads (the fault suite
+    migrates its SQLite and PostgreSQL stores so) must not run each other's steps on the wrong connection."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    engines = [connect(f"sqlite:///{tmp_path / f'store-{k}.db'}") for k in range(4)]
+    try:
+        with ThreadPoolExecutor(len(engines)) as pool:
+            list(pool.map(migrate, engines))
+        for engine in engines:
+            tables = set(inspect(engine).get_table_names())
+            assert {"results", "accounts", "audit"} <= tables
+            assert "totp_step" in {c["name"] for c in inspect(engine).get_columns("accounts")}
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == expected_revision()
+    finally:
+        for engine in engines:
+            engine.dispose()

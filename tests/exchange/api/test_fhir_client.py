@@ -4,15 +4,11 @@ links, every response validated with the fhir.resources R4B models, 403 without 
 every read in the audit."""
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
-import uvicorn
 from fhir.resources.R4B import get_fhir_model_class
 from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import ForbiddenError
@@ -22,14 +18,9 @@ from exchange import audit
 from exchange.api import Context, create_app
 from tests.exchange.api.test_fhir_search import ISSUER, REQUESTER, RESIDENT_ID, STRANGER, _ct, _lab, _store
 from tests.fakes import FakePublisher
+from tests.fixtures.servers import app_on_loopback
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -42,18 +33,8 @@ def live(book, database, pseudonymizer, principals) -> Iterator[tuple[str, Any]]
     principals.encounter(events[0]["patient"]["pseudonym"], REQUESTER)
     context = Context(book=book, database=database, pseudonymizer=pseudonymizer, publisher=FakePublisher(),
                       bootstrap="127.0.0.1:9", engine_group="g")  # type: ignore[arg-type]
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(context), host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/fhir", principals
-    server.should_exit = True
-    thread.join(10)
+    with app_on_loopback(create_app(context)) as base:
+        yield f"{base}/fhir", principals
 
 
 @pytest.fixture

@@ -3,20 +3,17 @@ Content-Security-Policy: every operation drawn, no console error, no policy viol
 beyond 127.0.0.1. The page needs no store and no broker: the app is served by uvicorn without its lifespan."""
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import uvicorn
 
 from codes import load_codebook
 from exchange.api import Context, create_app
-from exchange.broker import free_port
 from tests.exchange.web.test_pages import browser  # noqa: F401 (fixture)
 from tests.fakes import FakePublisher
+from tests.fixtures.servers import app_on_loopback
 
 pytestmark = pytest.mark.integration
 playwright = pytest.importorskip("playwright.sync_api")
@@ -33,18 +30,8 @@ document.addEventListener("securitypolicyviolation",
 def reference() -> Iterator[str]:
     context = Context(book=load_codebook(), database=None, pseudonymizer=None,  # type: ignore[arg-type]
                       publisher=FakePublisher(), bootstrap="127.0.0.1:9", engine_group="g")  # type: ignore[arg-type]
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(context), host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with app_on_loopback(create_app(context), lifespan="off") as base:
+        yield base
 
 
 def test_the_api_reference_draws_every_operation_offline_without_an_error(browser: Any,  # noqa: F811
